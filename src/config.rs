@@ -1,0 +1,205 @@
+//! Settings, read once from the environment (or the matching flags) at start.
+//! Defaults live here and only here; `--help` prints each variable with its default.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use clap::{Args, Parser, ValueEnum};
+
+/// A value that must never reach a log line: its `Debug` prints a placeholder.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl FromStr for Secret {
+    type Err = String;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        if value.is_empty() {
+            Err("must not be empty".into())
+        } else {
+            Ok(Secret(value.to_owned()))
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum GatewayEnv {
+    Development,
+    Production,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+/// Every setting of the gateway. Each is an environment variable (and a flag).
+#[derive(Debug, Clone, Args)]
+pub struct Settings {
+    /// Address the HTTP server listens on.
+    #[arg(long, env = "HTTP_ADDR", default_value = "0.0.0.0:8080", global = true)]
+    pub http_addr: SocketAddr,
+
+    /// RabbitMQ connection URL.
+    #[arg(
+        long,
+        env = "AMQP_URL",
+        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f",
+        hide_env_values = true,
+        global = true
+    )]
+    pub amqp_url: Secret,
+
+    /// Topic exchange events are published to; its dead-letter exchange is `<name>.dlx`.
+    #[arg(
+        long,
+        env = "AMQP_EXCHANGE",
+        default_value = "gamification",
+        global = true
+    )]
+    pub amqp_exchange: String,
+
+    /// Prefix for every queue name (e.g. `staging.` gives `staging.achievement_events`).
+    #[arg(long, env = "AMQP_QUEUE_PREFIX", default_value = "", global = true)]
+    pub amqp_queue_prefix: String,
+
+    /// Channels (in confirm mode) the publisher spreads messages over.
+    #[arg(long, env = "AMQP_PUBLISH_CHANNELS", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256), global = true)]
+    pub amqp_publish_channels: u16,
+
+    /// Most messages awaiting a broker confirm at once; further publishes wait for a slot.
+    #[arg(long, env = "AMQP_MAX_IN_FLIGHT", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..), global = true)]
+    pub amqp_max_in_flight: u32,
+
+    /// How long a publish waits for the broker's confirm before answering 503.
+    #[arg(long, env = "AMQP_CONFIRM_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration, global = true)]
+    pub amqp_confirm_timeout: Duration,
+
+    /// Redis host.
+    #[arg(long, env = "REDIS_HOST", default_value = "127.0.0.1", global = true)]
+    pub redis_host: String,
+
+    /// Redis port.
+    #[arg(long, env = "REDIS_PORT", default_value_t = 6379, global = true)]
+    pub redis_port: u16,
+
+    /// Redis password (none by default).
+    #[arg(long, env = "REDIS_PASSWORD", hide_env_values = true, global = true)]
+    pub redis_password: Option<Secret>,
+
+    /// Redis database number.
+    #[arg(long, env = "REDIS_DB", default_value_t = 0, global = true)]
+    pub redis_db: i64,
+
+    /// HS256 secret for bearer tokens. Without it (and without JWT_PUBLIC_KEY_FILE) a
+    /// development secret is used, which production refuses.
+    #[arg(
+        long,
+        env = "JWT_SECRET",
+        hide_env_values = true,
+        global = true,
+        conflicts_with = "jwt_public_key_file"
+    )]
+    pub jwt_secret: Option<Secret>,
+
+    /// PEM public key (RSA: RS256, EC P-256: ES256, Ed25519: EdDSA) that verifies tokens.
+    #[arg(long, env = "JWT_PUBLIC_KEY_FILE", global = true)]
+    pub jwt_public_key_file: Option<PathBuf>,
+
+    /// PEM private key matching JWT_PUBLIC_KEY_FILE; only the `token` command uses it.
+    #[arg(long, env = "JWT_PRIVATE_KEY_FILE", global = true)]
+    pub jwt_private_key_file: Option<PathBuf>,
+
+    /// Required `iss` claim, when set.
+    #[arg(long, env = "JWT_ISSUER", global = true)]
+    pub jwt_issuer: Option<String>,
+
+    /// Required `aud` claim, when set.
+    #[arg(long, env = "JWT_AUDIENCE", global = true)]
+    pub jwt_audience: Option<String>,
+
+    /// `production` refuses to start with the development secret.
+    #[arg(
+        long,
+        env = "GATEWAY_ENV",
+        value_enum,
+        default_value = "development",
+        global = true
+    )]
+    pub gateway_env: GatewayEnv,
+
+    /// Longest time a request may take before it is answered 503.
+    #[arg(long, env = "REQUEST_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration, global = true)]
+    pub request_timeout: Duration,
+
+    /// Log line format; the level filter is RUST_LOG (default `info`).
+    #[arg(
+        long,
+        env = "LOG_FORMAT",
+        value_enum,
+        default_value = "json",
+        global = true
+    )]
+    pub log_format: LogFormat,
+}
+
+/// Parses settings from the environment alone, with no command line.
+#[derive(Debug, Parser)]
+struct EnvOnly {
+    #[command(flatten)]
+    settings: Settings,
+}
+
+impl Settings {
+    /// Settings from the environment; the error names the bad variable.
+    pub fn from_env() -> Result<Self, clap::Error> {
+        EnvOnly::try_parse_from(["event-gateway"]).map(|parsed| parsed.settings)
+    }
+
+    pub fn redis_url(&self) -> String {
+        let auth = match &self.redis_password {
+            Some(password) => format!(":{}@", password.expose()),
+            None => String::new(),
+        };
+        format!(
+            "redis://{auth}{}:{}/{}",
+            self.redis_host, self.redis_port, self.redis_db
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_do_not_show_in_debug_output() {
+        let secret: Secret = "hunter2".parse().unwrap();
+        assert!(!format!("{secret:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn redis_url_carries_password_and_db() {
+        let mut settings = EnvOnly::try_parse_from(["x", "--redis-db", "3"])
+            .unwrap()
+            .settings;
+        settings.redis_password = Some("pw".parse().unwrap());
+        assert_eq!(settings.redis_url(), "redis://:pw@127.0.0.1:6379/3");
+    }
+}

@@ -1,0 +1,14 @@
+//! The domain: event types, their schemas, the envelope, and who may publish what.
+//! Nothing here knows about HTTP or the broker.
+
+pub mod data;
+pub mod envelope;
+pub mod event_type;
+pub mod problem;
+pub mod scope;
+
+pub use data::EventData;
+pub use envelope::{Envelope, ValidEvent};
+pub use event_type::{EventType, Family};
+pub use problem::FieldError;
+pub use scope::{Forbidden, Principal, Scopes};

@@ -1,0 +1,173 @@
+//! Who is calling and what they may do: the contract's scopes, decided in one place.
+
+use std::collections::HashSet;
+
+use super::event_type::{EventType, Family};
+
+/// The types a player token may publish about itself.
+pub const PLAYER_EVENT_TYPES: [EventType; 3] = [
+    EventType::AnalyticsEventTracked,
+    EventType::NotificationRead,
+    EventType::NotificationArchived,
+];
+
+/// The rights granted by a token's space-separated `scope` claim.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Scopes {
+    publish_any: bool,
+    publish_families: HashSet<Family>,
+    publish_self: bool,
+}
+
+impl Scopes {
+    /// Unknown scopes are ignored, so tokens minted for other services still work here.
+    pub fn parse(claim: &str) -> Self {
+        let mut scopes = Scopes::default();
+        for scope in claim.split_ascii_whitespace() {
+            match scope {
+                "events:publish" => scopes.publish_any = true,
+                "events:publish:self" => scopes.publish_self = true,
+                other => {
+                    if let Some(family) = other
+                        .strip_prefix("events:publish:")
+                        .and_then(Family::parse)
+                    {
+                        scopes.publish_families.insert(family);
+                    }
+                }
+            }
+        }
+        scopes
+    }
+}
+
+/// An authenticated caller: a token's `sub` and its scopes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    pub subject: String,
+    pub scopes: Scopes,
+}
+
+/// Why a principal may not do something; the message is safe to show the caller.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Forbidden(pub String);
+
+impl Principal {
+    /// A player token acts only for its own `sub`, whatever else it carries.
+    pub fn is_player(&self) -> bool {
+        self.scopes.publish_self
+    }
+
+    /// Whether this principal may publish an event of `event_type` about `user_id`.
+    pub fn authorize_publish(
+        &self,
+        event_type: EventType,
+        user_id: Option<&str>,
+    ) -> Result<(), Forbidden> {
+        let scopes = &self.scopes;
+        let by_scope = scopes.publish_any
+            || scopes.publish_families.contains(&event_type.family())
+            || (scopes.publish_self && PLAYER_EVENT_TYPES.contains(&event_type));
+        if !by_scope {
+            return Err(Forbidden(format!(
+                "the token's scopes do not allow publishing {event_type}"
+            )));
+        }
+        if self.is_player() && user_id != Some(self.subject.as_str()) {
+            return Err(Forbidden(
+                "a player token publishes only events whose data.userId is its own sub".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn principal(scope: &str) -> Principal {
+        Principal {
+            subject: "player-1".into(),
+            scopes: Scopes::parse(scope),
+        }
+    }
+
+    #[test]
+    fn backend_scope_publishes_anything_for_anyone() {
+        let backend = principal("events:publish");
+        for event_type in EventType::ALL {
+            assert!(
+                backend
+                    .authorize_publish(event_type, Some("someone"))
+                    .is_ok()
+            );
+        }
+    }
+
+    #[test]
+    fn family_scope_is_limited_to_its_family() {
+        let analytics = principal("events:publish:analytics events:read");
+        assert!(
+            analytics
+                .authorize_publish(EventType::AnalyticsEventTracked, Some("x"))
+                .is_ok()
+        );
+        assert!(
+            analytics
+                .authorize_publish(EventType::RewardClaimed, Some("x"))
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn player_token_publishes_its_few_types_for_itself_only() {
+        let player = principal("events:publish:self");
+        assert!(
+            player
+                .authorize_publish(EventType::NotificationRead, Some("player-1"))
+                .is_ok()
+        );
+        assert!(
+            player
+                .authorize_publish(EventType::NotificationRead, Some("player-2"))
+                .is_err()
+        );
+        assert!(
+            player
+                .authorize_publish(EventType::NotificationRead, None)
+                .is_err()
+        );
+        assert!(
+            player
+                .authorize_publish(EventType::RewardClaimed, Some("player-1"))
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn player_token_with_wider_scopes_still_acts_only_for_itself() {
+        let player = principal("events:publish events:publish:self");
+        assert!(
+            player
+                .authorize_publish(EventType::RewardClaimed, Some("player-1"))
+                .is_ok()
+        );
+        assert!(
+            player
+                .authorize_publish(EventType::RewardClaimed, Some("player-2"))
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn no_scope_no_publish() {
+        let reader = principal("events:read events:publish:unknownfamily");
+        assert!(
+            reader
+                .authorize_publish(EventType::QuestCreated, None)
+                .is_err()
+        );
+    }
+}

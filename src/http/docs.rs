@@ -1,0 +1,277 @@
+//! The OpenAPI document. Event schemas are generated from the same field table that
+//! validates requests, so documentation and validation cannot disagree.
+
+use std::borrow::Cow;
+
+use utoipa::openapi::schema::{
+    AdditionalProperties, ArrayBuilder, KnownFormat, ObjectBuilder, OneOfBuilder, Schema,
+    SchemaFormat, Type,
+};
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::openapi::{OpenApi, Ref, RefOr};
+use utoipa::{Modify, PartialSchema, ToSchema};
+
+use super::events::MAX_BATCH_EVENTS;
+use crate::domain::data::{
+    FieldKind, FieldSpec, MAX_ID_CHARS, MAX_TEXT_CHARS, METADATA_MAX_BYTES, METADATA_MAX_DEPTH,
+    METADATA_MAX_KEYS,
+};
+use crate::domain::envelope::ENVELOPE_VERSION;
+use crate::domain::{EventType, Family};
+
+type Schemas = Vec<(String, RefOr<Schema>)>;
+
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "event-gateway",
+        description = "Publishes authenticated, validated gamification events to RabbitMQ with broker confirms. \
+            Mint a development token with `event-gateway token --sub me --scope \"events:publish\"` and use **Authorize**.",
+    ),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "events", description = "Publishing events"),
+        (name = "operations", description = "Health and metrics"),
+    )
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        let mut scheme = Http::new(HttpAuthScheme::Bearer);
+        scheme.bearer_format = Some("JWT".into());
+        scheme.description = Some(
+            "A JWT with `sub`, `exp` and a space-separated `scope`: `events:publish`, \
+             `events:publish:<family>`, `events:publish:self` (player tokens), `events:read`, `admin`."
+                .into(),
+        );
+        components.add_security_scheme("bearer", SecurityScheme::Http(scheme));
+    }
+}
+
+fn reference(name: &str) -> RefOr<Schema> {
+    RefOr::Ref(Ref::from_schema_name(name))
+}
+
+fn data_name(family: Family) -> String {
+    format!("{}Data", capitalized(family))
+}
+
+fn event_name(family: Family) -> String {
+    format!("{}Event", capitalized(family))
+}
+
+fn capitalized(family: Family) -> String {
+    let name = family.as_str();
+    name[..1].to_uppercase() + &name[1..]
+}
+
+fn id_schema() -> ObjectBuilder {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .min_length(Some(1))
+        .max_length(Some(MAX_ID_CHARS as usize))
+        .pattern(Some("^[A-Za-z0-9._:-]+$"))
+}
+
+fn field_schema(spec: &FieldSpec) -> RefOr<Schema> {
+    let schema = match spec.kind {
+        FieldKind::Id => id_schema(),
+        FieldKind::Text => ObjectBuilder::new()
+            .schema_type(Type::String)
+            .max_length(Some(MAX_TEXT_CHARS as usize)),
+        FieldKind::Points => ObjectBuilder::new()
+            .schema_type(Type::Integer)
+            .minimum(Some(0)),
+        FieldKind::Progress => ObjectBuilder::new()
+            .schema_type(Type::Number)
+            .minimum(Some(0))
+            .maximum(Some(100)),
+        FieldKind::Number => ObjectBuilder::new().schema_type(Type::Number),
+        FieldKind::Any => return utoipa::openapi::schema::empty().into(),
+        FieldKind::Timestamp => ObjectBuilder::new()
+            .schema_type(Type::String)
+            .format(Some(SchemaFormat::KnownFormat(KnownFormat::DateTime))),
+        FieldKind::Metadata => ObjectBuilder::new()
+            .schema_type(Type::Object)
+            .max_properties(Some(METADATA_MAX_KEYS))
+            .additional_properties(Some(AdditionalProperties::FreeForm(true)))
+            .description(Some(format!(
+                "Free-form: at most {METADATA_MAX_KEYS} keys, nested {METADATA_MAX_DEPTH} levels, {METADATA_MAX_BYTES} bytes"
+            ))),
+    };
+    schema.into()
+}
+
+fn data_schema(family: Family) -> Schema {
+    let mut object = ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .additional_properties(Some(AdditionalProperties::FreeForm(false)));
+    for spec in family.fields() {
+        object = object.property(spec.name, field_schema(spec));
+        if spec.required {
+            object = object.required(spec.name);
+        }
+    }
+    let stricter: Vec<String> = family
+        .event_types()
+        .filter(|t| t.requires_user_id())
+        .map(|t| {
+            let progress = if t.requires_progress() {
+                " and `progress`"
+            } else {
+                ""
+            };
+            format!("`{t}` also requires `userId`{progress}")
+        })
+        .collect();
+    let types: Vec<String> = family.event_types().map(|t| format!("`{t}`")).collect();
+    let mut description = format!("The `data` of {}.", types.join(", "));
+    if !stricter.is_empty() {
+        description = format!("{description} {}.", stricter.join("; "));
+    }
+    object.description(Some(description)).into()
+}
+
+fn client_metadata_schema() -> Schema {
+    ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .additional_properties(Some(AdditionalProperties::FreeForm(false)))
+        .description(Some(
+            "What a client may state; `timestamp`, `source` and `userId` are accepted but \
+             replaced by the gateway.",
+        ))
+        .property(
+            "correlationId",
+            id_schema().description(Some("Used when no X-Correlation-Id header is sent")),
+        )
+        .property(
+            "version",
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .enum_values(Some([ENVELOPE_VERSION])),
+        )
+        .property("timestamp", ObjectBuilder::new().schema_type(Type::String))
+        .property("source", ObjectBuilder::new().schema_type(Type::String))
+        .property("userId", ObjectBuilder::new().schema_type(Type::String))
+        .into()
+}
+
+fn event_schema(family: Family) -> Schema {
+    let types: Vec<&str> = family.event_types().map(EventType::as_str).collect();
+    ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .additional_properties(Some(AdditionalProperties::FreeForm(false)))
+        .property(
+            "id",
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .format(Some(SchemaFormat::KnownFormat(KnownFormat::Uuid)))
+                .description(Some("Optional event id; generated when absent")),
+        )
+        .property(
+            "type",
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .enum_values(Some(types)),
+        )
+        .required("type")
+        .property("data", reference(&data_name(family)))
+        .required("data")
+        .property("metadata", reference("ClientMetadata"))
+        .into()
+}
+
+fn one_of_families(name: fn(Family) -> String) -> Schema {
+    let mut one_of = OneOfBuilder::new();
+    for family in Family::ALL {
+        one_of = one_of.item(reference(&name(family)));
+    }
+    one_of.into()
+}
+
+fn add_data_schemas(schemas: &mut Schemas) {
+    for family in Family::ALL {
+        schemas.push((data_name(family), data_schema(family).into()));
+    }
+}
+
+/// The body of `POST /v1/events`: one event of any family.
+pub struct EventRequest;
+
+impl PartialSchema for EventRequest {
+    fn schema() -> RefOr<Schema> {
+        one_of_families(event_name).into()
+    }
+}
+
+impl ToSchema for EventRequest {
+    fn schemas(schemas: &mut Schemas) {
+        add_data_schemas(schemas);
+        schemas.push(("ClientMetadata".into(), client_metadata_schema().into()));
+        for family in Family::ALL {
+            schemas.push((event_name(family), event_schema(family).into()));
+        }
+    }
+}
+
+/// The body of `POST /v1/events/{type}`: the `data` of that type.
+pub struct EventData;
+
+impl PartialSchema for EventData {
+    fn schema() -> RefOr<Schema> {
+        one_of_families(data_name).into()
+    }
+}
+
+impl ToSchema for EventData {
+    fn schemas(schemas: &mut Schemas) {
+        add_data_schemas(schemas);
+    }
+}
+
+/// The body of `POST /v1/events/batch`.
+pub struct BatchRequest;
+
+impl PartialSchema for BatchRequest {
+    fn schema() -> RefOr<Schema> {
+        let events = ArrayBuilder::new()
+            .items(reference("EventRequest"))
+            .min_items(Some(1))
+            .max_items(Some(MAX_BATCH_EVENTS));
+        ObjectBuilder::new()
+            .schema_type(Type::Object)
+            .additional_properties(Some(AdditionalProperties::FreeForm(false)))
+            .property("events", events)
+            .required("events")
+            .into()
+    }
+}
+
+impl ToSchema for BatchRequest {
+    fn schemas(schemas: &mut Schemas) {
+        schemas.push((EventRequest::name().into_owned(), EventRequest::schema()));
+        EventRequest::schemas(schemas);
+    }
+}
+
+/// One of the spec's 18 event types.
+pub struct EventTypeName;
+
+impl PartialSchema for EventTypeName {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .enum_values(Some(EventType::ALL.map(EventType::as_str)))
+            .into()
+    }
+}
+
+impl ToSchema for EventTypeName {
+    fn name() -> Cow<'static, str> {
+        Cow::Borrowed("EventType")
+    }
+}

@@ -1,0 +1,229 @@
+//! One error type with two faces: client errors become RFC 9457 problem documents that
+//! name every bad field; internal errors are logged with their cause chain and answered
+//! as an opaque 500.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use tracing::{error, warn};
+use utoipa::ToSchema;
+
+use crate::bus::PublishError;
+use crate::domain::{FieldError, Forbidden};
+use crate::ingest::Receipt;
+
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// How long a client should wait before retrying after a 503.
+const RETRY_AFTER_SECS: u64 = 5;
+
+/// An RFC 9457 problem document.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Problem {
+    /// A URI naming the kind of problem.
+    #[serde(rename = "type")]
+    #[schema(example = "urn:problem:event-gateway:validation")]
+    pub problem_type: String,
+    #[schema(example = "The event is invalid")]
+    pub title: String,
+    #[schema(example = 422)]
+    pub status: u16,
+    #[schema(example = "2 fields are invalid")]
+    pub detail: String,
+    /// Every bad field, for validation problems.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<FieldError>,
+    /// For a batch that failed while publishing: what happened to each event, in order.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub results: Option<Vec<Receipt>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{title}: {detail}")]
+    BadRequest { title: &'static str, detail: String },
+    #[error("unauthorized: {0}")]
+    Unauthorized(String),
+    #[error("forbidden: {detail}")]
+    Forbidden {
+        detail: String,
+        errors: Vec<FieldError>,
+    },
+    #[error("not found")]
+    NotFound,
+    #[error("payload too large: {0}")]
+    PayloadTooLarge(String),
+    #[error("unsupported media type: {0}")]
+    UnsupportedMediaType(String),
+    #[error("invalid: {detail}")]
+    Invalid {
+        detail: String,
+        errors: Vec<FieldError>,
+    },
+    #[error("publishing failed: {source}")]
+    Publish {
+        #[source]
+        source: PublishError,
+        results: Option<Vec<Receipt>>,
+    },
+    #[error("the request took too long")]
+    Timeout,
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+impl ApiError {
+    /// 422 naming every bad field.
+    pub fn invalid(errors: Vec<FieldError>) -> Self {
+        let detail = match errors.len() {
+            1 => format!("{} {}", errors[0].pointer, errors[0].message),
+            n => format!("{n} fields are invalid; see errors"),
+        };
+        ApiError::Invalid { detail, errors }
+    }
+
+    pub fn forbidden(forbidden: Forbidden) -> Self {
+        ApiError::Forbidden {
+            detail: forbidden.0,
+            errors: Vec::new(),
+        }
+    }
+
+    fn parts(&self) -> (StatusCode, &'static str, &'static str) {
+        use ApiError::*;
+        match self {
+            BadRequest { title, .. } => (StatusCode::BAD_REQUEST, "bad-request", title),
+            Unauthorized(_) => (
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "Authentication required",
+            ),
+            Forbidden { .. } => (StatusCode::FORBIDDEN, "forbidden", "Not allowed"),
+            NotFound => (StatusCode::NOT_FOUND, "not-found", "Not found"),
+            PayloadTooLarge(_) => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload-too-large",
+                "Request body too large",
+            ),
+            UnsupportedMediaType(_) => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported-media-type",
+                "Unsupported media type",
+            ),
+            Invalid { .. } => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "validation",
+                "The request is invalid",
+            ),
+            Publish {
+                source: PublishError::Unroutable { .. },
+                ..
+            } => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "unroutable",
+                "Event could not be routed to any queue",
+            ),
+            Publish {
+                source: PublishError::NotConfirmed,
+                ..
+            } => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "not-confirmed",
+                "Event delivery could not be confirmed",
+            ),
+            Publish { .. } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "broker-unavailable",
+                "The event broker did not take the event",
+            ),
+            Timeout => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "timeout",
+                "The request took too long",
+            ),
+            Internal(_) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "Internal server error",
+            ),
+        }
+    }
+
+    fn detail(&self) -> String {
+        match self {
+            ApiError::BadRequest { detail, .. }
+            | ApiError::Unauthorized(detail)
+            | ApiError::Forbidden { detail, .. }
+            | ApiError::PayloadTooLarge(detail)
+            | ApiError::UnsupportedMediaType(detail)
+            | ApiError::Invalid { detail, .. } => detail.clone(),
+            ApiError::NotFound => "no such resource".into(),
+            ApiError::Publish {
+                source: PublishError::Unroutable { routing_key },
+                ..
+            } => format!(
+                "no queue is bound for routing key {routing_key}; the event was not accepted"
+            ),
+            ApiError::Publish { source, .. } => {
+                format!("{source}; the event was not accepted, retry later")
+            }
+            ApiError::Timeout => {
+                "the gateway could not answer within REQUEST_TIMEOUT; retry with the same event id"
+                    .into()
+            }
+            ApiError::Internal(_) => {
+                "the gateway failed; the x-request-id header helps find out why".into()
+            }
+        }
+    }
+}
+
+impl From<PublishError> for ApiError {
+    fn from(source: PublishError) -> Self {
+        ApiError::Publish {
+            source,
+            results: None,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, kind, title) = self.parts();
+        if status.is_server_error() {
+            // `{:#}` prints anyhow's whole cause chain on one line.
+            match &self {
+                ApiError::Internal(cause) => error!(error = format!("{cause:#}"), "request failed"),
+                other => warn!(error = %other, "request not served"),
+            }
+        }
+        let detail = self.detail();
+        let (errors, results) = match self {
+            ApiError::Invalid { errors, .. } | ApiError::Forbidden { errors, .. } => (errors, None),
+            ApiError::Publish { results, .. } => (Vec::new(), results),
+            _ => (Vec::new(), None),
+        };
+        let problem = Problem {
+            problem_type: format!("urn:problem:event-gateway:{kind}"),
+            title: title.to_owned(),
+            status: status.as_u16(),
+            detail,
+            errors,
+            results,
+        };
+        let mut response = (status, Json(problem)).into_response();
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+        }
+        if status == StatusCode::UNAUTHORIZED {
+            headers.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer error=\"invalid_token\""),
+            );
+        }
+        response
+    }
+}

@@ -1,0 +1,308 @@
+//! `POST /v1/events`, `POST /v1/events/{type}` and `POST /v1/events/batch`.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use futures_util::future::join_all;
+use serde::Serialize;
+use serde_json::{Value, json};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use super::AppState;
+use super::docs::{BatchRequest, EventData, EventRequest, EventTypeName};
+use super::error::{ApiError, Problem};
+use super::extract::{CORRELATION_HEADER, Caller, CorrelationHeader, JsonBody};
+use crate::domain::{EventType, FieldError, ValidEvent};
+use crate::ingest::{Receipt, ReceiptStatus};
+
+/// Most events in one batch.
+pub const MAX_BATCH_EVENTS: usize = 500;
+
+/// Every event of an accepted batch, in request order.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BatchReceipt {
+    pub results: Vec<Receipt>,
+}
+
+/// Publish one event.
+///
+/// The body is the spec's event: `type`, `data` and optional `metadata` (only
+/// `correlationId` and `version` are read; the gateway fills the rest) and an optional
+/// client-chosen `id` (UUID). Answered 202 only after the broker confirmed the event.
+#[utoipa::path(
+    post,
+    path = "/v1/events",
+    tag = "events",
+    request_body(content = EventRequest, content_type = "application/json"),
+    params(("X-Correlation-Id" = Option<String>, Header, description = "Correlates this event with others; echoed in the response")),
+    responses(
+        (status = 202, description = "The broker confirmed the event", body = Receipt),
+        (status = 400, description = "Malformed JSON or header", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The token may not publish this event", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over 256 KiB", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid event; every bad field is named", body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "No queue is bound for the event's routing key", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The broker did not take the event; retry after Retry-After", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+async fn publish_event(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    CorrelationHeader(header): CorrelationHeader,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError> {
+    let event = ValidEvent::parse(body, "").map_err(ApiError::invalid)?;
+    caller
+        .authorize_publish(event.event_type, event.data.user_id())
+        .map_err(ApiError::forbidden)?;
+    let correlation_id = header
+        .or_else(|| event.correlation_id.clone())
+        .unwrap_or_else(new_correlation_id);
+    let receipt = state
+        .ingest
+        .publish(&caller, &event, &correlation_id)
+        .await?;
+    Ok(accepted(&correlation_id, receipt))
+}
+
+/// Publish one event of the given type; the body is its `data`.
+///
+/// The spec's `publishEvent(type, data, {correlationId})`: the correlation id comes from
+/// the `X-Correlation-Id` header.
+#[utoipa::path(
+    post,
+    path = "/v1/events/{type}",
+    tag = "events",
+    params(
+        ("type" = EventTypeName, Path, description = "The event type, which is also the routing key"),
+        ("X-Correlation-Id" = Option<String>, Header, description = "Correlates this event with others; echoed in the response"),
+    ),
+    request_body(content = EventData, content_type = "application/json"),
+    responses(
+        (status = 202, description = "The broker confirmed the event", body = Receipt),
+        (status = 400, description = "Malformed JSON or header", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The token may not publish this event", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Unknown type or invalid data; every bad field is named", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The broker did not take the event", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+async fn publish_typed_event(
+    State(state): State<AppState>,
+    Path(event_type): Path<String>,
+    Caller(caller): Caller,
+    CorrelationHeader(header): CorrelationHeader,
+    JsonBody(data): JsonBody,
+) -> Result<Response, ApiError> {
+    let event_type: EventType = event_type.parse().map_err(|unknown| {
+        ApiError::invalid(vec![FieldError::new(
+            "",
+            format!(
+                "{unknown} in the path; expected one of {}",
+                crate::domain::envelope::type_list()
+            ),
+        )])
+    })?;
+    let body = json!({"type": event_type.as_str(), "data": data});
+    // The body is `data` itself, so pointers drop the `/data` prefix the parser adds.
+    let event = ValidEvent::parse(body, "").map_err(|errors| {
+        ApiError::invalid(
+            errors
+                .into_iter()
+                .map(|e| {
+                    FieldError::new(
+                        e.pointer.strip_prefix("/data").unwrap_or(&e.pointer),
+                        e.message,
+                    )
+                })
+                .collect(),
+        )
+    })?;
+    caller
+        .authorize_publish(event.event_type, event.data.user_id())
+        .map_err(ApiError::forbidden)?;
+    let correlation_id = header.unwrap_or_else(new_correlation_id);
+    let receipt = state
+        .ingest
+        .publish(&caller, &event, &correlation_id)
+        .await?;
+    Ok(accepted(&correlation_id, receipt))
+}
+
+/// Publish up to 500 events at once.
+///
+/// Every event is validated and authorised first: one bad event rejects the whole batch,
+/// naming it by index. Then all are published concurrently and the answer lists each one's
+/// receipt in request order.
+#[utoipa::path(
+    post,
+    path = "/v1/events/batch",
+    tag = "events",
+    request_body(content = BatchRequest, content_type = "application/json"),
+    params(("X-Correlation-Id" = Option<String>, Header, description = "Correlation id for every event that does not state its own")),
+    responses(
+        (status = 202, description = "The broker confirmed every event", body = BatchReceipt),
+        (status = 400, description = "Malformed JSON or header", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The token may not publish one of the events", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over 256 KiB", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid batch; every bad field is named under /events/<index>", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Some events were not taken; `results` says which were published", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+async fn publish_batch(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    CorrelationHeader(header): CorrelationHeader,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError> {
+    let items = batch_items(body)?;
+    let mut events = Vec::with_capacity(items.len());
+    let mut errors = Vec::new();
+    for (index, item) in items.into_iter().enumerate() {
+        match ValidEvent::parse(item, &format!("/events/{index}")) {
+            Ok(event) => events.push(event),
+            Err(found) => errors.extend(found),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::invalid(errors));
+    }
+    let forbidden: Vec<FieldError> = events
+        .iter()
+        .enumerate()
+        .filter_map(|(index, event)| {
+            caller
+                .authorize_publish(event.event_type, event.data.user_id())
+                .err()
+                .map(|reason| FieldError::new(format!("/events/{index}"), reason.0))
+        })
+        .collect();
+    if !forbidden.is_empty() {
+        return Err(ApiError::Forbidden {
+            detail: format!(
+                "the token may not publish {} of the events",
+                forbidden.len()
+            ),
+            errors: forbidden,
+        });
+    }
+    let request_correlation = header.unwrap_or_else(new_correlation_id);
+    let outcomes = join_all(events.iter().map(|event| {
+        let correlation_id = event
+            .correlation_id
+            .as_deref()
+            .unwrap_or(&request_correlation);
+        state.ingest.publish(&caller, event, correlation_id)
+    }))
+    .await;
+    batch_answer(&request_correlation, &events, outcomes)
+}
+
+/// The `events` array of a batch body, with its size checked.
+fn batch_items(body: Value) -> Result<Vec<Value>, ApiError> {
+    let Value::Object(mut object) = body else {
+        return Err(ApiError::invalid(vec![FieldError::new(
+            "",
+            "must be an object with an `events` array",
+        )]));
+    };
+    let unknown: Vec<FieldError> = object
+        .keys()
+        .filter(|name| name.as_str() != "events")
+        .map(|name| {
+            FieldError::new(
+                crate::domain::problem::pointer_child("", name),
+                "unknown field",
+            )
+        })
+        .collect();
+    if !unknown.is_empty() {
+        return Err(ApiError::invalid(unknown));
+    }
+    match object.remove("events") {
+        Some(Value::Array(items)) if (1..=MAX_BATCH_EVENTS).contains(&items.len()) => Ok(items),
+        Some(Value::Array(_)) => Err(ApiError::invalid(vec![FieldError::new(
+            "/events",
+            format!("must hold 1 to {MAX_BATCH_EVENTS} events"),
+        )])),
+        _ => Err(ApiError::invalid(vec![FieldError::new(
+            "/events",
+            "must be an array of events",
+        )])),
+    }
+}
+
+/// 202 when every event was confirmed; otherwise the first failure's problem, listing what
+/// happened to each event so the client can retry exactly the ones that failed.
+fn batch_answer(
+    correlation_id: &str,
+    events: &[ValidEvent],
+    outcomes: Vec<Result<Receipt, crate::bus::PublishError>>,
+) -> Result<Response, ApiError> {
+    let mut results = Vec::with_capacity(outcomes.len());
+    let mut first_failure = None;
+    for (event, outcome) in events.iter().zip(outcomes) {
+        match outcome {
+            Ok(receipt) => results.push(receipt),
+            Err(error) => {
+                results.push(Receipt {
+                    id: event.id,
+                    event_type: event.event_type.as_str().to_owned(),
+                    correlation_id: event
+                        .correlation_id
+                        .clone()
+                        .unwrap_or_else(|| correlation_id.to_owned()),
+                    status: ReceiptStatus::Failed,
+                    persisted: false,
+                    error: Some(error.to_string()),
+                });
+                first_failure.get_or_insert(error);
+            }
+        }
+    }
+    match first_failure {
+        None => Ok(with_correlation(
+            correlation_id,
+            (StatusCode::ACCEPTED, Json(BatchReceipt { results })),
+        )),
+        Some(source) => Err(ApiError::Publish {
+            source,
+            results: Some(results),
+        }),
+    }
+}
+
+fn new_correlation_id() -> String {
+    Uuid::new_v4().to_string()
+}
+
+fn accepted(correlation_id: &str, receipt: Receipt) -> Response {
+    with_correlation(correlation_id, (StatusCode::ACCEPTED, Json(receipt)))
+}
+
+fn with_correlation(correlation_id: &str, answer: impl IntoResponse) -> Response {
+    let mut response = answer.into_response();
+    if let Ok(value) = HeaderValue::from_str(correlation_id) {
+        response
+            .headers_mut()
+            .insert(HeaderName::from_static(CORRELATION_HEADER), value);
+    }
+    response
+}
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(publish_event))
+        .routes(routes!(publish_batch))
+        .routes(routes!(publish_typed_event))
+}

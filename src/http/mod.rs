@@ -1,0 +1,58 @@
+//! The HTTP edge: routes, extractors, errors and middleware. Handlers stay thin: parse,
+//! authorise, call the domain or an adapter, answer.
+
+pub mod docs;
+pub mod error;
+pub mod events;
+pub mod extract;
+pub mod health;
+pub mod middleware;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::auth::TokenVerifier;
+use crate::bus::Publisher;
+use crate::cache::Cache;
+use crate::ingest::Ingest;
+use crate::metrics::Metrics;
+
+/// Largest request body; larger ones are answered 413.
+pub const MAX_BODY_BYTES: usize = 256 * 1024;
+
+/// What every handler can reach. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub verifier: Arc<TokenVerifier>,
+    pub publisher: Publisher,
+    pub ingest: Ingest,
+    pub cache: Cache,
+    pub metrics: Arc<Metrics>,
+}
+
+/// Every documented route, before state is attached.
+fn api() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(docs::ApiDoc::openapi())
+        .merge(events::router())
+        .merge(health::router())
+}
+
+/// The OpenAPI document the server serves at `/openapi.json`.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    api().into_openapi()
+}
+
+/// The whole application: API, Swagger UI at `/docs`, the document at `/openapi.json`.
+pub fn router(state: AppState, request_timeout: Duration) -> Router {
+    let (api, openapi) = api().split_for_parts();
+    let metrics = state.metrics.clone();
+    let app = api
+        .with_state(state)
+        .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi));
+    middleware::apply(app, metrics, request_timeout, MAX_BODY_BYTES)
+}

@@ -1,0 +1,85 @@
+//! event-gateway: an HTTP gateway that puts authenticated, validated gamification events
+//! onto a RabbitMQ topic exchange and answers only once the broker has confirmed them.
+//!
+//! Layout:
+//! - [`domain`]: event types, their schemas, the envelope, scopes. No I/O.
+//! - [`http`]: the edge: routes, extractors, problem+json errors, middleware, OpenAPI.
+//! - [`bus`], [`cache`]: adapters for RabbitMQ and Redis. They never import [`http`].
+//! - [`ingest`]: turns a valid event into a confirmed message; shared by every endpoint.
+//! - [`auth`], [`config`], [`metrics`]: tokens, settings, Prometheus.
+//!
+//! [`run`] takes an already bound listener and a shutdown token, so tests start a whole
+//! gateway on port 0 in one line.
+#![forbid(unsafe_code)]
+
+pub mod auth;
+pub mod bus;
+pub mod cache;
+pub mod config;
+pub mod domain;
+pub mod http;
+pub mod ingest;
+pub mod metrics;
+
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::auth::{KeySource, TokenVerifier};
+use crate::bus::{BusSettings, Publisher, Topology};
+use crate::cache::Cache;
+use crate::config::{GatewayEnv, Settings};
+use crate::http::AppState;
+use crate::ingest::Ingest;
+use crate::metrics::Metrics;
+
+/// Serves the gateway on `listener` until `shutdown` is cancelled, then finishes the
+/// requests in flight (and their publishes) before closing the broker connection.
+pub async fn run(
+    listener: TcpListener,
+    settings: Settings,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let verifier = TokenVerifier::from_settings(&settings)?;
+    if verifier.source() == KeySource::DevelopmentSecret {
+        if settings.gateway_env == GatewayEnv::Production {
+            bail!(
+                "GATEWAY_ENV=production needs JWT_SECRET or JWT_PUBLIC_KEY_FILE; refusing the development secret"
+            );
+        }
+        warn!(
+            "!!! No JWT_SECRET or JWT_PUBLIC_KEY_FILE: tokens are checked with the PUBLIC DEVELOPMENT SECRET. Anyone can mint tokens. Never run this way in production. !!!"
+        );
+    }
+    let metrics = Arc::new(Metrics::new().context("registering metrics")?);
+    let publisher = Publisher::start(
+        BusSettings {
+            url: settings.amqp_url.expose().to_owned(),
+            topology: Topology::new(&settings.amqp_exchange, &settings.amqp_queue_prefix),
+            channels: settings.amqp_publish_channels,
+            max_in_flight: settings.amqp_max_in_flight,
+            confirm_timeout: settings.amqp_confirm_timeout,
+        },
+        metrics.clone(),
+    );
+    let cache = Cache::new(&settings.redis_url())
+        .context("REDIS_HOST/REDIS_PORT/REDIS_PASSWORD/REDIS_DB do not form a valid Redis URL")?;
+    let state = AppState {
+        verifier: Arc::new(verifier),
+        ingest: Ingest::new(publisher.clone(), metrics.clone()),
+        publisher: publisher.clone(),
+        cache,
+        metrics,
+    };
+    let app = http::router(state, settings.request_timeout);
+    info!(addr = %listener.local_addr()?, "serving");
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await;
+    publisher.close().await;
+    info!("stopped");
+    served.context("HTTP server failed")
+}

@@ -1,0 +1,108 @@
+//! The command line: parse it, load settings, call the library.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use event_gateway::auth::TokenSigner;
+use event_gateway::config::{LogFormat, Settings};
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::EnvFilter;
+
+/// Publishes authenticated, validated gamification events to RabbitMQ.
+///
+/// Every setting is an environment variable (or the matching flag); the list below shows
+/// each with its default.
+#[derive(Debug, Parser)]
+#[command(name = "event-gateway", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    settings: Settings,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the gateway (the default).
+    Serve,
+    /// Print a JWT signed with the configured key.
+    Token {
+        /// The token's subject: a service name, or the player id for player tokens.
+        #[arg(long)]
+        sub: String,
+        /// Space-separated scopes, e.g. "events:publish" or "events:publish:self".
+        #[arg(long)]
+        scope: String,
+        /// How long the token is valid, e.g. 15m, 1h, 7d.
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        ttl: Duration,
+    },
+    /// Print the OpenAPI document.
+    Openapi,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let outcome = match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve(cli.settings),
+        Command::Token { sub, scope, ttl } => TokenSigner::from_settings(&cli.settings)
+            .and_then(|signer| signer.mint(&sub, &scope, ttl))
+            .map(|token| println!("{token}")),
+        Command::Openapi => event_gateway::http::openapi()
+            .to_pretty_json()
+            .map(|json| println!("{json}"))
+            .map_err(anyhow::Error::from),
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("event-gateway: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(settings: Settings) -> anyhow::Result<()> {
+    init_logging(settings.log_format);
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(settings.http_addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("HTTP_ADDR {}: {e}", settings.http_addr))?;
+        let shutdown = CancellationToken::new();
+        tokio::spawn(stop_on_signal(shutdown.clone()));
+        event_gateway::run(listener, settings, shutdown).await
+    })
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Json => builder.json().with_current_span(true).init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+/// Cancels `shutdown` on Ctrl+C or SIGTERM.
+async fn stop_on_signal(shutdown: CancellationToken) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        () = terminate => {}
+    }
+    tracing::info!("shutting down: finishing requests in flight");
+    shutdown.cancel();
+}
