@@ -1,0 +1,88 @@
+use std::time::Duration;
+
+use lapin::types::FieldTable;
+use serde_json::Value;
+
+use crate::helpers::*;
+
+#[tokio::test]
+async fn an_unroutable_event_is_not_accepted() {
+    let app = spawn_app().await;
+    app.broker
+        .queue_unbind(
+            app.queue("analytics").as_str().into(),
+            app.topology.exchange.as_str().into(),
+            "analytics.*".into(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let (status, problem_body) =
+        problem(app.publish(&event("analytics.event_tracked")).await).await;
+    assert_eq!(status, 500);
+    assert_eq!(
+        problem_body["title"],
+        "Event could not be routed to any queue"
+    );
+    let text = app.get("/metrics").await.text().await.unwrap();
+    assert!(text.contains(
+        r#"gateway_events_published_total{outcome="unroutable",type="analytics.event_tracked"} 1"#
+    ));
+    assert_eq!(
+        app.publish(&event("quest.created")).await.status(),
+        202,
+        "other types still flow"
+    );
+}
+
+#[tokio::test]
+async fn broker_gone_is_503_and_the_gateway_recovers_without_restart() {
+    let (app, proxy) = spawn_app_behind_proxy().await;
+    assert_eq!(app.publish(&event("quest.created")).await.status(), 202);
+
+    proxy.cut().await;
+    let response = app.publish(&event("quest.created")).await;
+    assert_eq!(response.headers()["retry-after"], "5");
+    let (status, _) = problem(response).await;
+    assert_eq!(status, 503);
+    let health = app.get("/health").await;
+    assert_eq!(health.status(), 503);
+    let report: Value = health.json().await.unwrap();
+    assert_eq!(report["rabbitMQ"]["connected"], false);
+    assert_eq!(report["redis"]["connected"], true);
+    assert_eq!(app.get("/health/ready").await.status(), 503);
+    assert_eq!(app.get("/health/live").await.status(), 200);
+
+    proxy.restore();
+    app.wait_until_ready().await;
+    assert_eq!(app.publish(&event("quest.created")).await.status(), 202);
+    assert_eq!(
+        app.depth(&app.queue("quest")).await,
+        2,
+        "only the two accepted events are on the bus"
+    );
+}
+
+#[tokio::test]
+async fn the_gateway_starts_and_serves_health_while_the_broker_is_down() {
+    let proxy = crate::proxy::Proxy::start("127.0.0.1:5672").await;
+    proxy.cut().await;
+    let mut settings = test_settings();
+    settings.amqp_url = format!("amqp://guest:guest@{}/%2f", proxy.addr)
+        .parse()
+        .unwrap();
+    let app = start(settings).await;
+    let health = app.get("/health").await;
+    assert_eq!(health.status(), 503);
+    assert_eq!(health.headers()["content-type"], "application/json");
+    assert_eq!(
+        problem(app.publish(&event("reward.created")).await).await.0,
+        503
+    );
+
+    proxy.restore();
+    app.wait_until_ready().await;
+    assert_eq!(app.publish(&event("reward.created")).await.status(), 202);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(app.depth(&app.queue("reward")).await, 1);
+}

@@ -1,0 +1,293 @@
+//! `spawn_app()` and friends: a whole gateway on port 0 against the real RabbitMQ and
+//! Redis, with its own exchange and queue names so tests run in parallel and clean up.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use event_gateway::auth::TokenSigner;
+use event_gateway::bus::Topology;
+use event_gateway::config::Settings;
+use lapin::options::{BasicGetOptions, ExchangeDeleteOptions, QueueDeleteOptions};
+use lapin::{Channel, Connection, ConnectionProperties};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::proxy::Proxy;
+
+pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+pub const TEST_SECRET: &str = "integration-test-secret";
+
+pub struct TestApp {
+    pub base: String,
+    pub http: reqwest::Client,
+    pub settings: Settings,
+    pub topology: Topology,
+    pub broker: Channel,
+    pub shutdown: CancellationToken,
+    pub server: Option<JoinHandle<anyhow::Result<()>>>,
+    _broker_connection: Connection,
+}
+
+/// Settings for a test gateway: its own exchange and queue prefix, a known secret.
+pub fn test_settings() -> Settings {
+    let mut settings = Settings::from_env().expect("settings from the environment");
+    let name = format!("egtest-{}", Uuid::new_v4().simple());
+    settings.amqp_exchange = name.clone();
+    settings.amqp_queue_prefix = format!("{name}.");
+    settings.amqp_url = AMQP_URL.parse().expect("url");
+    settings.jwt_secret = Some(TEST_SECRET.parse().expect("secret"));
+    settings.amqp_confirm_timeout = Duration::from_secs(3);
+    settings
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(test_settings()).await
+}
+
+pub async fn spawn_app_with(settings: Settings) -> TestApp {
+    let app = start(settings).await;
+    app.wait_until_ready().await;
+    app
+}
+
+/// Starts a gateway without waiting for its broker connection.
+pub async fn start(settings: Settings) -> TestApp {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr: SocketAddr = listener.local_addr().expect("addr");
+    let shutdown = CancellationToken::new();
+    let server = tokio::spawn(event_gateway::run(
+        listener,
+        settings.clone(),
+        shutdown.clone(),
+    ));
+    let connection = Connection::connect(AMQP_URL, ConnectionProperties::default())
+        .await
+        .expect("test connection to RabbitMQ");
+    let broker = connection.create_channel().await.expect("channel");
+    TestApp {
+        base: format!("http://{addr}"),
+        http: reqwest::Client::new(),
+        topology: Topology::new(&settings.amqp_exchange, &settings.amqp_queue_prefix),
+        settings,
+        broker,
+        shutdown,
+        server: Some(server),
+        _broker_connection: connection,
+    }
+}
+
+/// A gateway whose broker connection runs through a proxy the test can cut.
+pub async fn spawn_app_behind_proxy() -> (TestApp, Proxy) {
+    let proxy = Proxy::start("127.0.0.1:5672").await;
+    let mut settings = test_settings();
+    settings.amqp_url = format!("amqp://guest:guest@{}/%2f", proxy.addr)
+        .parse()
+        .expect("url");
+    (spawn_app_with(settings).await, proxy)
+}
+
+impl TestApp {
+    pub async fn wait_until_ready(&self) {
+        eventually(Duration::from_secs(15), || async {
+            self.get("/health/ready").await.status() == 200
+        })
+        .await;
+    }
+
+    pub fn token(&self, subject: &str, scope: &str) -> String {
+        TokenSigner::from_settings(&self.settings)
+            .and_then(|signer| signer.mint(subject, scope, Duration::from_secs(600)))
+            .expect("mint")
+    }
+
+    pub fn backend_token(&self) -> String {
+        self.token("game-backend", "events:publish")
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .expect("GET")
+    }
+
+    pub async fn post_json(&self, path: &str, token: &str, body: &Value) -> reqwest::Response {
+        self.http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .await
+            .expect("POST")
+    }
+
+    pub async fn publish(&self, body: &Value) -> reqwest::Response {
+        self.post_json("/v1/events", &self.backend_token(), body)
+            .await
+    }
+
+    pub fn queue(&self, family: &str) -> String {
+        format!("{}{family}_events", self.settings.amqp_queue_prefix)
+    }
+
+    /// The next message on `queue`, waiting up to a few seconds for it.
+    pub async fn next_message(&self, queue: &str) -> lapin::message::Delivery {
+        for _ in 0..100 {
+            let got = self
+                .broker
+                .basic_get(queue.into(), BasicGetOptions { no_ack: true })
+                .await
+                .expect("basic.get");
+            if let Some(message) = got {
+                return message.delivery;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("no message arrived on {queue}");
+    }
+
+    /// How many messages sit on `queue` right now.
+    pub async fn depth(&self, queue: &str) -> u32 {
+        let declared = self
+            .broker
+            .queue_declare(
+                queue.into(),
+                lapin::options::QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                lapin::types::FieldTable::default(),
+            )
+            .await
+            .expect("passive declare");
+        declared.message_count()
+    }
+
+    /// Messages on every family queue together.
+    pub async fn total_depth(&self) -> u32 {
+        let mut total = 0;
+        for binding in &self.topology.queues {
+            total += self.depth(&binding.queue).await;
+        }
+        total
+    }
+
+    pub async fn stop(&mut self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        match self.server.take() {
+            Some(server) => server.await.expect("server task"),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for TestApp {
+    /// Deletes this test's exchanges and queues, from a thread of its own since `Drop`
+    /// cannot await.
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+        let topology = self.topology.clone();
+        let cleanup = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(async move {
+                let Ok(connection) =
+                    Connection::connect(AMQP_URL, ConnectionProperties::default()).await
+                else {
+                    return;
+                };
+                let Ok(channel) = connection.create_channel().await else {
+                    return;
+                };
+                for binding in &topology.queues {
+                    let _ = channel
+                        .queue_delete(binding.queue.as_str().into(), QueueDeleteOptions::default())
+                        .await;
+                }
+                for exchange in [&topology.exchange, &topology.dead_letter_exchange] {
+                    let _ = channel
+                        .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
+                        .await;
+                }
+                let _ = connection.close(200, "test done".into()).await;
+            });
+        });
+        let _ = cleanup.join();
+    }
+}
+
+/// Polls `check` until it holds, failing the test after `limit`.
+pub async fn eventually<F, Fut>(limit: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    while tokio::time::Instant::now() < deadline {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("condition not met within {limit:?}");
+}
+
+/// A valid `data` for each of the 18 types.
+pub fn valid_data(event_type: &str) -> Value {
+    let family = event_type.split('.').next().unwrap_or_default();
+    match family {
+        "achievement" => {
+            json!({"achievementId": "ach-1", "userId": "user-1", "name": "First blood",
+            "points": 100, "progress": 42.5, "completedAt": "2026-01-31T12:00:00Z",
+            "metadata": {"level": 3}})
+        }
+        "quest" => {
+            json!({"questId": "quest-1", "userId": "user-1", "name": "Dragon", "progress": 10})
+        }
+        "reward" => {
+            json!({"rewardId": "rew-1", "userId": "user-1", "name": "Gold", "type": "coins",
+            "value": 250})
+        }
+        "notification" => json!({"notificationId": "n-1", "userId": "user-1", "title": "Hi",
+            "message": "You won", "type": "info"}),
+        _ => json!({"analyticsId": "an-1", "userId": "user-1", "type": "click", "category": "ui",
+            "event": "button", "value": 1.5}),
+    }
+}
+
+pub fn event(event_type: &str) -> Value {
+    json!({"type": event_type, "data": valid_data(event_type)})
+}
+
+pub async fn problem(response: reqwest::Response) -> (u16, Value) {
+    let status = response.status().as_u16();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert_eq!(content_type, "application/problem+json", "status {status}");
+    let body: Value = response.json().await.expect("problem body");
+    assert_eq!(body["status"], status, "problem status matches HTTP status");
+    (status, body)
+}
+
+/// The pointers named in a problem's `errors`.
+pub fn pointers(problem: &Value) -> Vec<String> {
+    problem["errors"]
+        .as_array()
+        .map(|errors| {
+            errors
+                .iter()
+                .filter_map(|e| e["pointer"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}

@@ -1,0 +1,10 @@
+//! One integration-test binary: every test starts its own gateway against the real
+//! RabbitMQ and Redis, isolated by exchange and queue names.
+
+mod auth;
+mod broker;
+mod docs;
+mod helpers;
+mod proxy;
+mod publish;
+mod validation;
