@@ -212,17 +212,7 @@ impl Publisher {
             .metrics
             .publish_confirm_seconds
             .observe(started.elapsed().as_secs_f64());
-        match confirmation {
-            // With `mandatory`, an unroutable message comes back as an ack that carries it.
-            Confirmation::Ack(Some(_)) | Confirmation::Nack(Some(_)) => {
-                Err(PublishError::Unroutable {
-                    routing_key: message.routing_key.to_owned(),
-                })
-            }
-            Confirmation::Ack(None) => Ok(()),
-            Confirmation::Nack(None) => Err(PublishError::Nacked),
-            Confirmation::NotRequested => Err(PublishError::NotConfirmed),
-        }
+        confirmation_outcome(confirmation, message.routing_key)
     }
 
     /// A channel or connection failed: wake the supervisor to check and rebuild.
@@ -262,6 +252,23 @@ impl Publisher {
         // Closing is best effort: the counts are already read.
         let _ = channel.close(200, "health check done".into()).await;
         Ok(depths)
+    }
+}
+
+/// Judges the broker's answer. Only a plain ack means the message is safe.
+pub fn confirmation_outcome(
+    confirmation: Confirmation,
+    routing_key: &str,
+) -> Result<(), PublishError> {
+    match confirmation {
+        // With `mandatory`, an unroutable message comes back as an ack that carries it.
+        Confirmation::Ack(Some(_)) | Confirmation::Nack(Some(_)) => Err(PublishError::Unroutable {
+            routing_key: routing_key.to_owned(),
+        }),
+        Confirmation::Ack(None) => Ok(()),
+        Confirmation::Nack(None) => Err(PublishError::Nacked),
+        // A channel without `confirm_select` resolves like this at once: that is no ack.
+        Confirmation::NotRequested => Err(PublishError::NotConfirmed),
     }
 }
 

@@ -52,6 +52,8 @@ pub enum ApiError {
     },
     #[error("not found")]
     NotFound,
+    #[error("method not allowed")]
+    MethodNotAllowed,
     #[error("payload too large: {0}")]
     PayloadTooLarge(String),
     #[error("unsupported media type: {0}")]
@@ -101,6 +103,11 @@ impl ApiError {
             ),
             Forbidden { .. } => (StatusCode::FORBIDDEN, "forbidden", "Not allowed"),
             NotFound => (StatusCode::NOT_FOUND, "not-found", "Not found"),
+            MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method-not-allowed",
+                "Method not allowed",
+            ),
             PayloadTooLarge(_) => (
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "payload-too-large",
@@ -158,7 +165,8 @@ impl ApiError {
             | ApiError::PayloadTooLarge(detail)
             | ApiError::UnsupportedMediaType(detail)
             | ApiError::Invalid { detail, .. } => detail.clone(),
-            ApiError::NotFound => "no such resource".into(),
+            ApiError::NotFound => "no such resource; the API is described at /openapi.json".into(),
+            ApiError::MethodNotAllowed => "this resource does not take that method".into(),
             ApiError::Publish {
                 source: PublishError::Unroutable { routing_key },
                 ..

@@ -16,6 +16,7 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_swagger_ui::SwaggerUi;
 
+use self::error::ApiError;
 use crate::auth::TokenVerifier;
 use crate::bus::Publisher;
 use crate::cache::Cache;
@@ -53,6 +54,8 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
     let metrics = state.metrics.clone();
     let app = api
         .with_state(state)
-        .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi));
+        .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi))
+        .fallback(|| async { ApiError::NotFound })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed });
     middleware::apply(app, metrics, request_timeout, MAX_BODY_BYTES)
 }

@@ -229,3 +229,27 @@ async fn player_tokens_publish_only_their_own_few_events() {
         + app.depth(&app.queue("reward")).await;
     assert_eq!(published, 4, "exactly the accepted events were published");
 }
+
+#[tokio::test]
+async fn a_public_key_accepts_only_its_own_algorithm() {
+    let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
+    let mut settings = test_settings();
+    settings.jwt_secret = None;
+    settings.jwt_public_key_file = Some(format!("{fixtures}/es256-public.pem").into());
+    settings.jwt_private_key_file = Some(format!("{fixtures}/es256-private.pem").into());
+    let app = spawn_app_with(settings).await;
+    let token = app.backend_token();
+    assert_eq!(
+        status_with(&app, &token, &event("quest.created")).await,
+        202,
+        "ES256 token from the token command"
+    );
+
+    // Algorithm confusion: an HS256 token keyed with the public key must not pass.
+    let public_pem = std::fs::read_to_string(format!("{fixtures}/es256-public.pem")).unwrap();
+    let claims = json!({"sub": "svc", "scope": "events:publish", "exp": now() + 600});
+    assert_eq!(
+        status_with(&app, &signed(&claims, &public_pem), &event("quest.created")).await,
+        401
+    );
+}

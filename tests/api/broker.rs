@@ -1,6 +1,9 @@
 use std::time::Duration;
 
-use lapin::types::FieldTable;
+use event_gateway::bus::PublishError;
+use event_gateway::bus::publisher::confirmation_outcome;
+use lapin::options::{BasicPublishOptions, QueueDeclareOptions};
+use lapin::types::{AMQPValue, FieldTable};
 use serde_json::Value;
 
 use crate::helpers::*;
@@ -85,4 +88,91 @@ async fn the_gateway_starts_and_serves_health_while_the_broker_is_down() {
     assert_eq!(app.publish(&event("reward.created")).await.status(), 202);
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(app.depth(&app.queue("reward")).await, 1);
+}
+
+#[tokio::test]
+async fn a_nacked_event_is_not_accepted() {
+    let app = spawn_app().await;
+    // A queue that refuses every message makes the broker nack what is routed to it.
+    let full = format!("{}full", app.settings.amqp_queue_prefix);
+    let mut arguments = FieldTable::default();
+    arguments.insert("x-max-length".into(), AMQPValue::LongLongInt(0));
+    arguments.insert(
+        "x-overflow".into(),
+        AMQPValue::LongString("reject-publish".into()),
+    );
+    let exclusive = QueueDeclareOptions {
+        exclusive: true,
+        ..Default::default()
+    };
+    app.broker
+        .queue_declare(full.as_str().into(), exclusive, arguments)
+        .await
+        .unwrap();
+    app.broker
+        .queue_bind(
+            full.as_str().into(),
+            app.topology.exchange.as_str().into(),
+            "notification.*".into(),
+            Default::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let response = app.publish(&event("notification.created")).await;
+    assert_eq!(response.headers()["retry-after"], "5");
+    let (status, refusal) = problem(response).await;
+    assert_eq!(status, 503);
+    assert!(
+        refusal["detail"].as_str().unwrap().contains("nack"),
+        "{refusal}"
+    );
+    let text = app.get("/metrics").await.text().await.unwrap();
+    assert!(text.contains(
+        r#"gateway_events_published_total{outcome="nacked",type="notification.created"} 1"#
+    ));
+}
+
+/// lapin's traps, judged on real broker answers.
+#[tokio::test]
+async fn only_a_plain_ack_counts_as_confirmed() {
+    let app = spawn_app().await;
+    let exchange = app.topology.exchange.as_str();
+    let publish = |channel: lapin::Channel, routing_key: &'static str| async move {
+        channel
+            .basic_publish(
+                exchange.into(),
+                routing_key.into(),
+                BasicPublishOptions {
+                    mandatory: true,
+                    immediate: false,
+                },
+                b"{}",
+                Default::default(),
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap()
+    };
+    let plain = app.broker_connection.create_channel().await.unwrap();
+    let not_requested = publish(plain, "quest.created").await;
+    assert!(matches!(
+        confirmation_outcome(not_requested, "quest.created"),
+        Err(PublishError::NotConfirmed)
+    ));
+
+    let confirming = app.broker_connection.create_channel().await.unwrap();
+    confirming.confirm_select(Default::default()).await.unwrap();
+    let returned = publish(confirming.clone(), "nobody.listens").await;
+    assert!(
+        returned.is_ack(),
+        "the broker acks an unroutable mandatory message"
+    );
+    assert!(matches!(
+        confirmation_outcome(returned, "nobody.listens"),
+        Err(PublishError::Unroutable { .. })
+    ));
+    let routed = publish(confirming, "quest.created").await;
+    assert!(confirmation_outcome(routed, "quest.created").is_ok());
 }

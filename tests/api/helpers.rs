@@ -28,7 +28,7 @@ pub struct TestApp {
     pub broker: Channel,
     pub shutdown: CancellationToken,
     pub server: Option<JoinHandle<anyhow::Result<()>>>,
-    _broker_connection: Connection,
+    pub broker_connection: Connection,
 }
 
 /// Settings for a test gateway: its own exchange and queue prefix, a known secret.
@@ -75,7 +75,7 @@ pub async fn start(settings: Settings) -> TestApp {
         broker,
         shutdown,
         server: Some(server),
-        _broker_connection: connection,
+        broker_connection: connection,
     }
 }
 

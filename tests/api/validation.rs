@@ -209,3 +209,10 @@ async fn a_bad_correlation_header_is_a_400() {
         .unwrap();
     assert_eq!(problem(response).await.0, 400);
 }
+
+#[tokio::test]
+async fn unknown_routes_and_methods_are_problems_too() {
+    let app = spawn_app().await;
+    assert_eq!(problem(app.get("/v1/nothing-here").await).await.0, 404);
+    assert_eq!(problem(app.get("/v1/events").await).await.0, 405);
+}
