@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, ValueEnum};
 
+use crate::domain::EventType;
+
 /// A value that must never reach a log line: its `Debug` prints a placeholder.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
@@ -106,6 +108,55 @@ pub struct Settings {
     /// Redis database number.
     #[arg(long, env = "REDIS_DB", default_value_t = 0, global = true)]
     pub redis_db: i64,
+
+    /// Prefix of every Redis key the gateway reads or deletes.
+    #[arg(
+        long,
+        env = "REDIS_KEY_PREFIX",
+        default_value = "gamification:",
+        global = true
+    )]
+    pub redis_key_prefix: String,
+
+    /// PostgreSQL URL; the database is created if missing and migrated at start.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/gamification",
+        hide_env_values = true,
+        global = true
+    )]
+    pub database_url: Secret,
+
+    /// Most PostgreSQL connections the gateway holds.
+    #[arg(long, env = "DB_POOL_SIZE", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..), global = true)]
+    pub db_pool_size: u32,
+
+    /// How long a request waits for a database connection before answering 503.
+    #[arg(long, env = "DB_ACQUIRE_TIMEOUT", default_value = "2s", value_parser = humantime::parse_duration, global = true)]
+    pub db_acquire_timeout: Duration,
+
+    /// Longest a single SQL statement may run.
+    #[arg(long, env = "DB_STATEMENT_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration, global = true)]
+    pub db_statement_timeout: Duration,
+
+    /// Most events written in one transaction (group commit); 1 gives every request its own.
+    #[arg(long, env = "DB_WRITE_BATCH", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=10_000), global = true)]
+    pub db_write_batch: u32,
+
+    /// Event types written to PostgreSQL before the answer (comma-separated).
+    #[arg(
+        long,
+        env = "CRITICAL_EVENTS",
+        default_value = "achievement.completed,quest.completed,reward.created,reward.claimed,reward.expired",
+        value_delimiter = ',',
+        global = true
+    )]
+    pub critical_events: Vec<EventType>,
+
+    /// How long the first answer to an Idempotency-Key is kept and replayed.
+    #[arg(long, env = "IDEMPOTENCY_TTL", default_value = "24h", value_parser = humantime::parse_duration, global = true)]
+    pub idempotency_ttl: Duration,
 
     /// HS256 secret for bearer tokens. Without it (and without JWT_PUBLIC_KEY_FILE) a
     /// development secret is used, which production refuses.

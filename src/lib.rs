@@ -4,8 +4,10 @@
 //! Layout:
 //! - [`domain`]: event types, their schemas, the envelope, scopes. No I/O.
 //! - [`http`]: the edge: routes, extractors, problem+json errors, middleware, OpenAPI.
-//! - [`bus`], [`cache`]: adapters for RabbitMQ and Redis. They never import [`http`].
-//! - [`ingest`]: turns a valid event into a confirmed message; shared by every endpoint.
+//! - [`bus`], [`cache`], [`store`]: adapters for RabbitMQ, Redis and PostgreSQL. They
+//!   never import [`http`].
+//! - [`ingest`]: turns a valid event into a safe one (confirmed, or held in the outbox);
+//!   shared by every endpoint. [`relay`] publishes what the outbox holds.
 //! - [`auth`], [`config`], [`metrics`]: tokens, settings, Prometheus.
 //!
 //! [`run`] takes an already bound listener and a shutdown token, so tests start a whole
@@ -20,6 +22,8 @@ pub mod domain;
 pub mod http;
 pub mod ingest;
 pub mod metrics;
+pub mod relay;
+pub mod store;
 
 use std::sync::Arc;
 
@@ -35,6 +39,19 @@ use crate::config::{GatewayEnv, Settings};
 use crate::http::AppState;
 use crate::ingest::Ingest;
 use crate::metrics::Metrics;
+use crate::relay::{OutboxRelay, RelaySignal};
+use crate::store::{Store, StoreSettings};
+
+/// The store's part of the settings.
+pub fn store_settings(settings: &Settings) -> StoreSettings {
+    StoreSettings {
+        url: settings.database_url.expose().to_owned(),
+        pool_size: settings.db_pool_size,
+        acquire_timeout: settings.db_acquire_timeout,
+        statement_timeout: settings.db_statement_timeout,
+        write_batch: settings.db_write_batch as usize,
+    }
+}
 
 /// Serves the gateway on `listener` until `shutdown` is cancelled, then finishes the
 /// requests in flight (and their publishes) before closing the broker connection.
@@ -65,12 +82,32 @@ pub async fn run(
         },
         metrics.clone(),
     );
-    let cache = Cache::new(&settings.redis_url())
+    let cache = Cache::new(&settings.redis_url(), &settings.redis_key_prefix)
         .context("REDIS_HOST/REDIS_PORT/REDIS_PASSWORD/REDIS_DB do not form a valid Redis URL")?;
+    let store = Store::start(&store_settings(&settings))?;
+    let signal = RelaySignal::default();
+    let relay_stop = CancellationToken::new();
+    let relay = OutboxRelay {
+        store: store.clone(),
+        publisher: publisher.clone(),
+        signal: signal.clone(),
+        metrics: metrics.clone(),
+        idempotency_ttl: settings.idempotency_ttl,
+    }
+    .spawn(relay_stop.clone());
+    let critical = settings.critical_events.iter().copied().collect();
     let state = AppState {
         verifier: Arc::new(verifier),
-        ingest: Ingest::new(publisher.clone(), metrics.clone()),
+        ingest: Ingest::new(
+            publisher.clone(),
+            store.clone(),
+            cache.clone(),
+            signal,
+            metrics.clone(),
+            critical,
+        ),
         publisher: publisher.clone(),
+        store,
         cache,
         metrics,
     };
@@ -79,6 +116,10 @@ pub async fn run(
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await;
+    relay_stop.cancel();
+    if let Err(error) = relay.await {
+        warn!(%error, "the outbox relay ended abnormally");
+    }
     publisher.close().await;
     info!("stopped");
     served.context("HTTP server failed")

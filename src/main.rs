@@ -40,6 +40,8 @@ enum Command {
     },
     /// Print the OpenAPI document.
     Openapi,
+    /// Create the database if missing and apply the migrations, then exit.
+    Migrate,
 }
 
 fn main() -> ExitCode {
@@ -49,6 +51,13 @@ fn main() -> ExitCode {
         Command::Token { sub, scope, ttl } => TokenSigner::from_settings(&cli.settings)
             .and_then(|signer| signer.mint(&sub, &scope, ttl))
             .map(|token| println!("{token}")),
+        Command::Migrate => tokio::runtime::Runtime::new()
+            .map_err(anyhow::Error::from)
+            .and_then(|runtime| {
+                runtime.block_on(event_gateway::store::migrate(
+                    cli.settings.database_url.expose(),
+                ))
+            }),
         Command::Openapi => event_gateway::http::openapi()
             .to_pretty_json()
             .map(|json| println!("{json}"))

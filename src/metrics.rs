@@ -2,8 +2,8 @@
 //! outcome, method, matched route, status), never from ids or raw input.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder,
 };
 
 /// Latency buckets from 0.5 ms to 10 s.
@@ -13,13 +13,17 @@ const LATENCY_BUCKETS: &[f64] = &[
 
 pub struct Metrics {
     registry: Registry,
-    /// Events handed to the broker, by event type and outcome
-    /// (`published`, `unroutable`, `nacked`, `unavailable`, `timeout`).
+    /// Events by type and outcome: `published` (confirmed), `queued` (held in the outbox),
+    /// or why they were refused (`unroutable`, `unavailable`, `duplicate`, ...).
     pub events_published: IntCounterVec,
     /// Time from handing a message to the broker until its confirm arrived.
     pub publish_confirm_seconds: Histogram,
     /// 1 while the publisher holds a live broker connection, else 0.
     pub broker_connected: IntGauge,
+    /// Events waiting in the PostgreSQL outbox.
+    pub outbox_depth: IntGauge,
+    /// Events the outbox relay published.
+    pub outbox_published: IntCounter,
     /// HTTP requests by method, matched route and status code.
     pub http_requests: IntCounterVec,
     /// HTTP request latency by method and matched route.
@@ -32,7 +36,7 @@ impl Metrics {
         let events_published = IntCounterVec::new(
             Opts::new(
                 "gateway_events_published_total",
-                "Events handed to the broker, by event type and outcome.",
+                "Events taken or refused, by event type and outcome.",
             ),
             &["type", "outcome"],
         )?;
@@ -46,6 +50,14 @@ impl Metrics {
         let broker_connected = IntGauge::new(
             "gateway_broker_connected",
             "1 while the publisher holds a live broker connection, else 0.",
+        )?;
+        let outbox_depth = IntGauge::new(
+            "gateway_outbox_depth",
+            "Events waiting in the PostgreSQL outbox.",
+        )?;
+        let outbox_published = IntCounter::new(
+            "gateway_outbox_published_total",
+            "Events the outbox relay published.",
         )?;
         let http_requests = IntCounterVec::new(
             Opts::new(
@@ -65,6 +77,8 @@ impl Metrics {
         registry.register(Box::new(events_published.clone()))?;
         registry.register(Box::new(publish_confirm_seconds.clone()))?;
         registry.register(Box::new(broker_connected.clone()))?;
+        registry.register(Box::new(outbox_depth.clone()))?;
+        registry.register(Box::new(outbox_published.clone()))?;
         registry.register(Box::new(http_requests.clone()))?;
         registry.register(Box::new(http_request_seconds.clone()))?;
         Ok(Metrics {
@@ -72,6 +86,8 @@ impl Metrics {
             events_published,
             publish_confirm_seconds,
             broker_connected,
+            outbox_depth,
+            outbox_published,
             http_requests,
             http_request_seconds,
         })

@@ -65,6 +65,15 @@ pub enum PublishError {
 }
 
 impl PublishError {
+    /// The broker may take the message later (unreachable, refused for now, slow); the
+    /// others will fail the same way every time.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            PublishError::Unavailable(_) | PublishError::Nacked | PublishError::ConfirmTimeout(_)
+        )
+    }
+
     /// A closed label for metrics.
     pub fn outcome(&self) -> &'static str {
         match self {

@@ -21,6 +21,8 @@ const GATEWAY_METADATA: [&str; 3] = ["timestamp", "source", "userId"];
 #[derive(Debug, Clone, PartialEq)]
 pub struct ValidEvent {
     pub id: Uuid,
+    /// The client chose the id, so a retry with it must not publish twice.
+    pub id_given: bool,
     pub event_type: EventType,
     pub data: EventData,
     pub correlation_id: Option<String>,
@@ -82,6 +84,7 @@ impl ValidEvent {
         match (event_type, data) {
             (Some(event_type), Some(data)) if errors.is_empty() => Ok(ValidEvent {
                 id: id.unwrap_or_else(Uuid::now_v7),
+                id_given: id.is_some(),
                 event_type,
                 data,
                 correlation_id,
@@ -231,6 +234,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(event.id, id);
+        assert!(event.id_given);
         assert_eq!(event.event_type, EventType::QuestStarted);
         assert_eq!(event.correlation_id.as_deref(), Some("c-1"));
     }
@@ -270,6 +274,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(event.id.get_version_num(), 7, "a new id is time-ordered");
+        assert!(!event.id_given);
         let at = OffsetDateTime::from_unix_timestamp_nanos(1_769_860_800_123_456_789).unwrap();
         let id = event.id;
         let body = serde_json::to_value(Envelope::new(&event, "corr", "svc", at)).unwrap();

@@ -17,6 +17,7 @@ pub struct Scopes {
     publish_any: bool,
     publish_families: HashSet<Family>,
     publish_self: bool,
+    read: bool,
 }
 
 impl Scopes {
@@ -27,6 +28,7 @@ impl Scopes {
             match scope {
                 "events:publish" => scopes.publish_any = true,
                 "events:publish:self" => scopes.publish_self = true,
+                "events:read" => scopes.read = true,
                 other => {
                     if let Some(family) = other
                         .strip_prefix("events:publish:")
@@ -78,6 +80,21 @@ impl Principal {
             return Err(Forbidden(
                 "a player token publishes only events whose data.userId is its own sub".into(),
             ));
+        }
+        Ok(())
+    }
+}
+
+impl Principal {
+    /// Whether this principal may read events about `user_id`.
+    pub fn authorize_read(&self, user_id: Option<&str>) -> Result<(), Forbidden> {
+        if !self.scopes.read {
+            return Err(Forbidden(
+                "reading events needs the events:read scope".into(),
+            ));
+        }
+        if self.is_player() && user_id != Some(self.subject.as_str()) {
+            return Err(Forbidden("a player token reads only its own events".into()));
         }
         Ok(())
     }
@@ -159,6 +176,24 @@ mod tests {
                 .authorize_publish(EventType::RewardClaimed, Some("player-2"))
                 .is_err()
         );
+    }
+
+    #[test]
+    fn reading_needs_the_read_scope_and_players_read_only_themselves() {
+        assert!(
+            principal("events:read")
+                .authorize_read(Some("anyone"))
+                .is_ok()
+        );
+        assert!(
+            principal("events:publish")
+                .authorize_read(Some("anyone"))
+                .is_err()
+        );
+        let player = principal("events:read events:publish:self");
+        assert!(player.authorize_read(Some("player-1")).is_ok());
+        assert!(player.authorize_read(Some("player-2")).is_err());
+        assert!(player.authorize_read(None).is_err());
     }
 
     #[test]

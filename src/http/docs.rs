@@ -28,6 +28,7 @@ type Schemas = Vec<(String, RefOr<Schema>)>;
         description = "Publishes authenticated, validated gamification events to RabbitMQ with broker confirms. \
             Mint a development token with `event-gateway token --sub me --scope \"events:publish\"` and use **Authorize**.",
     ),
+    paths(super::reads::get_event),
     modifiers(&BearerAuth),
     tags(
         (name = "events", description = "Publishing events"),

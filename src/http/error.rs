@@ -11,7 +11,8 @@ use utoipa::ToSchema;
 
 use crate::bus::PublishError;
 use crate::domain::{FieldError, Forbidden};
-use crate::ingest::Receipt;
+use crate::ingest::{IngestError, Receipt};
+use crate::store::StoreError;
 
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
@@ -34,7 +35,7 @@ pub struct Problem {
     /// Every bad field, for validation problems.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<FieldError>,
-    /// For a batch that failed while publishing: what happened to each event, in order.
+    /// For a batch that was not wholly taken: what happened to each event, in order.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub results: Option<Vec<Receipt>>,
 }
@@ -63,12 +64,16 @@ pub enum ApiError {
         detail: String,
         errors: Vec<FieldError>,
     },
-    #[error("publishing failed: {source}")]
-    Publish {
+    #[error("the event was not taken")]
+    NotTaken {
         #[source]
-        source: PublishError,
+        source: IngestError,
         results: Option<Vec<Receipt>>,
     },
+    #[error("the database is unavailable")]
+    StoreUnavailable(#[from] StoreError),
+    #[error("idempotency key conflict: {0}")]
+    Conflict(String),
     #[error("the request took too long")]
     Timeout,
     #[error(transparent)]
@@ -123,26 +128,35 @@ impl ApiError {
                 "validation",
                 "The request is invalid",
             ),
-            Publish {
-                source: PublishError::Unroutable { .. },
-                ..
-            } => (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "unroutable",
-                "Event could not be routed to any queue",
-            ),
-            Publish {
-                source: PublishError::NotConfirmed,
-                ..
-            } => (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "not-confirmed",
-                "Event delivery could not be confirmed",
-            ),
-            Publish { .. } => (
+            NotTaken { source, .. } => match source {
+                IngestError::Publish(PublishError::Unroutable { .. }) => (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "unroutable",
+                    "Event could not be routed to any queue",
+                ),
+                IngestError::Publish(PublishError::NotConfirmed | PublishError::Encode(_)) => (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "not-confirmed",
+                    "Event delivery could not be confirmed",
+                ),
+                IngestError::Publish(_) | IngestError::Unavailable(_) => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "Neither the broker nor the database could take the event",
+                ),
+                IngestError::Duplicate => {
+                    (StatusCode::CONFLICT, "duplicate", "Event already accepted")
+                }
+            },
+            StoreUnavailable(_) => (
                 StatusCode::SERVICE_UNAVAILABLE,
-                "broker-unavailable",
-                "The event broker did not take the event",
+                "database-unavailable",
+                "The database is unavailable",
+            ),
+            Conflict(_) => (
+                StatusCode::CONFLICT,
+                "idempotency-in-progress",
+                "A request with this Idempotency-Key is in progress",
             ),
             Timeout => (
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -167,15 +181,21 @@ impl ApiError {
             | ApiError::Invalid { detail, .. } => detail.clone(),
             ApiError::NotFound => "no such resource; the API is described at /openapi.json".into(),
             ApiError::MethodNotAllowed => "this resource does not take that method".into(),
-            ApiError::Publish {
-                source: PublishError::Unroutable { routing_key },
+            ApiError::NotTaken {
+                source: IngestError::Publish(PublishError::Unroutable { routing_key }),
                 ..
             } => format!(
                 "no queue is bound for routing key {routing_key}; the event was not accepted"
             ),
-            ApiError::Publish { source, .. } => {
+            ApiError::NotTaken {
+                source: IngestError::Duplicate,
+                ..
+            } => "an event with this id was already accepted with another request".into(),
+            ApiError::NotTaken { source, .. } => {
                 format!("{source}; the event was not accepted, retry later")
             }
+            ApiError::StoreUnavailable(_) => "the database did not answer; retry later".into(),
+            ApiError::Conflict(detail) => detail.clone(),
             ApiError::Timeout => {
                 "the gateway could not answer within REQUEST_TIMEOUT; retry with the same event id"
                     .into()
@@ -187,9 +207,20 @@ impl ApiError {
     }
 }
 
-impl From<PublishError> for ApiError {
-    fn from(source: PublishError) -> Self {
-        ApiError::Publish {
+/// An error and its sources on one line, `outer: inner: innermost`.
+fn cause_chain(error: &dyn std::error::Error) -> String {
+    let mut chain = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        chain = format!("{chain}: {cause}");
+        source = cause.source();
+    }
+    chain
+}
+
+impl From<IngestError> for ApiError {
+    fn from(source: IngestError) -> Self {
+        ApiError::NotTaken {
             source,
             results: None,
         }
@@ -203,13 +234,13 @@ impl IntoResponse for ApiError {
             // `{:#}` prints anyhow's whole cause chain on one line.
             match &self {
                 ApiError::Internal(cause) => error!(error = format!("{cause:#}"), "request failed"),
-                other => warn!(error = %other, "request not served"),
+                other => warn!(error = cause_chain(other), "request not served"),
             }
         }
         let detail = self.detail();
         let (errors, results) = match self {
             ApiError::Invalid { errors, .. } | ApiError::Forbidden { errors, .. } => (errors, None),
-            ApiError::Publish { results, .. } => (Vec::new(), results),
+            ApiError::NotTaken { results, .. } => (Vec::new(), results),
             _ => (Vec::new(), None),
         };
         let problem = Problem {

@@ -1,9 +1,8 @@
 //! `POST /v1/events`, `POST /v1/events/{type}` and `POST /v1/events/batch`.
 
-use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::{HeaderName, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
+
+use axum::response::Response;
 use futures_util::future::join_all;
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -15,9 +14,10 @@ use uuid::Uuid;
 use super::AppState;
 use super::docs::{BatchRequest, EventData, EventRequest, EventTypeName};
 use super::error::{ApiError, Problem};
-use super::extract::{CORRELATION_HEADER, Caller, CorrelationHeader, JsonBody};
+use super::extract::{Caller, CorrelationHeader, JsonBody};
+use super::idempotency::{Accepted, IdempotencyHeader, IdempotencyKey, once};
 use crate::domain::{EventType, FieldError, ValidEvent};
-use crate::ingest::{Receipt, ReceiptStatus};
+use crate::ingest::{IngestError, Receipt, ReceiptStatus};
 
 /// Most events in one batch.
 pub const MAX_BATCH_EVENTS: usize = 500;
@@ -56,20 +56,27 @@ async fn publish_event(
     State(state): State<AppState>,
     Caller(caller): Caller,
     CorrelationHeader(header): CorrelationHeader,
+    IdempotencyHeader(idempotency): IdempotencyHeader,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
+    // Kept for the idempotency hash only when a key can exist.
+    let request = (idempotency.is_some() || body.get("id").is_some()).then(|| body.clone());
     let event = ValidEvent::parse(body, "").map_err(ApiError::invalid)?;
     caller
         .authorize_publish(event.event_type, event.data.user_id())
         .map_err(ApiError::forbidden)?;
+    let key = IdempotencyKey::for_event(idempotency, event.id_given.then_some(event.id));
     let correlation_id = header
         .or_else(|| event.correlation_id.clone())
         .unwrap_or_else(new_correlation_id);
-    let receipt = state
-        .ingest
-        .publish(&caller, &event, &correlation_id)
-        .await?;
-    Ok(accepted(&correlation_id, receipt))
+    let publish = async {
+        let receipt = state
+            .ingest
+            .publish(&caller, &event, &correlation_id)
+            .await?;
+        Ok(accepted(&correlation_id, &receipt))
+    };
+    once(&state, &caller.subject, key.zip(request), publish).await
 }
 
 /// Publish one event of the given type; the body is its `data`.
@@ -100,6 +107,7 @@ async fn publish_typed_event(
     Path(event_type): Path<String>,
     Caller(caller): Caller,
     CorrelationHeader(header): CorrelationHeader,
+    IdempotencyHeader(idempotency): IdempotencyHeader,
     JsonBody(data): JsonBody,
 ) -> Result<Response, ApiError> {
     let event_type: EventType = event_type.parse().map_err(|unknown| {
@@ -112,6 +120,7 @@ async fn publish_typed_event(
         )])
     })?;
     let body = json!({"type": event_type.as_str(), "data": data});
+    let request = idempotency.is_some().then(|| body.clone());
     // The body is `data` itself, so pointers drop the `/data` prefix the parser adds.
     let event = ValidEvent::parse(body, "").map_err(|errors| {
         ApiError::invalid(
@@ -130,11 +139,15 @@ async fn publish_typed_event(
         .authorize_publish(event.event_type, event.data.user_id())
         .map_err(ApiError::forbidden)?;
     let correlation_id = header.unwrap_or_else(new_correlation_id);
-    let receipt = state
-        .ingest
-        .publish(&caller, &event, &correlation_id)
-        .await?;
-    Ok(accepted(&correlation_id, receipt))
+    let publish = async {
+        let receipt = state
+            .ingest
+            .publish(&caller, &event, &correlation_id)
+            .await?;
+        Ok(accepted(&correlation_id, &receipt))
+    };
+    let key = IdempotencyKey::from_header(idempotency);
+    once(&state, &caller.subject, key.zip(request), publish).await
 }
 
 /// Publish up to 500 events at once.
@@ -163,8 +176,10 @@ async fn publish_batch(
     State(state): State<AppState>,
     Caller(caller): Caller,
     CorrelationHeader(header): CorrelationHeader,
+    IdempotencyHeader(idempotency): IdempotencyHeader,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
+    let request = idempotency.is_some().then(|| body.clone());
     let items = batch_items(body)?;
     let mut events = Vec::with_capacity(items.len());
     let mut errors = Vec::new();
@@ -197,15 +212,19 @@ async fn publish_batch(
         });
     }
     let request_correlation = header.unwrap_or_else(new_correlation_id);
-    let outcomes = join_all(events.iter().map(|event| {
-        let correlation_id = event
-            .correlation_id
-            .as_deref()
-            .unwrap_or(&request_correlation);
-        state.ingest.publish(&caller, event, correlation_id)
-    }))
-    .await;
-    batch_answer(&request_correlation, &events, outcomes)
+    let publish = async {
+        let outcomes = join_all(events.iter().map(|event| {
+            let correlation_id = event
+                .correlation_id
+                .as_deref()
+                .unwrap_or(&request_correlation);
+            state.ingest.publish(&caller, event, correlation_id)
+        }))
+        .await;
+        batch_answer(&request_correlation, &events, outcomes)
+    };
+    let key = IdempotencyKey::from_header(idempotency);
+    once(&state, &caller.subject, key.zip(request), publish).await
 }
 
 /// The `events` array of a batch body, with its size checked.
@@ -247,8 +266,8 @@ fn batch_items(body: Value) -> Result<Vec<Value>, ApiError> {
 fn batch_answer(
     correlation_id: &str,
     events: &[ValidEvent],
-    outcomes: Vec<Result<Receipt, crate::bus::PublishError>>,
-) -> Result<Response, ApiError> {
+    outcomes: Vec<Result<Receipt, IngestError>>,
+) -> Result<Accepted, ApiError> {
     let mut results = Vec::with_capacity(outcomes.len());
     let mut first_failure = None;
     for (event, outcome) in events.iter().zip(outcomes) {
@@ -271,11 +290,11 @@ fn batch_answer(
         }
     }
     match first_failure {
-        None => Ok(with_correlation(
-            correlation_id,
-            (StatusCode::ACCEPTED, Json(BatchReceipt { results })),
-        )),
-        Some(source) => Err(ApiError::Publish {
+        None => Ok(Accepted {
+            correlation_id: correlation_id.to_owned(),
+            body: serde_json::to_value(BatchReceipt { results }).map_err(anyhow::Error::from)?,
+        }),
+        Some(source) => Err(ApiError::NotTaken {
             source,
             results: Some(results),
         }),
@@ -286,18 +305,11 @@ fn new_correlation_id() -> String {
     Uuid::new_v4().to_string()
 }
 
-fn accepted(correlation_id: &str, receipt: Receipt) -> Response {
-    with_correlation(correlation_id, (StatusCode::ACCEPTED, Json(receipt)))
-}
-
-fn with_correlation(correlation_id: &str, answer: impl IntoResponse) -> Response {
-    let mut response = answer.into_response();
-    if let Ok(value) = HeaderValue::from_str(correlation_id) {
-        response
-            .headers_mut()
-            .insert(HeaderName::from_static(CORRELATION_HEADER), value);
+fn accepted(correlation_id: &str, receipt: &Receipt) -> Accepted {
+    Accepted {
+        correlation_id: correlation_id.to_owned(),
+        body: json!(receipt),
     }
-    response
 }
 
 pub fn router() -> OpenApiRouter<AppState> {

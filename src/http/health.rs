@@ -35,7 +35,14 @@ pub struct RedisHealth {
     pub hit_rate: f64,
 }
 
-/// The spec's `EventSystemHealth`, with an overall status.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PostgresHealth {
+    /// The database answers and its schema is migrated.
+    pub connected: bool,
+}
+
+/// The spec's `EventSystemHealth` plus PostgreSQL, with an overall status.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct HealthReport {
@@ -45,6 +52,7 @@ pub struct HealthReport {
     #[serde(rename = "rabbitMQ")]
     pub rabbit_mq: RabbitMqHealth,
     pub redis: RedisHealth,
+    pub postgres: PostgresHealth,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -53,7 +61,8 @@ pub struct Status {
     pub status: &'static str,
 }
 
-/// Dependency health: 200 when RabbitMQ and Redis are up, 503 otherwise; always JSON.
+/// Dependency health: 200 when RabbitMQ, Redis and PostgreSQL are up, 503 otherwise;
+/// always JSON, and bounded by a short timeout per dependency.
 #[utoipa::path(
     get,
     path = "/health",
@@ -64,10 +73,14 @@ pub struct Status {
     )
 )]
 async fn health(State(state): State<AppState>) -> Response {
-    let (queues, redis) = tokio::join!(
+    let (queues, redis, postgres) = tokio::join!(
         tokio::time::timeout(CHECK_TIMEOUT, state.publisher.queue_depths()),
         tokio::time::timeout(CHECK_TIMEOUT, state.cache.stats()),
+        tokio::time::timeout(CHECK_TIMEOUT, state.store.ping()),
     );
+    let postgres = PostgresHealth {
+        connected: matches!(postgres, Ok(Ok(()))),
+    };
     let rabbit_mq = match queues {
         Ok(Ok(queues)) => RabbitMqHealth {
             connected: true,
@@ -90,7 +103,7 @@ async fn health(State(state): State<AppState>) -> Response {
             hit_rate: 0.0,
         },
     };
-    let healthy = rabbit_mq.connected && redis.connected;
+    let healthy = rabbit_mq.connected && redis.connected && postgres.connected;
     let status = if healthy {
         StatusCode::OK
     } else {
@@ -100,6 +113,7 @@ async fn health(State(state): State<AppState>) -> Response {
         status: if healthy { "ok" } else { "degraded" },
         rabbit_mq,
         redis,
+        postgres,
     };
     (status, Json(report)).into_response()
 }
@@ -111,24 +125,19 @@ async fn live() -> Json<Status> {
     Json(Status { status: "alive" })
 }
 
-/// Ready to accept events: the broker connection is up.
+/// Ready to accept events: the broker connection is up and the database is migrated.
 #[utoipa::path(get, path = "/health/ready", tag = "operations",
     responses(
         (status = 200, description = "Events can be published", body = Status),
-        (status = 503, description = "The broker is unreachable", body = Status),
+        (status = 503, description = "The broker is unreachable or the database not ready", body = Status),
     ))]
 async fn ready(State(state): State<AppState>) -> Response {
-    if state.publisher.is_connected() {
-        Json(Status { status: "ready" }).into_response()
-    } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(Status {
-                status: "broker_unreachable",
-            }),
-        )
-            .into_response()
-    }
+    let status = match (state.publisher.is_connected(), state.store.is_ready()) {
+        (true, true) => return Json(Status { status: "ready" }).into_response(),
+        (false, _) => "broker_unreachable",
+        (true, false) => "database_not_ready",
+    };
+    (StatusCode::SERVICE_UNAVAILABLE, Json(Status { status })).into_response()
 }
 
 /// Prometheus metrics in the text exposition format.

@@ -6,7 +6,9 @@ pub mod error;
 pub mod events;
 pub mod extract;
 pub mod health;
+pub mod idempotency;
 pub mod middleware;
+pub mod reads;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,6 +24,7 @@ use crate::bus::Publisher;
 use crate::cache::Cache;
 use crate::ingest::Ingest;
 use crate::metrics::Metrics;
+use crate::store::Store;
 
 /// Largest request body; larger ones are answered 413.
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
@@ -32,6 +35,7 @@ pub struct AppState {
     pub verifier: Arc<TokenVerifier>,
     pub publisher: Publisher,
     pub ingest: Ingest,
+    pub store: Store,
     pub cache: Cache,
     pub metrics: Arc<Metrics>,
 }
@@ -40,6 +44,7 @@ pub struct AppState {
 fn api() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(docs::ApiDoc::openapi())
         .merge(events::router())
+        .merge(reads::router())
         .merge(health::router())
 }
 

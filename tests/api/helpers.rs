@@ -19,6 +19,8 @@ use crate::proxy::Proxy;
 
 pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 pub const TEST_SECRET: &str = "integration-test-secret";
+pub const POSTGRES: &str = "postgres://postgres@127.0.0.1:5432";
+pub const REDIS: &str = "redis://127.0.0.1:6379/0";
 
 pub struct TestApp {
     pub base: String,
@@ -40,6 +42,12 @@ pub fn test_settings() -> Settings {
     settings.amqp_url = AMQP_URL.parse().expect("url");
     settings.jwt_secret = Some(TEST_SECRET.parse().expect("secret"));
     settings.amqp_confirm_timeout = Duration::from_secs(3);
+    settings.database_url = format!("{POSTGRES}/{}", name.replace('-', "_"))
+        .parse()
+        .expect("url");
+    settings.redis_key_prefix = format!("{name}:");
+    // Many gateways share one PostgreSQL (100 connections) while the suite runs.
+    settings.db_pool_size = 4;
     settings
 }
 
@@ -47,7 +55,16 @@ pub async fn spawn_app() -> TestApp {
     spawn_app_with(test_settings()).await
 }
 
+/// Logs at `warn` go to the failing test's output.
+fn init_logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("warn")
+        .with_test_writer()
+        .try_init();
+}
+
 pub async fn spawn_app_with(settings: Settings) -> TestApp {
+    init_logs();
     let app = start(settings).await;
     app.wait_until_ready().await;
     app
@@ -95,6 +112,15 @@ impl TestApp {
             self.get("/health/ready").await.status() == 200
         })
         .await;
+    }
+
+    /// A connection pool to this gateway's own database.
+    pub async fn db(&self) -> sqlx::PgPool {
+        sqlx::postgres::PgPoolOptions::new()
+            .max_connections(2)
+            .connect(self.settings.database_url.expose())
+            .await
+            .expect("test connection to PostgreSQL")
     }
 
     pub fn token(&self, subject: &str, scope: &str) -> String {
@@ -191,6 +217,8 @@ impl Drop for TestApp {
     fn drop(&mut self) {
         self.shutdown.cancel();
         let topology = self.topology.clone();
+        let database = self.settings.database_url.expose().to_owned();
+        let key_prefix = self.settings.redis_key_prefix.clone();
         let cleanup = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -216,9 +244,36 @@ impl Drop for TestApp {
                         .await;
                 }
                 let _ = connection.close(200, "test done".into()).await;
+                drop_database(&database).await;
+                delete_keys(&key_prefix).await;
             });
         });
         let _ = cleanup.join();
+    }
+}
+
+async fn drop_database(url: &str) {
+    use sqlx::migrate::MigrateDatabase;
+    let _ = sqlx::Postgres::force_drop_database(url).await;
+}
+
+async fn delete_keys(prefix: &str) {
+    let Ok(client) = redis::Client::open(REDIS) else {
+        return;
+    };
+    let Ok(mut connection) = client.get_multiplexed_async_connection().await else {
+        return;
+    };
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}*"))
+        .query_async(&mut connection)
+        .await
+        .unwrap_or_default();
+    if !keys.is_empty() {
+        let _: redis::RedisResult<()> = redis::cmd("DEL")
+            .arg(keys)
+            .query_async(&mut connection)
+            .await;
     }
 }
 

@@ -1,0 +1,128 @@
+//! Idempotency keys: the first answer to a request is kept and replayed to every retry.
+//! A unique key in PostgreSQL is the atomic claim, so concurrent duplicates publish once.
+
+use serde_json::Value;
+use tracing::instrument;
+
+use super::{Store, StoreError, detached};
+
+/// A claim older than this with no answer belongs to a process that died: take it over.
+const ABANDONED_AFTER_SECS: f64 = 60.0;
+
+/// The first answer, as the client got it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredAnswer {
+    pub status: u16,
+    pub body: Value,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Claim {
+    /// This request is the first: it runs, then records its answer.
+    Owned,
+    /// An earlier request answered this.
+    Answered(StoredAnswer),
+    /// An earlier request with this key is still running.
+    InProgress,
+    /// The key was used with another request body.
+    Mismatch,
+}
+
+impl Store {
+    #[instrument(skip_all)]
+    pub async fn claim_key(
+        &self,
+        principal: String,
+        key: String,
+        hash: Vec<u8>,
+    ) -> Result<Claim, StoreError> {
+        let pool = self.pool()?.clone();
+        detached(async move {
+            let owned = sqlx::query(
+                "INSERT INTO idempotency_keys (principal, key, request_hash) VALUES ($1, $2, $3)
+                 ON CONFLICT (principal, key) DO UPDATE SET created_at = now(), request_hash = $3
+                   WHERE idempotency_keys.status IS NULL
+                     AND idempotency_keys.created_at < now() - make_interval(secs => $4)",
+            )
+            .bind(&principal)
+            .bind(&key)
+            .bind(&hash)
+            .bind(ABANDONED_AFTER_SECS)
+            .execute(&pool)
+            .await?
+            .rows_affected()
+                == 1;
+            if owned {
+                return Ok(Claim::Owned);
+            }
+            let row: Option<(Vec<u8>, Option<i16>, Option<Value>)> = sqlx::query_as(
+                "SELECT request_hash, status, response FROM idempotency_keys
+                 WHERE principal = $1 AND key = $2",
+            )
+            .bind(&principal)
+            .bind(&key)
+            .fetch_optional(&pool)
+            .await?;
+            Ok(match row {
+                Some((stored, _, _)) if stored != hash => Claim::Mismatch,
+                Some((_, Some(status), Some(body))) => Claim::Answered(StoredAnswer {
+                    status: status as u16,
+                    body,
+                }),
+                _ => Claim::InProgress,
+            })
+        })
+        .await
+    }
+
+    pub async fn record_answer(
+        &self,
+        principal: String,
+        key: String,
+        answer: StoredAnswer,
+    ) -> Result<(), StoreError> {
+        let pool = self.pool()?.clone();
+        detached(async move {
+            sqlx::query("UPDATE idempotency_keys SET status = $3, response = $4 WHERE principal = $1 AND key = $2")
+                .bind(principal)
+                .bind(key)
+                .bind(answer.status as i16)
+                .bind(answer.body)
+                .execute(&pool)
+                .await?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// The request failed: drop its claim so a retry runs again.
+    pub async fn release_key(&self, principal: String, key: String) -> Result<(), StoreError> {
+        let pool = self.pool()?.clone();
+        detached(async move {
+            sqlx::query(
+                "DELETE FROM idempotency_keys WHERE principal = $1 AND key = $2 AND status IS NULL",
+            )
+            .bind(principal)
+            .bind(key)
+            .execute(&pool)
+            .await?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Forgets answers older than `ttl_secs`.
+    pub async fn expire_keys(&self, ttl_secs: f64) -> Result<u64, StoreError> {
+        let pool = self.pool()?.clone();
+        detached(async move {
+            Ok(sqlx::query(
+                "DELETE FROM idempotency_keys WHERE created_at < now() - make_interval(secs => $1)",
+            )
+            .bind(ttl_secs)
+            .execute(&pool)
+            .await?
+            .rows_affected())
+        })
+        .await
+    }
+}

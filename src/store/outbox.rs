@@ -1,0 +1,136 @@
+//! The outbox's rows: claimed by the relay under row and per-user locks, completed when
+//! the broker confirms, rescheduled with backoff when it does not.
+
+use sqlx::{PgPool, Postgres, Transaction};
+use tracing::instrument;
+use uuid::Uuid;
+
+use super::{Store, StoreError, detached};
+
+/// A message owed to the broker.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct OutboxRow {
+    pub event_id: Uuid,
+    pub routing_key: String,
+    pub ordering_key: String,
+    pub correlation_id: String,
+    pub timestamp_secs: i64,
+    pub body: Vec<u8>,
+}
+
+/// Rows this process holds: nobody else publishes them, nor any later row of the same
+/// ordering key, until [`ClaimedBatch::finish`] commits.
+pub struct ClaimedBatch {
+    tx: Transaction<'static, Postgres>,
+    pub rows: Vec<OutboxRow>,
+}
+
+impl Store {
+    /// Claims up to `limit` due rows, oldest first. A per-ordering-key advisory lock keeps
+    /// another process from publishing a user's later event before this one's earlier, and
+    /// no row is due while an earlier row of its key waits (backoff or a request's lease).
+    #[instrument(skip_all)]
+    pub async fn claim_due(&self, limit: i64) -> Result<ClaimedBatch, StoreError> {
+        let mut tx = self.pool()?.begin().await?;
+        let rows = sqlx::query_as::<_, OutboxRow>(
+            "SELECT event_id, routing_key, ordering_key, correlation_id, timestamp_secs, body
+             FROM outbox
+             WHERE next_attempt_at <= now()
+               AND NOT EXISTS (SELECT 1 FROM outbox earlier
+                               WHERE earlier.ordering_key = outbox.ordering_key
+                                 AND earlier.seq < outbox.seq
+                                 AND earlier.next_attempt_at > now())
+               AND pg_try_advisory_xact_lock(hashtext(ordering_key))
+             ORDER BY seq
+             LIMIT $1
+             FOR UPDATE SKIP LOCKED",
+        )
+        .bind(limit)
+        .fetch_all(&mut *tx)
+        .await?;
+        Ok(ClaimedBatch { tx, rows })
+    }
+
+    /// Rows in the outbox, and how many of them the relay owns (due, or backing off after
+    /// a failed attempt) rather than a request publishing its own.
+    pub async fn outbox_counts(&self) -> Result<(i64, i64), StoreError> {
+        let pool = self.pool()?.clone();
+        detached(async move {
+            Ok(sqlx::query_as(
+                "SELECT count(*), count(*) FILTER (WHERE attempts > 0 OR next_attempt_at <= now())
+                 FROM outbox",
+            )
+            .fetch_one(&pool)
+            .await?)
+        })
+        .await
+    }
+}
+
+impl ClaimedBatch {
+    /// Records what the broker confirmed and what failed, and releases the locks.
+    #[instrument(skip_all, fields(published = published.len(), failed = failed.len()))]
+    pub async fn finish(
+        mut self,
+        published: &[Uuid],
+        failed: &[(Uuid, String)],
+    ) -> Result<(), StoreError> {
+        complete_in(&mut self.tx, published).await?;
+        let (ids, errors): (Vec<Uuid>, Vec<String>) = failed.iter().cloned().unzip();
+        // Backoff per the spec's retry schedule: 1 s doubling, at most 60 s.
+        sqlx::query(
+            "UPDATE outbox
+             SET attempts = attempts + 1,
+                 next_attempt_at = now() + make_interval(secs => least(60, power(2, attempts))),
+                 last_error = x.error
+             FROM UNNEST($1::uuid[], $2::text[]) AS x(id, error)
+             WHERE outbox.event_id = x.id",
+        )
+        .bind(&ids)
+        .bind(&errors)
+        .execute(&mut *self.tx)
+        .await?;
+        self.tx.commit().await?;
+        Ok(())
+    }
+}
+
+pub(super) async fn complete_in(
+    tx: &mut Transaction<'static, Postgres>,
+    ids: &[Uuid],
+) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM outbox WHERE event_id = ANY($1)")
+        .bind(ids)
+        .execute(&mut **tx)
+        .await?;
+    sqlx::query(
+        "UPDATE events SET state = 'published', published_at = now()
+         WHERE id = ANY($1) AND state = 'accepted'",
+    )
+    .bind(ids)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+pub(super) async fn release(pool: &PgPool, id: Uuid) -> Result<(), StoreError> {
+    sqlx::query("UPDATE outbox SET next_attempt_at = now() WHERE event_id = $1")
+        .bind(id)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+pub(super) async fn forget(pool: &PgPool, id: Uuid) -> Result<(), StoreError> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("DELETE FROM outbox WHERE event_id = $1")
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("DELETE FROM events WHERE id = $1 AND state = 'accepted'")
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(())
+}

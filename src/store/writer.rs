@@ -1,0 +1,245 @@
+//! Group commit: one task takes every write waiting in its queue and commits them in one
+//! transaction, so throughput is not one fsync per request.
+
+use std::sync::Arc;
+
+use sqlx::{PgPool, Postgres, Transaction};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{instrument, warn};
+use uuid::Uuid;
+
+use super::{Owner, PendingEvent, REQUEST_LEASE, StoreError};
+
+pub(super) enum WriteJob {
+    /// New events to hold; the answer says which were new.
+    Hold {
+        events: Vec<PendingEvent>,
+        owner: Owner,
+        answer: oneshot::Sender<Result<Vec<bool>, StoreError>>,
+    },
+    /// Events the broker confirmed; nobody waits for this.
+    Confirmed(Vec<Uuid>),
+}
+
+pub(super) fn spawn(pool: PgPool, max_rows: usize) -> mpsc::Sender<WriteJob> {
+    let (sender, receiver) = mpsc::channel(max_rows * 4);
+    tokio::spawn(run(pool, receiver, max_rows));
+    sender
+}
+
+pub(super) async fn submit(
+    writer: &mpsc::Sender<WriteJob>,
+    events: Vec<PendingEvent>,
+    owner: Owner,
+) -> Result<Vec<bool>, StoreError> {
+    let (answer, answered) = oneshot::channel();
+    writer
+        .send(WriteJob::Hold {
+            events,
+            owner,
+            answer,
+        })
+        .await
+        .map_err(|_| StoreError::TaskFailed)?;
+    answered.await.map_err(|_| StoreError::TaskFailed)?
+}
+
+/// Queues confirmed ids to be marked in the next transaction.
+pub(super) async fn confirm(
+    writer: &mpsc::Sender<WriteJob>,
+    ids: Vec<Uuid>,
+) -> Result<(), StoreError> {
+    writer
+        .send(WriteJob::Confirmed(ids))
+        .await
+        .map_err(|_| StoreError::TaskFailed)
+}
+
+async fn run(pool: PgPool, mut receiver: mpsc::Receiver<WriteJob>, max_rows: usize) {
+    while let Some(first) = receiver.recv().await {
+        let mut jobs = vec![first];
+        // Whatever queued up while the last transaction committed joins this one.
+        while jobs.len() < max_rows {
+            match receiver.try_recv() {
+                Ok(job) => jobs.push(job),
+                Err(_) => break,
+            }
+        }
+        let mut holds = Vec::new();
+        let mut confirmed = Vec::new();
+        for job in jobs {
+            match job {
+                WriteJob::Hold {
+                    events,
+                    owner,
+                    answer,
+                } => holds.push((events, owner, answer)),
+                WriteJob::Confirmed(ids) => confirmed.extend(ids),
+            }
+        }
+        let rows: Vec<(&PendingEvent, Owner)> = holds
+            .iter()
+            .flat_map(|(events, owner, _)| events.iter().map(|event| (event, *owner)))
+            .collect();
+        let outcome = commit_round(&pool, &rows, &confirmed)
+            .await
+            .map_err(Arc::new);
+        if let Err(error) = &outcome {
+            warn!(%error, "group commit failed");
+        }
+        let mut offset = 0;
+        for (events, _, answer) in holds {
+            let count = events.len();
+            let result = match &outcome {
+                Ok(fresh) => Ok(fresh[offset..offset + count].to_vec()),
+                Err(error) => Err(StoreError::Unavailable(error.clone())),
+            };
+            offset += count;
+            // The request may have gone; its rows are written either way.
+            let _ = answer.send(result);
+        }
+    }
+}
+
+async fn commit_round(
+    pool: &PgPool,
+    rows: &[(&PendingEvent, Owner)],
+    confirmed: &[Uuid],
+) -> Result<Vec<bool>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let fresh = if rows.is_empty() {
+        Vec::new()
+    } else {
+        insert_rows(&mut tx, rows).await?
+    };
+    if !confirmed.is_empty() {
+        super::outbox::complete_in(&mut tx, confirmed).await?;
+    }
+    tx.commit().await?;
+    Ok(fresh)
+}
+
+pub(super) async fn insert(
+    pool: &PgPool,
+    events: &[PendingEvent],
+    owner: Owner,
+) -> Result<Vec<bool>, StoreError> {
+    let rows: Vec<(&PendingEvent, Owner)> = events.iter().map(|e| (e, owner)).collect();
+    Ok(commit_round(pool, &rows, &[]).await?)
+}
+
+pub(super) async fn mark_confirmed(pool: &PgPool, ids: &[Uuid]) -> Result<(), StoreError> {
+    commit_round(pool, &[], ids).await?;
+    Ok(())
+}
+
+/// Inserts critical records, then outbox rows for every event not seen before.
+#[instrument(skip_all, fields(rows = rows.len()))]
+async fn insert_rows(
+    tx: &mut Transaction<'static, Postgres>,
+    rows: &[(&PendingEvent, Owner)],
+) -> Result<Vec<bool>, sqlx::Error> {
+    let critical: Vec<&PendingEvent> = rows
+        .iter()
+        .filter(|(e, _)| e.record.is_some())
+        .map(|(e, _)| *e)
+        .collect();
+    let mut new_records: Vec<Uuid> = Vec::new();
+    if !critical.is_empty() {
+        let mut ids = Vec::new();
+        let mut types = Vec::new();
+        let mut users = Vec::new();
+        let mut correlations = Vec::new();
+        let mut sources = Vec::new();
+        let mut envelopes = Vec::new();
+        let mut accepted = Vec::new();
+        for event in &critical {
+            let Some(record) = &event.record else {
+                continue;
+            };
+            ids.push(event.id);
+            types.push(record.event_type);
+            users.push(record.user_id.clone());
+            correlations.push(event.correlation_id.clone());
+            sources.push(record.source.clone());
+            envelopes.push(String::from_utf8_lossy(&event.body).into_owned());
+            accepted.push(record.accepted_at);
+        }
+        new_records = sqlx::query_scalar(
+            "INSERT INTO events (id, type, user_id, correlation_id, source, envelope, accepted_at)
+             SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[],
+                                  $6::text[]::jsonb[], $7::timestamptz[])
+             ON CONFLICT (id) DO NOTHING
+             RETURNING id",
+        )
+        .bind(&ids)
+        .bind(&types)
+        .bind(&users)
+        .bind(&correlations)
+        .bind(&sources)
+        .bind(&envelopes)
+        .bind(&accepted)
+        .fetch_all(&mut **tx)
+        .await?;
+    }
+    let outboxed: Vec<&(&PendingEvent, Owner)> = rows
+        .iter()
+        .filter(|(e, _)| e.record.is_none() || new_records.contains(&e.id))
+        .collect();
+    let lease = REQUEST_LEASE.as_secs_f64();
+    let fresh: Vec<Uuid> = sqlx::query_scalar(
+        "INSERT INTO outbox (event_id, routing_key, ordering_key, correlation_id, timestamp_secs,
+                             body, critical, next_attempt_at)
+         SELECT e, r, o, c, t, b, k, now() + make_interval(secs => l)
+         FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::bytea[],
+                     $7::bool[], $8::float8[]) AS x(e, r, o, c, t, b, k, l)
+         ON CONFLICT (event_id) DO NOTHING
+         RETURNING event_id",
+    )
+    .bind(outboxed.iter().map(|(e, _)| e.id).collect::<Vec<_>>())
+    .bind(
+        outboxed
+            .iter()
+            .map(|(e, _)| e.routing_key)
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        outboxed
+            .iter()
+            .map(|(e, _)| e.ordering_key.clone())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        outboxed
+            .iter()
+            .map(|(e, _)| e.correlation_id.clone())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        outboxed
+            .iter()
+            .map(|(e, _)| e.timestamp_secs)
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        outboxed
+            .iter()
+            .map(|(e, _)| e.body.clone())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        outboxed
+            .iter()
+            .map(|(e, _)| e.record.is_some())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        outboxed
+            .iter()
+            .map(|(_, owner)| if *owner == Owner::Request { lease } else { 0.0 })
+            .collect::<Vec<_>>(),
+    )
+    .fetch_all(&mut **tx)
+    .await?;
+    Ok(rows.iter().map(|(e, _)| fresh.contains(&e.id)).collect())
+}
