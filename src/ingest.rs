@@ -194,6 +194,16 @@ impl Ingest {
             self.relay.backlog_added();
             return Ok(ReceiptStatus::Queued);
         }
+        // The row is committed: finish its story even if the client goes away now, or it
+        // would sit out its lease and be published twice.
+        let ingest = self.clone();
+        tokio::spawn(async move { ingest.publish_held(pending).await })
+            .await
+            .map_err(|_| IngestError::Publish(PublishError::Unavailable(None)))?
+    }
+
+    /// Publishes an event this request holds in the outbox, and settles its row.
+    async fn publish_held(&self, pending: PendingEvent) -> Result<ReceiptStatus, IngestError> {
         match self.publisher.publish_confirmed(message(&pending)).await {
             Ok(()) => {
                 if let Err(error) = self.store.confirmed(vec![pending.id]).await {

@@ -195,7 +195,11 @@ async fn list_user_events(
         next_cursor: page.next.map(|c| c.encode()),
     };
     let json = serde_json::to_string(&list).map_err(anyhow::Error::from)?;
-    state.cache.put_user_events(&user_id, &field, &json).await;
+    // A page with an event still on its way would go stale when it is published.
+    if list.events.iter().all(|e| e.delivery.state == "published") {
+        state.cache.put_user_events(&user_id, &field, &json).await;
+    }
+
     Ok(json_response(json))
 }
 

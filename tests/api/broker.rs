@@ -73,11 +73,8 @@ async fn broker_gone_is_queued_and_the_gateway_recovers_without_restart() {
 async fn the_gateway_starts_and_serves_health_while_the_broker_is_down() {
     let proxy = crate::proxy::Proxy::start("127.0.0.1:5672").await;
     proxy.cut().await;
-    let mut settings = test_settings();
-    settings.amqp_url = format!("amqp://guest:guest@{}/%2f", proxy.addr)
-        .parse()
-        .unwrap();
-    let app = start(settings).await;
+    let app = start(through_broker_proxy(test_settings(), &proxy)).await;
+
     let health = app.get("/health").await;
     assert_eq!(health.status(), 503);
     assert_eq!(health.headers()["content-type"], "application/json");
@@ -86,7 +83,6 @@ async fn the_gateway_starts_and_serves_health_while_the_broker_is_down() {
         app.publish(&event("reward.created")).await.status() == 202
     })
     .await;
-
 
     proxy.restore();
     app.wait_until_ready().await;

@@ -96,13 +96,28 @@ pub async fn start(settings: Settings) -> TestApp {
     }
 }
 
-/// A gateway whose broker connection runs through a proxy the test can cut.
-pub async fn spawn_app_behind_proxy() -> (TestApp, Proxy) {
-    let proxy = Proxy::start("127.0.0.1:5672").await;
-    let mut settings = test_settings();
+/// Routes the gateway's database connections through `proxy`.
+pub fn through_db_proxy(mut settings: Settings, proxy: &Proxy) -> Settings {
+    let url = settings.database_url.expose().to_owned();
+    let database = url.rsplit('/').next().unwrap_or_default();
+    settings.database_url = format!("postgres://postgres@{}/{database}", proxy.addr)
+        .parse()
+        .expect("url");
+    settings
+}
+
+/// Routes the gateway's broker connection through `proxy`.
+pub fn through_broker_proxy(mut settings: Settings, proxy: &Proxy) -> Settings {
     settings.amqp_url = format!("amqp://guest:guest@{}/%2f", proxy.addr)
         .parse()
         .expect("url");
+    settings
+}
+
+/// A gateway whose broker connection runs through a proxy the test can cut.
+pub async fn spawn_app_behind_proxy() -> (TestApp, Proxy) {
+    let proxy = Proxy::start("127.0.0.1:5672").await;
+    let settings = through_broker_proxy(test_settings(), &proxy);
     (spawn_app_with(settings).await, proxy)
 }
 
@@ -217,7 +232,9 @@ impl Drop for TestApp {
     fn drop(&mut self) {
         self.shutdown.cancel();
         let topology = self.topology.clone();
-        let database = self.settings.database_url.expose().to_owned();
+        // Straight to PostgreSQL: a test's proxy runs on the runtime this drop blocks.
+        let database = format!("{POSTGRES}/{}", self.topology.exchange.replace('-', "_"));
+
         let key_prefix = self.settings.redis_key_prefix.clone();
         let cleanup = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()

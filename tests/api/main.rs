@@ -5,6 +5,8 @@ mod auth;
 mod broker;
 mod docs;
 mod helpers;
+mod persistence;
 mod proxy;
 mod publish;
+mod reads;
 mod validation;
