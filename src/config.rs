@@ -10,6 +10,7 @@ use std::time::Duration;
 use clap::{Args, Parser, ValueEnum};
 
 use crate::domain::EventType;
+use crate::domain::retry::RetryPolicy;
 
 /// A value that must never reach a log line: its `Debug` prints a placeholder.
 #[derive(Clone, PartialEq, Eq)]
@@ -195,7 +196,28 @@ pub struct Settings {
     )]
     pub gateway_env: GatewayEnv,
 
+    /// Run the cache-invalidating consumers (off for a publish-only deployment).
+    #[arg(long, env = "CONSUMERS_ENABLED", default_value_t = true, action = clap::ArgAction::Set, global = true)]
+    pub consumers_enabled: bool,
+
+    /// Unacknowledged messages each consumer may hold (RabbitMQ prefetch).
+    #[arg(long, env = "CONSUMER_PREFETCH", default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..), global = true)]
+    pub consumer_prefetch: u16,
+
+    /// Attempts at handling a message before it is dead-lettered.
+    #[arg(long, env = "RETRY_MAX_ATTEMPTS", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=20), global = true)]
+    pub retry_max_attempts: u32,
+
+    /// Wait before the first retry; each next one waits twice as long.
+    #[arg(long, env = "RETRY_INITIAL_DELAY", default_value = "1s", value_parser = humantime::parse_duration, global = true)]
+    pub retry_initial_delay: Duration,
+
+    /// Longest wait between retries.
+    #[arg(long, env = "RETRY_MAX_DELAY", default_value = "60s", value_parser = humantime::parse_duration, global = true)]
+    pub retry_max_delay: Duration,
+
     /// Longest time a request may take before it is answered 503.
+
     #[arg(long, env = "REQUEST_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration, global = true)]
     pub request_timeout: Duration,
 
@@ -221,6 +243,14 @@ impl Settings {
     /// Settings from the environment; the error names the bad variable.
     pub fn from_env() -> Result<Self, clap::Error> {
         EnvOnly::try_parse_from(["event-gateway"]).map(|parsed| parsed.settings)
+    }
+
+    pub fn retry_policy(&self) -> RetryPolicy {
+        RetryPolicy {
+            max_attempts: self.retry_max_attempts,
+            initial_delay: self.retry_initial_delay,
+            max_delay: self.retry_max_delay,
+        }
     }
 
     pub fn redis_url(&self) -> String {

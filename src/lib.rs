@@ -18,7 +18,9 @@ pub mod auth;
 pub mod bus;
 pub mod cache;
 pub mod config;
+pub mod consumer;
 pub mod domain;
+pub mod gauges;
 pub mod http;
 pub mod ingest;
 pub mod metrics;
@@ -36,13 +38,25 @@ use crate::auth::{KeySource, TokenVerifier};
 use crate::bus::{BusSettings, Publisher, Topology};
 use crate::cache::Cache;
 use crate::config::{GatewayEnv, Settings};
+use crate::consumer::{CacheInvalidator, ConsumerSettings, Consumers};
+
 use crate::http::AppState;
 use crate::ingest::Ingest;
 use crate::metrics::Metrics;
 use crate::relay::{OutboxRelay, RelaySignal};
 use crate::store::{Store, StoreSettings};
 
+/// The exchanges and queues these settings name.
+pub fn topology(settings: &Settings) -> Topology {
+    Topology::new(
+        &settings.amqp_exchange,
+        &settings.amqp_queue_prefix,
+        &settings.retry_policy().delays(),
+    )
+}
+
 /// The store's part of the settings.
+
 pub fn store_settings(settings: &Settings) -> StoreSettings {
     StoreSettings {
         url: settings.database_url.expose().to_owned(),
@@ -75,7 +89,7 @@ pub async fn run(
     let publisher = Publisher::start(
         BusSettings {
             url: settings.amqp_url.expose().to_owned(),
-            topology: Topology::new(&settings.amqp_exchange, &settings.amqp_queue_prefix),
+            topology: topology(&settings),
             channels: settings.amqp_publish_channels,
             max_in_flight: settings.amqp_max_in_flight,
             confirm_timeout: settings.amqp_confirm_timeout,
@@ -86,7 +100,7 @@ pub async fn run(
         .context("REDIS_HOST/REDIS_PORT/REDIS_PASSWORD/REDIS_DB do not form a valid Redis URL")?;
     let store = Store::start(&store_settings(&settings))?;
     let signal = RelaySignal::default();
-    let relay_stop = CancellationToken::new();
+    let background_stop = CancellationToken::new();
     let relay = OutboxRelay {
         store: store.clone(),
         publisher: publisher.clone(),
@@ -94,7 +108,26 @@ pub async fn run(
         metrics: metrics.clone(),
         idempotency_ttl: settings.idempotency_ttl,
     }
-    .spawn(relay_stop.clone());
+    .spawn(background_stop.clone());
+    let gauges = gauges::spawn(
+        publisher.clone(),
+        store.clone(),
+        metrics.clone(),
+        background_stop.clone(),
+    );
+    let consumers = settings.consumers_enabled.then(|| {
+        Consumers::start(
+            ConsumerSettings {
+                url: settings.amqp_url.expose().to_owned(),
+                topology: topology(&settings),
+                prefetch: settings.consumer_prefetch,
+                retry: settings.retry_policy(),
+            },
+            CacheInvalidator::new(cache.clone()),
+            store.clone(),
+            metrics.clone(),
+        )
+    });
     let critical = settings.critical_events.iter().copied().collect();
     let state = AppState {
         verifier: Arc::new(verifier),
@@ -116,9 +149,14 @@ pub async fn run(
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await;
-    relay_stop.cancel();
-    if let Err(error) = relay.await {
-        warn!(%error, "the outbox relay ended abnormally");
+    background_stop.cancel();
+    for (name, task) in [("outbox relay", relay), ("gauge refresher", gauges)] {
+        if let Err(error) = task.await {
+            warn!(%error, task = name, "a background task ended abnormally");
+        }
+    }
+    if let Some(consumers) = consumers {
+        consumers.stop().await;
     }
     publisher.close().await;
     info!("stopped");

@@ -1,9 +1,17 @@
-//! Prometheus metrics, declared once. Labels come from small closed sets (event type,
+//! Prometheus metrics, declared once with their help text. Names follow
+//! `gateway_<name>_<unit>[_total]`; labels come from small closed sets (event type, queue,
 //! outcome, method, matched route, status), never from ids or raw input.
+//!
+//! The spec's `EventMetrics` map to: publishedEvents → `gateway_events_published_total`,
+//! consumedEvents → `gateway_events_consumed_total`, failedEvents →
+//! `gateway_events_failed_total`, retryCount → `gateway_event_retries_total`,
+//! processingTime → `gateway_event_processing_duration_seconds`, queueLength →
+//! `gateway_queue_messages`.
 
+use prometheus::core::Collector;
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Latency buckets from 0.5 ms to 10 s.
@@ -16,7 +24,7 @@ pub struct Metrics {
     /// Events by type and outcome: `published` (confirmed), `queued` (held in the outbox),
     /// or why they were refused (`unroutable`, `unavailable`, `duplicate`, ...).
     pub events_published: IntCounterVec,
-    /// Time from handing a message to the broker until its confirm arrived.
+    /// Time from publishing a message until the broker confirmed it.
     pub publish_confirm_seconds: Histogram,
     /// 1 while the publisher holds a live broker connection, else 0.
     pub broker_connected: IntGauge,
@@ -24,72 +32,155 @@ pub struct Metrics {
     pub outbox_depth: IntGauge,
     /// Events the outbox relay published.
     pub outbox_published: IntCounter,
+    /// Messages the consumers finished with, by queue and outcome
+    /// (`handled`, `retried`, `dead_lettered`).
+    pub events_consumed: IntCounterVec,
+    /// Messages sent to `failed_events`, by queue.
+    pub events_failed: IntCounterVec,
+    /// Messages scheduled for another attempt, by queue.
+    pub event_retries: IntCounterVec,
+    /// Time to handle one message, by queue.
+    pub processing_seconds: HistogramVec,
+    /// Messages waiting in each queue, refreshed in the background.
+    pub queue_messages: IntGaugeVec,
+    /// Dead letters recorded and not yet replayed.
+    pub dead_letters: IntGauge,
     /// HTTP requests by method, matched route and status code.
     pub http_requests: IntCounterVec,
     /// HTTP request latency by method and matched route.
     pub http_request_seconds: HistogramVec,
 }
 
+fn register<T: Collector + Clone + 'static>(
+    registry: &Registry,
+    metric: T,
+) -> prometheus::Result<T> {
+    registry.register(Box::new(metric.clone()))?;
+    Ok(metric)
+}
+
+fn latency(name: &str, help: &str) -> HistogramOpts {
+    HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec())
+}
+
 impl Metrics {
     pub fn new() -> prometheus::Result<Self> {
         let registry = Registry::new();
-        let events_published = IntCounterVec::new(
-            Opts::new(
-                "gateway_events_published_total",
-                "Events taken or refused, by event type and outcome.",
-            ),
-            &["type", "outcome"],
-        )?;
-        let publish_confirm_seconds = Histogram::with_opts(
-            HistogramOpts::new(
-                "gateway_publish_confirm_duration_seconds",
-                "Time from publishing a message until the broker confirmed it.",
-            )
-            .buckets(LATENCY_BUCKETS.to_vec()),
-        )?;
-        let broker_connected = IntGauge::new(
-            "gateway_broker_connected",
-            "1 while the publisher holds a live broker connection, else 0.",
-        )?;
-        let outbox_depth = IntGauge::new(
-            "gateway_outbox_depth",
-            "Events waiting in the PostgreSQL outbox.",
-        )?;
-        let outbox_published = IntCounter::new(
-            "gateway_outbox_published_total",
-            "Events the outbox relay published.",
-        )?;
-        let http_requests = IntCounterVec::new(
-            Opts::new(
-                "gateway_http_requests_total",
-                "HTTP requests by method, matched route and status.",
-            ),
-            &["method", "route", "status"],
-        )?;
-        let http_request_seconds = HistogramVec::new(
-            HistogramOpts::new(
-                "gateway_http_request_duration_seconds",
-                "HTTP request latency by method and matched route.",
-            )
-            .buckets(LATENCY_BUCKETS.to_vec()),
-            &["method", "route"],
-        )?;
-        registry.register(Box::new(events_published.clone()))?;
-        registry.register(Box::new(publish_confirm_seconds.clone()))?;
-        registry.register(Box::new(broker_connected.clone()))?;
-        registry.register(Box::new(outbox_depth.clone()))?;
-        registry.register(Box::new(outbox_published.clone()))?;
-        registry.register(Box::new(http_requests.clone()))?;
-        registry.register(Box::new(http_request_seconds.clone()))?;
+        let r = &registry;
         Ok(Metrics {
+            events_published: register(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "gateway_events_published_total",
+                        "Events taken or refused, by event type and outcome.",
+                    ),
+                    &["type", "outcome"],
+                )?,
+            )?,
+            publish_confirm_seconds: register(
+                r,
+                Histogram::with_opts(latency(
+                    "gateway_publish_confirm_duration_seconds",
+                    "Time from publishing a message until the broker confirmed it.",
+                ))?,
+            )?,
+            broker_connected: register(
+                r,
+                IntGauge::new(
+                    "gateway_broker_connected",
+                    "1 while the publisher holds a live broker connection, else 0.",
+                )?,
+            )?,
+            outbox_depth: register(
+                r,
+                IntGauge::new(
+                    "gateway_outbox_depth",
+                    "Events waiting in the PostgreSQL outbox.",
+                )?,
+            )?,
+            outbox_published: register(
+                r,
+                IntCounter::new(
+                    "gateway_outbox_published_total",
+                    "Events the outbox relay published.",
+                )?,
+            )?,
+            events_consumed: register(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "gateway_events_consumed_total",
+                        "Messages the consumers finished with, by queue and outcome.",
+                    ),
+                    &["queue", "outcome"],
+                )?,
+            )?,
+            events_failed: register(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "gateway_events_failed_total",
+                        "Messages sent to failed_events, by queue.",
+                    ),
+                    &["queue"],
+                )?,
+            )?,
+            event_retries: register(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "gateway_event_retries_total",
+                        "Messages scheduled for another attempt, by queue.",
+                    ),
+                    &["queue"],
+                )?,
+            )?,
+            processing_seconds: register(
+                r,
+                HistogramVec::new(
+                    latency(
+                        "gateway_event_processing_duration_seconds",
+                        "Time to handle one message, by queue.",
+                    ),
+                    &["queue"],
+                )?,
+            )?,
+            queue_messages: register(
+                r,
+                IntGaugeVec::new(
+                    Opts::new("gateway_queue_messages", "Messages waiting in each queue."),
+                    &["queue"],
+                )?,
+            )?,
+            dead_letters: register(
+                r,
+                IntGauge::new(
+                    "gateway_dead_letters",
+                    "Dead letters recorded and not yet replayed.",
+                )?,
+            )?,
+            http_requests: register(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "gateway_http_requests_total",
+                        "HTTP requests by method, matched route and status.",
+                    ),
+                    &["method", "route", "status"],
+                )?,
+            )?,
+            http_request_seconds: register(
+                r,
+                HistogramVec::new(
+                    latency(
+                        "gateway_http_request_duration_seconds",
+                        "HTTP request latency by method and matched route.",
+                    ),
+                    &["method", "route"],
+                )?,
+            )?,
             registry,
-            events_published,
-            publish_confirm_seconds,
-            broker_connected,
-            outbox_depth,
-            outbox_published,
-            http_requests,
-            http_request_seconds,
         })
     }
 

@@ -1,7 +1,9 @@
 //! The spec's exchanges, queues and bindings, declared idempotently at every (re)connect.
 
 use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
-use lapin::types::FieldTable;
+use std::time::Duration;
+
+use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Channel, ExchangeKind};
 use tracing::instrument;
 
@@ -15,16 +17,28 @@ pub struct QueueBinding {
     pub binding_key: String,
 }
 
+/// A queue that holds a failed message for `delay`, then hands it back to `returns_to`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetryQueue {
+    pub queue: String,
+    pub delay: Duration,
+    pub returns_to: String,
+}
+
 /// Names of everything the gateway declares; tests give each run its own names.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Topology {
     pub exchange: String,
     pub dead_letter_exchange: String,
+    /// The five family queues, then `failed_events`.
     pub queues: Vec<QueueBinding>,
+    pub retry_queues: Vec<RetryQueue>,
 }
 
 impl Topology {
-    pub fn new(exchange: &str, queue_prefix: &str) -> Self {
+    /// `retry_delays` are the waits of the consumers' retry schedule; each family queue
+    /// gets one retry queue per delay, so a retry never blocks its queue.
+    pub fn new(exchange: &str, queue_prefix: &str, retry_delays: &[Duration]) -> Self {
         let dead_letter_exchange = format!("{exchange}.dlx");
         let mut queues: Vec<QueueBinding> = Family::ALL
             .into_iter()
@@ -32,6 +46,16 @@ impl Topology {
                 exchange: exchange.to_owned(),
                 queue: format!("{queue_prefix}{}", family.queue_name()),
                 binding_key: family.binding_key(),
+            })
+            .collect();
+        let retry_queues = queues
+            .iter()
+            .flat_map(|binding| {
+                retry_delays.iter().map(|delay| RetryQueue {
+                    queue: retry_queue_name(&binding.queue, *delay),
+                    delay: *delay,
+                    returns_to: binding.queue.clone(),
+                })
             })
             .collect();
         queues.push(QueueBinding {
@@ -43,7 +67,17 @@ impl Topology {
             exchange: exchange.to_owned(),
             dead_letter_exchange,
             queues,
+            retry_queues,
         }
+    }
+
+    /// The five family queues (not `failed_events`).
+    pub fn family_queues(&self) -> &[QueueBinding] {
+        &self.queues[..Family::ALL.len()]
+    }
+
+    pub fn failed_queue(&self) -> &str {
+        &self.queues[Family::ALL.len()].queue
     }
 
     #[instrument(skip_all, fields(exchange = %self.exchange))]
@@ -83,8 +117,38 @@ impl Topology {
                 )
                 .await?;
         }
+        for retry in &self.retry_queues {
+            let mut arguments = FieldTable::default();
+            arguments.insert(
+                "x-message-ttl".into(),
+                AMQPValue::LongLongInt(retry.delay.as_millis() as i64),
+            );
+            // Expired messages go back, by the default exchange, to the queue they left.
+            arguments.insert(
+                "x-dead-letter-exchange".into(),
+                AMQPValue::LongString("".into()),
+            );
+            arguments.insert(
+                "x-dead-letter-routing-key".into(),
+                AMQPValue::LongString(retry.returns_to.as_str().into()),
+            );
+            channel
+                .queue_declare(
+                    retry.queue.as_str().into(),
+                    QueueDeclareOptions {
+                        durable: true,
+                        ..QueueDeclareOptions::default()
+                    },
+                    arguments,
+                )
+                .await?;
+        }
         Ok(())
     }
+}
+
+fn retry_queue_name(queue: &str, delay: Duration) -> String {
+    format!("{queue}.retry.{}ms", delay.as_millis())
 }
 
 #[cfg(test)]
@@ -93,7 +157,7 @@ mod tests {
 
     #[test]
     fn names_follow_the_spec_with_an_optional_prefix() {
-        let topology = Topology::new("gamification", "");
+        let topology = Topology::new("gamification", "", &[Duration::from_secs(1)]);
         let names: Vec<(&str, &str, &str)> = topology
             .queues
             .iter()
@@ -117,7 +181,13 @@ mod tests {
             ]
         );
         assert_eq!(
-            Topology::new("t1", "t1.").queues[0].queue,
+            topology.retry_queues[0].queue,
+            "achievement_events.retry.1000ms"
+        );
+        assert_eq!(topology.retry_queues[0].returns_to, "achievement_events");
+        assert_eq!(topology.failed_queue(), "failed_events");
+        assert_eq!(
+            Topology::new("t1", "t1.", &[]).queues[0].queue,
             "t1.achievement_events"
         );
     }

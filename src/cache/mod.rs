@@ -60,7 +60,23 @@ impl Cache {
         })
     }
 
+    /// Deletes `keys` (below the prefix) in one round trip; an error means they may
+    /// still be there, so the caller retries.
+    #[instrument(skip_all, fields(keys = keys.len()))]
+    pub async fn delete(&self, keys: &[String]) -> redis::RedisResult<u64> {
+        if keys.is_empty() {
+            return Ok(0);
+        }
+        let mut connection = self.connection.clone();
+        let prefixed: Vec<String> = keys.iter().map(|k| format!("{}{k}", self.prefix)).collect();
+        redis::cmd("DEL")
+            .arg(prefixed)
+            .query_async(&mut connection)
+            .await
+    }
+
     /// The hash holding a user's cached event listings, one field per query.
+
     pub fn user_events_key(&self, user_id: &str) -> String {
         format!("{}user_events:{user_id}", self.prefix)
     }

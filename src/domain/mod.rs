@@ -5,6 +5,7 @@ pub mod data;
 pub mod envelope;
 pub mod event_type;
 pub mod problem;
+pub mod retry;
 pub mod scope;
 
 pub use data::EventData;

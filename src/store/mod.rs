@@ -4,6 +4,7 @@
 //! (group commit), so a request never owns a connection across an await it could be
 //! cancelled in.
 
+mod dead_letters;
 mod idempotency;
 mod outbox;
 mod reads;
@@ -22,7 +23,9 @@ use tokio::sync::mpsc;
 use tracing::{info, instrument, warn};
 use uuid::Uuid;
 
+pub use dead_letters::{DeadLetter, DeadLetterFilter};
 pub use idempotency::{Claim, StoredAnswer};
+
 pub use outbox::{ClaimedBatch, OutboxRow};
 pub use reads::{EventCursor, EventPage, StoredEvent};
 use writer::WriteJob;

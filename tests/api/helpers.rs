@@ -48,6 +48,9 @@ pub fn test_settings() -> Settings {
     settings.redis_key_prefix = format!("{name}:");
     // Many gateways share one PostgreSQL (100 connections) while the suite runs.
     settings.db_pool_size = 4;
+    // Tests read the family queues themselves; the consumer tests turn consumers on.
+    settings.consumers_enabled = false;
+
     settings
 }
 
@@ -87,7 +90,7 @@ pub async fn start(settings: Settings) -> TestApp {
     TestApp {
         base: format!("http://{addr}"),
         http: reqwest::Client::new(),
-        topology: Topology::new(&settings.amqp_exchange, &settings.amqp_queue_prefix),
+        topology: event_gateway::topology(&settings),
         settings,
         broker,
         shutdown,
@@ -250,11 +253,13 @@ impl Drop for TestApp {
                 let Ok(channel) = connection.create_channel().await else {
                     return;
                 };
-                for binding in &topology.queues {
+                let queues = topology.queues.iter().map(|b| &b.queue);
+                for queue in queues.chain(topology.retry_queues.iter().map(|r| &r.queue)) {
                     let _ = channel
-                        .queue_delete(binding.queue.as_str().into(), QueueDeleteOptions::default())
+                        .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
                         .await;
                 }
+
                 for exchange in [&topology.exchange, &topology.dead_letter_exchange] {
                     let _ = channel
                         .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())

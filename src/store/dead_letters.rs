@@ -1,0 +1,141 @@
+//! Dead letters: recorded by the dead-letter consumer, listed and replayed by operators.
+
+use time::OffsetDateTime;
+use tracing::instrument;
+use uuid::Uuid;
+
+use super::{Store, StoreError, detached};
+
+/// A message the consumers gave up on.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct DeadLetter {
+    pub id: Uuid,
+    pub event_id: Option<String>,
+    pub routing_key: String,
+    pub queue: String,
+    pub attempts: i32,
+    pub last_error: String,
+    pub body: Vec<u8>,
+    pub failed_at: OffsetDateTime,
+    pub replayed_at: Option<OffsetDateTime>,
+}
+
+/// Which dead letters to list.
+#[derive(Debug, Clone, Default)]
+pub struct DeadLetterFilter {
+    pub routing_key: Option<String>,
+    pub replayed: Option<bool>,
+    /// Only those that failed before this one (newest first paging).
+    pub before: Option<(OffsetDateTime, Uuid)>,
+}
+
+const COLUMNS: &str =
+    "id, event_id, routing_key, queue, attempts, last_error, body, failed_at, replayed_at";
+
+impl Store {
+    /// Records a dead letter once, however often its message is redelivered.
+    #[instrument(skip_all, fields(dead_letter = %letter.id))]
+    pub async fn record_dead_letter(&self, letter: DeadLetter) -> Result<(), StoreError> {
+        let pool = self.pool()?.clone();
+        detached(async move {
+            sqlx::query(
+                "INSERT INTO dead_letters (id, event_id, routing_key, queue, attempts, last_error, body)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)
+                 ON CONFLICT (id) DO NOTHING",
+            )
+            .bind(letter.id)
+            .bind(letter.event_id)
+            .bind(letter.routing_key)
+            .bind(letter.queue)
+            .bind(letter.attempts)
+            .bind(letter.last_error)
+            .bind(letter.body)
+            .execute(&pool)
+            .await?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Dead letters newest first; one more than `limit` tells whether a next page exists.
+    pub async fn dead_letters(
+        &self,
+        filter: DeadLetterFilter,
+        limit: i64,
+    ) -> Result<Vec<DeadLetter>, StoreError> {
+        let pool = self.pool()?.clone();
+        detached(async move {
+            Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "SELECT {COLUMNS} FROM dead_letters
+                 WHERE ($1::text IS NULL OR routing_key = $1)
+                   AND ($2::bool IS NULL OR (replayed_at IS NOT NULL) = $2)
+                   AND ($3::timestamptz IS NULL OR (failed_at, id) < ($3, $4))
+                 ORDER BY failed_at DESC, id DESC
+                 LIMIT $5"
+            )))
+            .bind(filter.routing_key)
+            .bind(filter.replayed)
+            .bind(filter.before.map(|(at, _)| at))
+            .bind(filter.before.map(|(_, id)| id))
+            .bind(limit)
+            .fetch_all(&pool)
+            .await?)
+        })
+        .await
+    }
+
+    pub async fn dead_letter(&self, id: Uuid) -> Result<Option<DeadLetter>, StoreError> {
+        let pool = self.pool()?.clone();
+        detached(async move {
+            Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "SELECT {COLUMNS} FROM dead_letters WHERE id = $1"
+            )))
+            .bind(id)
+            .fetch_optional(&pool)
+            .await?)
+        })
+        .await
+    }
+
+    /// Marks a dead letter replayed, if nobody did yet: only the caller that gets `true`
+    /// republishes it, so replaying twice publishes once.
+    pub async fn claim_replay(&self, id: Uuid) -> Result<bool, StoreError> {
+        let pool = self.pool()?.clone();
+        detached(async move {
+            Ok(sqlx::query(
+                "UPDATE dead_letters SET replayed_at = now() WHERE id = $1 AND replayed_at IS NULL",
+            )
+            .bind(id)
+            .execute(&pool)
+            .await?
+            .rows_affected()
+                == 1)
+        })
+        .await
+    }
+
+    /// The republish failed: let a later replay try again.
+    pub async fn unclaim_replay(&self, id: Uuid) -> Result<(), StoreError> {
+        let pool = self.pool()?.clone();
+        detached(async move {
+            sqlx::query("UPDATE dead_letters SET replayed_at = NULL WHERE id = $1")
+                .bind(id)
+                .execute(&pool)
+                .await?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn dead_letter_count(&self) -> Result<i64, StoreError> {
+        let pool = self.pool()?.clone();
+        detached(async move {
+            Ok(
+                sqlx::query_scalar("SELECT count(*) FROM dead_letters WHERE replayed_at IS NULL")
+                    .fetch_one(&pool)
+                    .await?,
+            )
+        })
+        .await
+    }
+}
