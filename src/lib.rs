@@ -56,7 +56,6 @@ pub fn topology(settings: &Settings) -> Topology {
 }
 
 /// The store's part of the settings.
-
 pub fn store_settings(settings: &Settings) -> StoreSettings {
     StoreSettings {
         url: settings.database_url.expose().to_owned(),

@@ -76,7 +76,6 @@ impl Cache {
     }
 
     /// The hash holding a user's cached event listings, one field per query.
-
     pub fn user_events_key(&self, user_id: &str) -> String {
         format!("{}user_events:{user_id}", self.prefix)
     }
