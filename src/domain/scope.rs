@@ -18,6 +18,7 @@ pub struct Scopes {
     publish_families: HashSet<Family>,
     publish_self: bool,
     read: bool,
+    admin: bool,
 }
 
 impl Scopes {
@@ -29,6 +30,7 @@ impl Scopes {
                 "events:publish" => scopes.publish_any = true,
                 "events:publish:self" => scopes.publish_self = true,
                 "events:read" => scopes.read = true,
+                "admin" => scopes.admin = true,
                 other => {
                     if let Some(family) = other
                         .strip_prefix("events:publish:")
@@ -86,6 +88,15 @@ impl Principal {
 }
 
 impl Principal {
+    /// Operators' rights: dead letters.
+    pub fn authorize_admin(&self) -> Result<(), Forbidden> {
+        if self.scopes.admin {
+            Ok(())
+        } else {
+            Err(Forbidden("this needs the admin scope".into()))
+        }
+    }
+
     /// Whether this principal may read events about `user_id`.
     pub fn authorize_read(&self, user_id: Option<&str>) -> Result<(), Forbidden> {
         if !self.scopes.read {

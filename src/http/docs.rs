@@ -32,6 +32,7 @@ type Schemas = Vec<(String, RefOr<Schema>)>;
     modifiers(&BearerAuth),
     tags(
         (name = "events", description = "Publishing events"),
+        (name = "dead letters", description = "Events the consumers gave up on (admin scope)"),
         (name = "operations", description = "Health and metrics"),
     )
 )]

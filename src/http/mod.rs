@@ -1,6 +1,7 @@
 //! The HTTP edge: routes, extractors, errors and middleware. Handlers stay thin: parse,
 //! authorise, call the domain or an adapter, answer.
 
+pub mod dead_letters;
 pub mod docs;
 pub mod error;
 pub mod events;
@@ -45,6 +46,7 @@ fn api() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(docs::ApiDoc::openapi())
         .merge(events::router())
         .merge(reads::router())
+        .merge(dead_letters::router())
         .merge(health::router())
 }
 

@@ -19,7 +19,7 @@ use super::extract::Caller;
 use crate::domain::data::check_id;
 use crate::domain::envelope::rfc3339_millis;
 use crate::domain::{EventType, FieldError};
-use crate::store::{EventCursor, StoredEvent};
+use crate::store::{PageCursor, StoredEvent};
 
 const DEFAULT_PAGE: u32 = 20;
 
@@ -206,7 +206,7 @@ async fn list_user_events(
 fn parse_list_query(
     user_id: &str,
     query: &ListQuery,
-) -> Result<(Option<EventType>, Option<EventCursor>), ApiError> {
+) -> Result<(Option<EventType>, Option<PageCursor>), ApiError> {
     let mut errors = Vec::new();
     if let Err(message) = check_id(&Value::from(user_id)) {
         errors.push(FieldError::new("/path/userId", message));
@@ -222,7 +222,7 @@ fn parse_list_query(
         }
         None => None,
     };
-    let cursor = match query.cursor.as_deref().map(EventCursor::decode) {
+    let cursor = match query.cursor.as_deref().map(PageCursor::decode) {
         Some(Some(cursor)) => Some(cursor),
         Some(None) => {
             errors.push(FieldError::new(

@@ -27,7 +27,7 @@ pub use dead_letters::{DeadLetter, DeadLetterFilter};
 pub use idempotency::{Claim, StoredAnswer};
 
 pub use outbox::{ClaimedBatch, OutboxRow};
-pub use reads::{EventCursor, EventPage, StoredEvent};
+pub use reads::{EventPage, PageCursor, StoredEvent};
 use writer::WriteJob;
 
 const PREPARE_BACKOFF_MAX: Duration = Duration::from_secs(10);

@@ -20,19 +20,25 @@ pub struct StoredEvent {
     pub published_at: Option<OffsetDateTime>,
 }
 
-/// Where the next page starts: just after this event in newest-first order.
+/// Where the next page starts in a newest-first listing: just after the row with this
+/// time and id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct EventCursor {
+pub struct PageCursor {
     accepted_at_micros: i64,
     id: Uuid,
 }
 
-impl EventCursor {
-    fn after(event: &StoredEvent) -> Self {
-        EventCursor {
-            accepted_at_micros: (event.accepted_at.unix_timestamp_nanos() / 1_000) as i64,
-            id: event.id,
+impl PageCursor {
+    pub fn after(at: OffsetDateTime, id: Uuid) -> Self {
+        PageCursor {
+            accepted_at_micros: (at.unix_timestamp_nanos() / 1_000) as i64,
+            id,
         }
+    }
+
+    /// The time and id this cursor points after, for the next page's query.
+    pub fn position(&self) -> Option<(OffsetDateTime, Uuid)> {
+        Some((self.accepted_at()?, self.id))
     }
 
     /// An opaque token for clients.
@@ -43,7 +49,7 @@ impl EventCursor {
     pub fn decode(token: &str) -> Option<Self> {
         let text = String::from_utf8(URL_SAFE_NO_PAD.decode(token).ok()?).ok()?;
         let (micros, id) = text.split_once('.')?;
-        Some(EventCursor {
+        Some(PageCursor {
             accepted_at_micros: micros.parse().ok()?,
             id: id.parse().ok()?,
         })
@@ -57,7 +63,7 @@ impl EventCursor {
 #[derive(Debug, Clone)]
 pub struct EventPage {
     pub events: Vec<StoredEvent>,
-    pub next: Option<EventCursor>,
+    pub next: Option<PageCursor>,
 }
 
 const COLUMNS: &str = "id, user_id, envelope, state, accepted_at, published_at";
@@ -84,7 +90,7 @@ impl Store {
         user_id: String,
         event_type: Option<&'static str>,
         limit: i64,
-        cursor: Option<EventCursor>,
+        cursor: Option<PageCursor>,
     ) -> Result<EventPage, StoreError> {
         let pool = self.pool()?.clone();
         detached(async move {
@@ -106,7 +112,11 @@ impl Store {
             let more = events.len() as i64 > limit;
             events.truncate(limit as usize);
             let next = more
-                .then(|| events.last().map(EventCursor::after))
+                .then(|| {
+                    events
+                        .last()
+                        .map(|e| PageCursor::after(e.accepted_at, e.id))
+                })
                 .flatten();
             Ok(EventPage { events, next })
         })
@@ -120,15 +130,12 @@ mod tests {
 
     #[test]
     fn cursors_round_trip_and_reject_garbage() {
-        let cursor = EventCursor {
+        let cursor = PageCursor {
             accepted_at_micros: 1_769_860_800_123_456,
             id: Uuid::now_v7(),
         };
-        assert_eq!(EventCursor::decode(&cursor.encode()), Some(cursor));
-        assert_eq!(EventCursor::decode("not-a-cursor"), None);
-        assert_eq!(
-            EventCursor::decode(&URL_SAFE_NO_PAD.encode("12.nope")),
-            None
-        );
+        assert_eq!(PageCursor::decode(&cursor.encode()), Some(cursor));
+        assert_eq!(PageCursor::decode("not-a-cursor"), None);
+        assert_eq!(PageCursor::decode(&URL_SAFE_NO_PAD.encode("12.nope")), None);
     }
 }

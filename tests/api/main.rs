@@ -3,6 +3,7 @@
 
 mod auth;
 mod broker;
+mod consumers;
 mod docs;
 mod helpers;
 mod persistence;

@@ -1,0 +1,309 @@
+use std::time::Duration;
+
+use lapin::BasicProperties;
+use serde_json::{Value, json};
+
+use crate::helpers::*;
+use crate::proxy::Proxy;
+
+/// Settings with consumers on and a quick retry schedule.
+fn consuming(mut settings: event_gateway::config::Settings) -> event_gateway::config::Settings {
+    settings.consumers_enabled = true;
+    settings.consumer_prefetch = 1;
+    settings.retry_initial_delay = Duration::from_millis(200);
+    settings
+}
+
+async fn redis_connection() -> redis::aio::MultiplexedConnection {
+    redis::Client::open(REDIS)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}
+
+async fn set_keys(app: &TestApp, keys: &[&str]) {
+    let mut redis = redis_connection().await;
+    for key in keys {
+        let _: () = redis::cmd("SET")
+            .arg(format!("{}{key}", app.settings.redis_key_prefix))
+            .arg("cached")
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+    }
+}
+
+async fn existing(app: &TestApp, keys: &[&str]) -> Vec<String> {
+    let mut redis = redis_connection().await;
+    let mut found = Vec::new();
+    for key in keys {
+        let exists: bool = redis::cmd("EXISTS")
+            .arg(format!("{}{key}", app.settings.redis_key_prefix))
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+        if exists {
+            found.push((*key).to_owned());
+        }
+    }
+    found
+}
+
+async fn dead_letters(app: &TestApp, query: &str) -> Value {
+    let admin = app.token("ops", "admin");
+    let response = app
+        .http
+        .get(format!("{}/v1/dead-letters{query}", app.base))
+        .bearer_auth(admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    response.json().await.unwrap()
+}
+
+async fn replay(app: &TestApp, id: &str) -> reqwest::Response {
+    app.http
+        .post(format!("{}/v1/dead-letters/{id}/replay", app.base))
+        .bearer_auth(app.token("ops", "admin"))
+        .send()
+        .await
+        .unwrap()
+}
+
+fn metric(text: &str, line_start: &str) -> f64 {
+    text.lines()
+        .find(|line| line.starts_with(line_start))
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn each_family_deletes_exactly_the_keys_of_its_rule() {
+    let app = spawn_app_with(consuming(test_settings())).await;
+    let cases: [(&str, Vec<&str>); 5] = [
+        (
+            "achievement.completed",
+            vec![
+                "achievements:ach-1",
+                "achievements:user:user-1",
+                "user_data:user-1",
+                "user_events:user-1",
+            ],
+        ),
+        (
+            "quest.started",
+            vec![
+                "quests:quest-1",
+                "quests:user:user-1",
+                "user_data:user-1",
+                "user_events:user-1",
+            ],
+        ),
+        (
+            "reward.claimed",
+            vec![
+                "rewards:user:user-1",
+                "user_data:user-1",
+                "user_events:user-1",
+            ],
+        ),
+        (
+            "notification.read",
+            vec!["notifications:user:user-1", "user_events:user-1"],
+        ),
+        (
+            "analytics.event_tracked",
+            vec!["analytics:user:user-1", "user_events:user-1"],
+        ),
+    ];
+    let bystanders = [
+        "achievements:ach-2",
+        "achievements:user:user-2",
+        "quests:quest-2",
+        "user_data:user-2",
+        "rewards:user:user-2",
+        "notifications:user:user-2",
+        "analytics:user:user-2",
+        "leaderboard:global",
+    ];
+    let all_rule_keys: Vec<&str> = cases
+        .iter()
+        .flat_map(|(_, keys)| keys.iter().copied())
+        .collect();
+    for (event_type, stale) in &cases {
+        set_keys(&app, &all_rule_keys).await;
+        set_keys(&app, &bystanders).await;
+        assert_eq!(app.publish(&event(event_type)).await.status(), 202);
+        eventually(Duration::from_secs(5), || async {
+            existing(&app, stale).await.is_empty()
+        })
+        .await;
+        let kept: Vec<&str> = all_rule_keys
+            .iter()
+            .copied()
+            .filter(|k| !stale.contains(k))
+            .collect();
+        assert_eq!(
+            existing(&app, &kept).await.len(),
+            kept.len(),
+            "{event_type} deleted only its keys"
+        );
+        assert_eq!(existing(&app, &bystanders).await.len(), bystanders.len());
+    }
+    let text = app.get("/metrics").await.text().await.unwrap();
+    let handled: f64 = cases
+        .iter()
+        .map(|(t, _)| {
+            let queue = app.queue(t.split('.').next().unwrap());
+            metric(
+                &text,
+                &format!(r#"gateway_events_consumed_total{{outcome="handled",queue="{queue}"}}"#),
+            )
+        })
+        .sum();
+    assert_eq!(handled, 5.0, "one handled message per event sent");
+}
+
+#[tokio::test]
+async fn with_redis_cut_messages_retry_then_dead_letter_and_replay_once() {
+    let redis_proxy = Proxy::start("127.0.0.1:6379").await;
+    let mut settings = consuming(test_settings());
+    settings.redis_host = redis_proxy.addr.ip().to_string();
+    settings.redis_port = redis_proxy.addr.port();
+    let app = spawn_app_with(settings).await;
+    redis_proxy.cut().await;
+    let first: Value = app
+        .publish(&event("quest.started"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let second: Value = app
+        .publish(&event("quest.created"))
+        .await
+        .json()
+        .await
+        .unwrap();
+
+    // Both are tried 3 times (neither blocks the other) and land in failed_events.
+    eventually(Duration::from_secs(15), || async {
+        dead_letters(&app, "").await["deadLetters"]
+            .as_array()
+            .unwrap()
+            .len()
+            == 2
+    })
+    .await;
+    let listed = dead_letters(&app, "?routingKey=quest.started").await;
+    let letter = &listed["deadLetters"][0];
+    assert_eq!(letter["eventId"], first["id"]);
+    assert_eq!(letter["routingKey"], "quest.started");
+    assert_eq!(letter["queue"], app.queue("quest"));
+    assert_eq!(letter["attempts"], 3);
+    assert!(
+        letter["lastError"].as_str().unwrap().contains("redis"),
+        "{letter}"
+    );
+    assert_eq!(letter["event"]["id"], first["id"]);
+    assert!(letter["replayedAt"].is_null());
+    let text = app.get("/metrics").await.text().await.unwrap();
+    let quest = app.queue("quest");
+    assert_eq!(
+        metric(
+            &text,
+            &format!(r#"gateway_event_retries_total{{queue="{quest}"}}"#)
+        ),
+        4.0
+    );
+    assert_eq!(
+        metric(
+            &text,
+            &format!(r#"gateway_events_failed_total{{queue="{quest}"}}"#)
+        ),
+        2.0
+    );
+    let _ = second;
+
+    // /health answers, bounded, while Redis is unreachable.
+    let bounded = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let health = bounded
+        .get(format!("{}/health", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 503);
+    assert_eq!(
+        health.json::<Value>().await.unwrap()["redis"]["connected"],
+        false
+    );
+
+    redis_proxy.restore();
+    set_keys(&app, &["quests:quest-1", "user_data:user-1"]).await;
+    let id = letter["id"].as_str().unwrap();
+    assert_eq!(replay(&app, id).await.status(), 202);
+    eventually(Duration::from_secs(10), || async {
+        existing(&app, &["quests:quest-1", "user_data:user-1"])
+            .await
+            .is_empty()
+    })
+    .await;
+    assert_eq!(
+        problem(replay(&app, id).await).await.0,
+        409,
+        "a second replay publishes nothing"
+    );
+    let replayed = dead_letters(&app, "?replayed=true").await;
+    assert_eq!(replayed["deadLetters"].as_array().unwrap().len(), 1);
+    let text = app.get("/metrics").await.text().await.unwrap();
+    assert_eq!(
+        metric(
+            &text,
+            &format!(r#"gateway_events_consumed_total{{outcome="handled",queue="{quest}"}}"#)
+        ),
+        1.0,
+        "the replay was handled once"
+    );
+}
+
+#[tokio::test]
+async fn a_poison_message_is_dead_lettered_at_once() {
+    let app = spawn_app_with(consuming(test_settings())).await;
+    app.broker
+        .basic_publish(
+            app.topology.exchange.as_str().into(),
+            "reward.created".into(),
+            Default::default(),
+            b"this is not json",
+            BasicProperties::default(),
+        )
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(5), || async {
+        !dead_letters(&app, "").await["deadLetters"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    })
+    .await;
+    let letter = dead_letters(&app, "").await["deadLetters"][0].clone();
+    assert_eq!(letter["attempts"], 1, "not retried");
+    assert_eq!(letter["routingKey"], "reward.created");
+    assert!(letter["lastError"].as_str().unwrap().contains("not JSON"));
+    assert_eq!(letter["event"], json!("this is not json"));
+    let (status, _) = problem(
+        app.http
+            .get(format!("{}/v1/dead-letters", app.base))
+            .bearer_auth(app.backend_token())
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 403, "dead letters need the admin scope");
+}
