@@ -15,6 +15,7 @@
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod breaker;
 pub mod bus;
 pub mod cache;
 pub mod config;
@@ -35,6 +36,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::auth::{KeySource, TokenVerifier};
+use crate::breaker::CircuitBreaker;
 use crate::bus::{BusSettings, Publisher, Topology};
 use crate::cache::Cache;
 use crate::config::{GatewayEnv, Settings};
@@ -95,9 +97,16 @@ pub async fn run(
         },
         metrics.clone(),
     );
-    let cache = Cache::new(&settings.redis_url(), &settings.redis_key_prefix)
-        .context("REDIS_HOST/REDIS_PORT/REDIS_PASSWORD/REDIS_DB do not form a valid Redis URL")?;
-    let store = Store::start(&store_settings(&settings))?;
+    let breaker = |dependency: &str| {
+        CircuitBreaker::new(metrics.circuit_open.with_label_values(&[dependency]))
+    };
+    let cache = Cache::new(
+        &settings.redis_url(),
+        &settings.redis_key_prefix,
+        breaker("redis"),
+    )
+    .context("REDIS_HOST/REDIS_PORT/REDIS_PASSWORD/REDIS_DB do not form a valid Redis URL")?;
+    let store = Store::start(&store_settings(&settings), breaker("postgres"))?;
     let signal = RelaySignal::default();
     let background_stop = CancellationToken::new();
     let relay = OutboxRelay {

@@ -45,6 +45,8 @@ pub struct Metrics {
     pub queue_messages: IntGaugeVec,
     /// Dead letters recorded and not yet replayed.
     pub dead_letters: IntGauge,
+    /// 1 while the circuit breaker in front of a dependency (`redis`, `postgres`) is open.
+    pub circuit_open: IntGaugeVec,
     /// HTTP requests by method, matched route and status code.
     pub http_requests: IntCounterVec,
     /// HTTP request latency by method and matched route.
@@ -158,6 +160,16 @@ impl Metrics {
                 IntGauge::new(
                     "gateway_dead_letters",
                     "Dead letters recorded and not yet replayed.",
+                )?,
+            )?,
+            circuit_open: register(
+                r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "gateway_circuit_open",
+                        "1 while the circuit breaker in front of a dependency is open.",
+                    ),
+                    &["dependency"],
                 )?,
             )?,
             http_requests: register(

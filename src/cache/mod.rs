@@ -1,11 +1,14 @@
 //! The Redis adapter: health facts, and the gateway's own cached reads. Every call is
 //! bounded by a short timeout, and a cache that fails is bypassed, never fatal.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tracing::{debug, instrument};
 use uuid::Uuid;
+
+use crate::breaker::{CircuitBreaker, CircuitState};
 
 /// Redis answers in microseconds; a second means it is in trouble.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(1);
@@ -26,11 +29,12 @@ pub struct RedisStats {
 pub struct Cache {
     connection: ConnectionManager,
     prefix: String,
+    breaker: Arc<CircuitBreaker>,
 }
 
 impl Cache {
     /// Does not connect yet, so the gateway starts while Redis is down.
-    pub fn new(url: &str, prefix: &str) -> redis::RedisResult<Self> {
+    pub fn new(url: &str, prefix: &str, breaker: CircuitBreaker) -> redis::RedisResult<Self> {
         let client = redis::Client::open(url)?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(RESPONSE_TIMEOUT))
@@ -40,7 +44,28 @@ impl Cache {
         Ok(Cache {
             connection,
             prefix: prefix.to_owned(),
+            breaker: Arc::new(breaker),
         })
+    }
+
+    pub fn circuit(&self) -> CircuitState {
+        self.breaker.state()
+    }
+
+    /// Runs a call unless the circuit is open, and records how it went.
+    async fn guarded<T>(
+        &self,
+        call: impl Future<Output = redis::RedisResult<T>>,
+    ) -> redis::RedisResult<T> {
+        if !self.breaker.allow() {
+            return Err(redis::RedisError::from((
+                redis::ErrorKind::Io,
+                "circuit open: Redis failed repeatedly; not calling it for a few seconds",
+            )));
+        }
+        let outcome = call.await;
+        self.breaker.record(&outcome);
+        outcome
     }
 
     #[instrument(skip_all)]
@@ -60,15 +85,23 @@ impl Cache {
         })
     }
 
+    /// One command, through the circuit breaker.
+    async fn run<T: redis::FromRedisValue>(&self, command: &redis::Cmd) -> redis::RedisResult<T> {
+        let mut connection = self.connection.clone();
+        self.guarded(command.query_async(&mut connection)).await
+    }
+
     /// Deletes `keys` (below the prefix) in one round trip; an error means they may
-    /// still be there, so the caller retries.
+    /// still be there, so the caller retries. The consumers call this with their own
+    /// backoff (retry queues), so it skips the circuit breaker: a retry right after Redis
+    /// returns must not be failed fast.
     #[instrument(skip_all, fields(keys = keys.len()))]
     pub async fn delete(&self, keys: &[String]) -> redis::RedisResult<u64> {
         if keys.is_empty() {
             return Ok(0);
         }
-        let mut connection = self.connection.clone();
         let prefixed: Vec<String> = keys.iter().map(|k| format!("{}{k}", self.prefix)).collect();
+        let mut connection = self.connection.clone();
         redis::cmd("DEL")
             .arg(prefixed)
             .query_async(&mut connection)
@@ -87,66 +120,52 @@ impl Cache {
 
     #[instrument(skip_all)]
     pub async fn user_events(&self, user_id: &str, query: &str) -> Option<String> {
-        let key = self.user_events_key(user_id);
-        let mut connection = self.connection.clone();
-        bypass_on_error(
-            redis::cmd("HGET")
-                .arg(&key)
-                .arg(query)
-                .query_async(&mut connection)
-                .await,
-        )
-        .flatten()
+        let command = redis::cmd("HGET")
+            .arg(self.user_events_key(user_id))
+            .arg(query)
+            .clone();
+        bypass_on_error(self.run(&command).await).flatten()
     }
 
     #[instrument(skip_all)]
     pub async fn put_user_events(&self, user_id: &str, query: &str, page: &str) {
         let key = self.user_events_key(user_id);
         let mut connection = self.connection.clone();
-        let stored: redis::RedisResult<()> = redis::pipe()
+        let mut pipeline = redis::pipe();
+        pipeline
             .atomic()
             .hset(&key, query, page)
             .ignore()
             .expire(&key, USER_DATA_TTL_SECS as i64)
-            .ignore()
-            .query_async(&mut connection)
-            .await;
+            .ignore();
+        let stored: redis::RedisResult<()> =
+            self.guarded(pipeline.query_async(&mut connection)).await;
         bypass_on_error(stored);
     }
 
     /// Drops every cached listing of this user's events.
     #[instrument(skip_all)]
     pub async fn forget_user_events(&self, user_id: &str) {
-        let mut connection = self.connection.clone();
-        let deleted: redis::RedisResult<()> = redis::cmd("DEL")
-            .arg(self.user_events_key(user_id))
-            .query_async(&mut connection)
+        let deleted: redis::RedisResult<()> = self
+            .run(redis::cmd("DEL").arg(self.user_events_key(user_id)))
             .await;
         bypass_on_error(deleted);
     }
 
     #[instrument(skip_all)]
     pub async fn event(&self, id: Uuid) -> Option<String> {
-        let mut connection = self.connection.clone();
-        bypass_on_error(
-            redis::cmd("GET")
-                .arg(self.event_key(id))
-                .query_async(&mut connection)
-                .await,
-        )
-        .flatten()
+        bypass_on_error(self.run(redis::cmd("GET").arg(self.event_key(id))).await).flatten()
     }
 
     #[instrument(skip_all)]
     pub async fn put_event(&self, id: Uuid, event: &str) {
-        let mut connection = self.connection.clone();
-        let stored: redis::RedisResult<()> = redis::cmd("SET")
+        let command = redis::cmd("SET")
             .arg(self.event_key(id))
             .arg(event)
             .arg("EX")
             .arg(DEFAULT_TTL_SECS)
-            .query_async(&mut connection)
-            .await;
+            .clone();
+        let stored: redis::RedisResult<()> = self.run(&command).await;
         bypass_on_error(stored);
     }
 }

@@ -33,6 +33,9 @@ pub struct RedisHealth {
     pub used_memory: String,
     /// keyspace hits / (hits + misses) since Redis started; 0 when nothing was looked up.
     pub hit_rate: f64,
+    /// The circuit breaker in front of Redis: `closed`, or `open` (failing fast).
+    #[schema(example = "closed")]
+    pub circuit: &'static str,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -40,6 +43,9 @@ pub struct RedisHealth {
 pub struct PostgresHealth {
     /// The database answers and its schema is migrated.
     pub connected: bool,
+    /// The circuit breaker in front of PostgreSQL: `closed`, or `open` (failing fast).
+    #[schema(example = "closed")]
+    pub circuit: &'static str,
 }
 
 /// The spec's `EventSystemHealth` plus PostgreSQL, with an overall status.
@@ -80,7 +86,9 @@ async fn health(State(state): State<AppState>) -> Response {
     );
     let postgres = PostgresHealth {
         connected: matches!(postgres, Ok(Ok(()))),
+        circuit: state.store.circuit().as_str(),
     };
+    let redis_circuit = state.cache.circuit().as_str();
     let rabbit_mq = match queues {
         Ok(Ok(queues)) => RabbitMqHealth {
             connected: true,
@@ -96,11 +104,13 @@ async fn health(State(state): State<AppState>) -> Response {
             connected: true,
             used_memory: stats.used_memory,
             hit_rate: stats.hit_rate,
+            circuit: redis_circuit,
         },
         _ => RedisHealth {
             connected: false,
             used_memory: String::new(),
             hit_rate: 0.0,
+            circuit: redis_circuit,
         },
     };
     let healthy = rabbit_mq.connected && redis.connected && postgres.connected;

@@ -4,7 +4,7 @@ use time::OffsetDateTime;
 use tracing::instrument;
 use uuid::Uuid;
 
-use super::{Store, StoreError, detached};
+use super::{Store, StoreError};
 
 /// A message the consumers gave up on.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -37,7 +37,7 @@ impl Store {
     #[instrument(skip_all, fields(dead_letter = %letter.id))]
     pub async fn record_dead_letter(&self, letter: DeadLetter) -> Result<(), StoreError> {
         let pool = self.pool()?.clone();
-        detached(async move {
+        self.guarded(async move {
             sqlx::query(
                 "INSERT INTO dead_letters (id, event_id, routing_key, queue, attempts, last_error, body)
                  VALUES ($1, $2, $3, $4, $5, $6, $7)
@@ -64,7 +64,7 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<DeadLetter>, StoreError> {
         let pool = self.pool()?.clone();
-        detached(async move {
+        self.guarded(async move {
             Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
                 "SELECT {COLUMNS} FROM dead_letters
                  WHERE ($1::text IS NULL OR routing_key = $1)
@@ -86,7 +86,7 @@ impl Store {
 
     pub async fn dead_letter(&self, id: Uuid) -> Result<Option<DeadLetter>, StoreError> {
         let pool = self.pool()?.clone();
-        detached(async move {
+        self.guarded(async move {
             Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
                 "SELECT {COLUMNS} FROM dead_letters WHERE id = $1"
             )))
@@ -101,7 +101,7 @@ impl Store {
     /// republishes it, so replaying twice publishes once.
     pub async fn claim_replay(&self, id: Uuid) -> Result<bool, StoreError> {
         let pool = self.pool()?.clone();
-        detached(async move {
+        self.guarded(async move {
             Ok(sqlx::query(
                 "UPDATE dead_letters SET replayed_at = now() WHERE id = $1 AND replayed_at IS NULL",
             )
@@ -117,7 +117,7 @@ impl Store {
     /// The republish failed: let a later replay try again.
     pub async fn unclaim_replay(&self, id: Uuid) -> Result<(), StoreError> {
         let pool = self.pool()?.clone();
-        detached(async move {
+        self.guarded(async move {
             sqlx::query("UPDATE dead_letters SET replayed_at = NULL WHERE id = $1")
                 .bind(id)
                 .execute(&pool)
@@ -129,7 +129,7 @@ impl Store {
 
     pub async fn dead_letter_count(&self) -> Result<i64, StoreError> {
         let pool = self.pool()?.clone();
-        detached(async move {
+        self.guarded(async move {
             Ok(
                 sqlx::query_scalar("SELECT count(*) FROM dead_letters WHERE replayed_at IS NULL")
                     .fetch_one(&pool)

@@ -4,7 +4,7 @@
 use serde_json::Value;
 use tracing::instrument;
 
-use super::{Store, StoreError, detached};
+use super::{Store, StoreError};
 
 /// A claim older than this with no answer belongs to a process that died: take it over.
 const ABANDONED_AFTER_SECS: f64 = 60.0;
@@ -37,7 +37,7 @@ impl Store {
         hash: Vec<u8>,
     ) -> Result<Claim, StoreError> {
         let pool = self.pool()?.clone();
-        detached(async move {
+        self.guarded(async move {
             let owned = sqlx::query(
                 "INSERT INTO idempotency_keys (principal, key, request_hash) VALUES ($1, $2, $3)
                  ON CONFLICT (principal, key) DO UPDATE SET created_at = now(), request_hash = $3
@@ -82,7 +82,7 @@ impl Store {
         answer: StoredAnswer,
     ) -> Result<(), StoreError> {
         let pool = self.pool()?.clone();
-        detached(async move {
+        self.guarded(async move {
             sqlx::query("UPDATE idempotency_keys SET status = $3, response = $4 WHERE principal = $1 AND key = $2")
                 .bind(principal)
                 .bind(key)
@@ -98,7 +98,7 @@ impl Store {
     /// The request failed: drop its claim so a retry runs again.
     pub async fn release_key(&self, principal: String, key: String) -> Result<(), StoreError> {
         let pool = self.pool()?.clone();
-        detached(async move {
+        self.guarded(async move {
             sqlx::query(
                 "DELETE FROM idempotency_keys WHERE principal = $1 AND key = $2 AND status IS NULL",
             )
@@ -114,7 +114,7 @@ impl Store {
     /// Forgets answers older than `ttl_secs`.
     pub async fn expire_keys(&self, ttl_secs: f64) -> Result<u64, StoreError> {
         let pool = self.pool()?.clone();
-        detached(async move {
+        self.guarded(async move {
             Ok(sqlx::query(
                 "DELETE FROM idempotency_keys WHERE created_at < now() - make_interval(secs => $1)",
             )

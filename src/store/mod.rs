@@ -30,6 +30,8 @@ pub use outbox::{ClaimedBatch, OutboxRow};
 pub use reads::{EventPage, PageCursor, StoredEvent};
 use writer::WriteJob;
 
+use crate::breaker::{CircuitBreaker, CircuitState};
+
 const PREPARE_BACKOFF_MAX: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone)]
@@ -51,6 +53,8 @@ pub enum StoreError {
     NotReady,
     #[error("a database task failed")]
     TaskFailed,
+    #[error("circuit open: PostgreSQL failed repeatedly; not calling it for a few seconds")]
+    CircuitOpen,
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -107,12 +111,13 @@ pub struct Store {
     pool: PgPool,
     writer: Option<mpsc::Sender<WriteJob>>,
     ready: Arc<AtomicBool>,
+    breaker: Arc<CircuitBreaker>,
 }
 
 impl Store {
     /// Opens a lazy pool and prepares the database (create, migrate) in the background,
     /// retrying until it is reachable, so the gateway starts while PostgreSQL is down.
-    pub fn start(settings: &StoreSettings) -> anyhow::Result<Self> {
+    pub fn start(settings: &StoreSettings, breaker: CircuitBreaker) -> anyhow::Result<Self> {
         let options = connect_options(settings)?;
         let pool = PgPoolOptions::new()
             .max_connections(settings.pool_size)
@@ -124,6 +129,7 @@ impl Store {
             pool,
             writer,
             ready: Arc::new(AtomicBool::new(false)),
+            breaker: Arc::new(breaker),
         };
         tokio::spawn(prepare_until_ready(store.clone(), settings.url.clone()));
         Ok(store)
@@ -133,17 +139,39 @@ impl Store {
         self.ready.load(Ordering::Acquire)
     }
 
+    pub fn circuit(&self) -> CircuitState {
+        self.breaker.state()
+    }
+
+    /// The pool, unless the schema is not ready or the circuit is open (fail fast).
     fn pool(&self) -> Result<&PgPool, StoreError> {
-        if self.is_ready() {
-            Ok(&self.pool)
-        } else {
+        if !self.is_ready() {
             Err(StoreError::NotReady)
+        } else if !self.breaker.allow() {
+            Err(StoreError::CircuitOpen)
+        } else {
+            Ok(&self.pool)
         }
     }
 
+    /// Runs database work in a task of its own (see [`detached`]) and tells the circuit
+    /// breaker how it went.
+    async fn guarded<T: Send + 'static>(
+        &self,
+        work: impl Future<Output = Result<T, StoreError>> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let outcome = detached(work).await;
+        self.breaker.record(&outcome);
+        outcome
+    }
+
+    /// A health probe: it goes through even while the circuit is open.
     #[instrument(skip_all)]
     pub async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(self.pool()?).await?;
+        if !self.is_ready() {
+            return Err(StoreError::NotReady);
+        }
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
     }
 
@@ -156,8 +184,15 @@ impl Store {
     ) -> Result<Vec<bool>, StoreError> {
         let pool = self.pool()?.clone();
         match &self.writer {
-            Some(writer) => writer::submit(writer, events, owner).await,
-            None => detached(async move { writer::insert(&pool, &events, owner).await }).await,
+            Some(writer) => {
+                let outcome = writer::submit(writer, events, owner).await;
+                self.breaker.record(&outcome);
+                outcome
+            }
+            None => {
+                self.guarded(async move { writer::insert(&pool, &events, owner).await })
+                    .await
+            }
         }
     }
 
@@ -167,20 +202,25 @@ impl Store {
         let pool = self.pool()?.clone();
         match &self.writer {
             Some(writer) => writer::confirm(writer, ids).await,
-            None => detached(async move { writer::mark_confirmed(&pool, &ids).await }).await,
+            None => {
+                self.guarded(async move { writer::mark_confirmed(&pool, &ids).await })
+                    .await
+            }
         }
     }
 
     /// The request could not publish its own row: hand it to the relay now.
     pub async fn release(&self, id: Uuid) -> Result<(), StoreError> {
         let pool = self.pool()?.clone();
-        detached(async move { outbox::release(&pool, id).await }).await
+        self.guarded(async move { outbox::release(&pool, id).await })
+            .await
     }
 
     /// The event can never be published (unroutable): it was not accepted, so forget it.
     pub async fn forget(&self, id: Uuid) -> Result<(), StoreError> {
         let pool = self.pool()?.clone();
-        detached(async move { outbox::forget(&pool, id).await }).await
+        self.guarded(async move { outbox::forget(&pool, id).await })
+            .await
     }
 }
 

@@ -5,7 +5,7 @@ use sqlx::{PgPool, Postgres, Transaction};
 use tracing::instrument;
 use uuid::Uuid;
 
-use super::{Store, StoreError, detached};
+use super::{Store, StoreError};
 
 /// A message owed to the broker.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -55,7 +55,7 @@ impl Store {
     /// a failed attempt) rather than a request publishing its own.
     pub async fn outbox_counts(&self) -> Result<(i64, i64), StoreError> {
         let pool = self.pool()?.clone();
-        detached(async move {
+        self.guarded(async move {
             Ok(sqlx::query_as(
                 "SELECT count(*), count(*) FILTER (WHERE attempts > 0 OR next_attempt_at <= now())
                  FROM outbox",

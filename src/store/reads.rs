@@ -7,7 +7,7 @@ use time::OffsetDateTime;
 use tracing::instrument;
 use uuid::Uuid;
 
-use super::{Store, StoreError, detached};
+use super::{Store, StoreError};
 
 /// A persisted event and its delivery state.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -72,7 +72,7 @@ impl Store {
     #[instrument(skip_all, fields(event_id = %id))]
     pub async fn event(&self, id: Uuid) -> Result<Option<StoredEvent>, StoreError> {
         let pool = self.pool()?.clone();
-        detached(async move {
+        self.guarded(async move {
             Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
                 "SELECT {COLUMNS} FROM events WHERE id = $1"
             )))
@@ -93,7 +93,7 @@ impl Store {
         cursor: Option<PageCursor>,
     ) -> Result<EventPage, StoreError> {
         let pool = self.pool()?.clone();
-        detached(async move {
+        self.guarded(async move {
             let mut events: Vec<StoredEvent> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
                 "SELECT {COLUMNS} FROM events
                  WHERE user_id = $1

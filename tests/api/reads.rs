@@ -193,10 +193,20 @@ async fn reads_bypass_a_dead_cache() {
     proxy.cut().await;
     app.publish(&claimed("ivan", 1)).await;
     let reader = app.token("support", "events:read");
-    assert_eq!(
-        reward_ids(&page(&app, &reader, "/v1/users/ivan/events").await),
-        vec!["r-1"]
-    );
+    for _ in 0..6 {
+        let listed = page(&app, &reader, "/v1/users/ivan/events").await;
+        assert_eq!(reward_ids(&listed), vec!["r-1"]);
+    }
     let health: Value = app.get("/health").await.json().await.unwrap();
     assert_eq!(health["redis"]["connected"], false);
+    assert_eq!(
+        health["redis"]["circuit"], "open",
+        "repeated failures open the breaker"
+    );
+    assert_eq!(health["postgres"]["circuit"], "closed");
+    let text = app.get("/metrics").await.text().await.unwrap();
+    assert!(
+        text.contains(r#"gateway_circuit_open{dependency="redis"} 1"#),
+        "{text}"
+    );
 }

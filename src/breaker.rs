@@ -1,0 +1,111 @@
+//! A circuit breaker: after repeated failures, stop calling a dependency for a while and
+//! fail fast, then let one call through to see whether it is back.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use prometheus::IntGauge;
+
+/// Failures in a row that open the circuit.
+const THRESHOLD: u32 = 5;
+/// How long an open circuit fails fast before it lets a trial call through.
+const COOL_DOWN: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CircuitState {
+    Closed,
+    Open,
+}
+
+impl CircuitState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CircuitState::Closed => "closed",
+            CircuitState::Open => "open",
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    failures: u32,
+    open_until: Option<Instant>,
+}
+
+/// Shared by every caller of one dependency; `gauge` shows 1 while it is open.
+#[derive(Debug)]
+pub struct CircuitBreaker {
+    inner: Mutex<Inner>,
+    gauge: IntGauge,
+}
+
+impl CircuitBreaker {
+    pub fn new(gauge: IntGauge) -> Self {
+        CircuitBreaker {
+            inner: Mutex::new(Inner::default()),
+            gauge,
+        }
+    }
+
+    /// Whether a call may go ahead now. While open, one call per cool-down is let through
+    /// as a trial.
+    pub fn allow(&self) -> bool {
+        let Ok(mut inner) = self.inner.lock() else {
+            return true;
+        };
+        match inner.open_until {
+            Some(until) if Instant::now() < until => false,
+            Some(_) => {
+                // Half-open: this caller is the trial; others wait out another cool-down.
+                inner.open_until = Some(Instant::now() + COOL_DOWN);
+                true
+            }
+            None => true,
+        }
+    }
+
+    pub fn record<T, E>(&self, outcome: &Result<T, E>) {
+        let Ok(mut inner) = self.inner.lock() else {
+            return;
+        };
+        if outcome.is_ok() {
+            inner.failures = 0;
+            inner.open_until = None;
+        } else {
+            inner.failures += 1;
+            if inner.failures >= THRESHOLD {
+                inner.open_until = Some(Instant::now() + COOL_DOWN);
+            }
+        }
+        self.gauge.set(i64::from(inner.open_until.is_some()));
+    }
+
+    pub fn state(&self) -> CircuitState {
+        match self.inner.lock().map(|inner| inner.open_until.is_some()) {
+            Ok(true) => CircuitState::Open,
+            _ => CircuitState::Closed,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn opens_after_repeated_failures_and_closes_on_success() {
+        let breaker = CircuitBreaker::new(IntGauge::new("t", "t").unwrap());
+        for _ in 0..THRESHOLD - 1 {
+            breaker.record::<(), ()>(&Err(()));
+        }
+        assert!(breaker.allow(), "still closed below the threshold");
+        breaker.record::<(), ()>(&Err(()));
+        assert_eq!(breaker.state(), CircuitState::Open);
+        assert!(!breaker.allow(), "open: fail fast");
+        assert_eq!(breaker.gauge.get(), 1);
+        breaker.record::<(), ()>(&Ok(()));
+        assert_eq!(breaker.state(), CircuitState::Closed);
+        assert!(breaker.allow());
+        assert_eq!(breaker.gauge.get(), 0);
+    }
+}
