@@ -11,18 +11,16 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
-use validator::Validate;
 
 use super::AppState;
 use super::error::{ApiError, Problem};
 use super::extract::Caller;
+use super::paging::{page, readable};
 use crate::bus::OutgoingMessage;
 use crate::domain::envelope::rfc3339_millis;
 use crate::domain::{EventType, FieldError};
 use crate::ingest::IngestError;
 use crate::store::{DeadLetter, DeadLetterFilter, PageCursor};
-
-const DEFAULT_PAGE: u32 = 20;
 
 /// A message the consumers gave up on.
 #[derive(Debug, Serialize, ToSchema)]
@@ -78,7 +76,7 @@ pub struct Replayed {
     pub status: &'static str,
 }
 
-#[derive(Debug, Deserialize, IntoParams, Validate)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(rename_all = "camelCase")]
 #[into_params(parameter_in = Query, rename_all = "camelCase")]
 pub struct DeadLetterQuery {
@@ -87,7 +85,6 @@ pub struct DeadLetterQuery {
     /// `true`: only replayed ones; `false`: only those not replayed yet.
     replayed: Option<bool>,
     /// Page size, 1 to 100 (default 20).
-    #[validate(range(min = 1, max = 100))]
     limit: Option<u32>,
     /// The `nextCursor` of the previous page.
     cursor: Option<String>,
@@ -114,33 +111,17 @@ async fn list_dead_letters(
     query: Result<Query<DeadLetterQuery>, QueryRejection>,
 ) -> Result<Json<DeadLetterList>, ApiError> {
     caller.authorize_admin().map_err(ApiError::forbidden)?;
-    let Query(query) = query.map_err(|rejection| ApiError::BadRequest {
-        title: "Unreadable query string",
-        detail: rejection.body_text(),
-    })?;
+    let query = readable(query)?;
     let mut errors = Vec::new();
-    if query.validate().is_err() {
-        errors.push(FieldError::new("/query/limit", "must be from 1 to 100"));
-    }
-    let before = match query.cursor.as_deref().map(PageCursor::decode) {
-        Some(Some(cursor)) => cursor.position(),
-        Some(None) => {
-            errors.push(FieldError::new(
-                "/query/cursor",
-                "is not a cursor this gateway gave out",
-            ));
-            None
-        }
-        None => None,
-    };
+    let (limit, cursor) = page(query.limit, query.cursor.as_deref(), &mut errors);
     if !errors.is_empty() {
         return Err(ApiError::invalid(errors));
     }
-    let limit = query.limit.unwrap_or(DEFAULT_PAGE) as usize;
+    let limit = limit as usize;
     let filter = DeadLetterFilter {
         routing_key: query.routing_key,
         replayed: query.replayed,
-        before,
+        before: cursor.and_then(|c| c.position()),
     };
     let mut letters = state.store.dead_letters(filter, limit as i64 + 1).await?;
     let next_cursor = (letters.len() > limit)

@@ -16,7 +16,7 @@ use super::docs::{BatchRequest, EventData, EventRequest, EventTypeName};
 use super::error::{ApiError, Problem};
 use super::extract::{Caller, CorrelationHeader, JsonBody};
 use super::idempotency::{Accepted, IdempotencyHeader, IdempotencyKey, once};
-use crate::domain::{EventType, FieldError, ValidEvent};
+use crate::domain::{EventType, FieldError, Principal, ValidEvent};
 use crate::ingest::{IngestError, Receipt, ReceiptStatus};
 
 /// Most events in one batch.
@@ -69,13 +69,7 @@ async fn publish_event(
     let correlation_id = header
         .or_else(|| event.correlation_id.clone())
         .unwrap_or_else(new_correlation_id);
-    let publish = async {
-        let receipt = state
-            .ingest
-            .publish(&caller, &event, &correlation_id)
-            .await?;
-        Ok(accepted(&correlation_id, &receipt))
-    };
+    let publish = publish_one(&state, &caller, &event, &correlation_id);
     once(&state, &caller.subject, key.zip(request), publish).await
 }
 
@@ -139,13 +133,7 @@ async fn publish_typed_event(
         .authorize_publish(event.event_type, event.data.user_id())
         .map_err(ApiError::forbidden)?;
     let correlation_id = header.unwrap_or_else(new_correlation_id);
-    let publish = async {
-        let receipt = state
-            .ingest
-            .publish(&caller, &event, &correlation_id)
-            .await?;
-        Ok(accepted(&correlation_id, &receipt))
-    };
+    let publish = publish_one(&state, &caller, &event, &correlation_id);
     let key = IdempotencyKey::from_header(idempotency);
     once(&state, &caller.subject, key.zip(request), publish).await
 }
@@ -305,11 +293,17 @@ fn new_correlation_id() -> String {
     Uuid::new_v4().to_string()
 }
 
-fn accepted(correlation_id: &str, receipt: &Receipt) -> Accepted {
-    Accepted {
+async fn publish_one(
+    state: &AppState,
+    caller: &Principal,
+    event: &ValidEvent,
+    correlation_id: &str,
+) -> Result<Accepted, ApiError> {
+    let receipt = state.ingest.publish(caller, event, correlation_id).await?;
+    Ok(Accepted {
         correlation_id: correlation_id.to_owned(),
         body: json!(receipt),
-    }
+    })
 }
 
 pub fn router() -> OpenApiRouter<AppState> {

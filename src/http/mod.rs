@@ -9,6 +9,7 @@ pub mod extract;
 pub mod health;
 pub mod idempotency;
 pub mod middleware;
+pub mod paging;
 pub mod reads;
 
 use std::sync::Arc;

@@ -2,6 +2,7 @@
 
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
+
 use axum::extract::{Path, Query, State};
 use axum::response::IntoResponse;
 use axum::routing::get;
@@ -11,17 +12,15 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
-use validator::Validate;
 
 use super::AppState;
 use super::error::{ApiError, Problem};
 use super::extract::Caller;
+use super::paging::{page, readable};
 use crate::domain::data::check_id;
 use crate::domain::envelope::rfc3339_millis;
 use crate::domain::{EventType, FieldError};
 use crate::store::{PageCursor, StoredEvent};
-
-const DEFAULT_PAGE: u32 = 20;
 
 /// Where a persisted event is on its way to the broker.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -77,7 +76,7 @@ pub struct EventList {
     pub next_cursor: Option<String>,
 }
 
-#[derive(Debug, Deserialize, IntoParams, Validate)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// Only events of this type.
@@ -85,7 +84,6 @@ pub struct ListQuery {
     #[param(rename = "type")]
     event_type: Option<String>,
     /// Page size, 1 to 100 (default 20).
-    #[validate(range(min = 1, max = 100))]
     limit: Option<u32>,
     /// The `nextCursor` of the previous page.
     cursor: Option<String>,
@@ -160,15 +158,11 @@ async fn list_user_events(
     Path(user_id): Path<String>,
     query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<axum::response::Response, ApiError> {
-    let Query(query) = query.map_err(|rejection| ApiError::BadRequest {
-        title: "Unreadable query string",
-        detail: rejection.body_text(),
-    })?;
-    let (event_type, cursor) = parse_list_query(&user_id, &query)?;
+    let query = readable(query)?;
+    let (event_type, limit, cursor) = parse_list_query(&user_id, &query)?;
     caller
         .authorize_read(Some(&user_id))
         .map_err(ApiError::forbidden)?;
-    let limit = query.limit.unwrap_or(DEFAULT_PAGE);
     let field = format!(
         "type={}&limit={limit}&cursor={}",
         event_type.map_or("", EventType::as_str),
@@ -206,13 +200,10 @@ async fn list_user_events(
 fn parse_list_query(
     user_id: &str,
     query: &ListQuery,
-) -> Result<(Option<EventType>, Option<PageCursor>), ApiError> {
+) -> Result<(Option<EventType>, u32, Option<PageCursor>), ApiError> {
     let mut errors = Vec::new();
     if let Err(message) = check_id(&Value::from(user_id)) {
         errors.push(FieldError::new("/path/userId", message));
-    }
-    if query.validate().is_err() {
-        errors.push(FieldError::new("/query/limit", "must be from 1 to 100"));
     }
     let event_type = match query.event_type.as_deref().map(str::parse::<EventType>) {
         Some(Ok(event_type)) => Some(event_type),
@@ -222,19 +213,9 @@ fn parse_list_query(
         }
         None => None,
     };
-    let cursor = match query.cursor.as_deref().map(PageCursor::decode) {
-        Some(Some(cursor)) => Some(cursor),
-        Some(None) => {
-            errors.push(FieldError::new(
-                "/query/cursor",
-                "is not a cursor this gateway gave out",
-            ));
-            None
-        }
-        None => None,
-    };
+    let (limit, cursor) = page(query.limit, query.cursor.as_deref(), &mut errors);
     if errors.is_empty() {
-        Ok((event_type, cursor))
+        Ok((event_type, limit, cursor))
     } else {
         Err(ApiError::invalid(errors))
     }
