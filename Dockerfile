@@ -4,9 +4,11 @@ FROM rust:1.95-bookworm AS build
 WORKDIR /src
 # Dependencies first, so source changes do not rebuild them.
 COPY Cargo.toml Cargo.lock ./
-RUN mkdir src && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
+RUN mkdir -p src tests/api \
+    && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
+    && echo 'fn main() {}' > tests/api/main.rs \
     && cargo build --release --locked \
-    && rm -rf src
+    && rm -rf src tests
 COPY src ./src
 COPY openapi ./openapi
 COPY migrations ./migrations
