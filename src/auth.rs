@@ -17,18 +17,26 @@ pub const DEVELOPMENT_SECRET: &str = "event-gateway-development-secret-change-me
 /// Leeway for `exp` and `nbf`, for clocks that disagree a little.
 const CLOCK_LEEWAY_SECS: u64 = 30;
 
-#[derive(Debug, Serialize, Deserialize)]
+/// What the gateway reads from a token; `exp`, `nbf`, `iss` and `aud` (a string or an
+/// array) are checked by the validation itself.
+#[derive(Debug, Deserialize)]
 struct Claims {
     sub: String,
     #[serde(default)]
     scope: String,
+}
+
+/// What the `token` command writes.
+#[derive(Debug, Serialize)]
+struct MintedClaims<'a> {
+    sub: &'a str,
+    scope: &'a str,
     exp: u64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    iat: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    iss: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    aud: Option<String>,
+    iat: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    iss: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    aud: Option<&'a str>,
 }
 
 /// Where the verification key came from.
@@ -104,6 +112,9 @@ impl TokenVerifier {
     /// The principal a valid token speaks for; any failure is a reason to answer 401.
     pub fn verify(&self, token: &str) -> Result<Principal, jsonwebtoken::errors::Error> {
         let claims = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)?.claims;
+        if claims.sub.is_empty() || claims.sub.contains('\0') {
+            return Err(jsonwebtoken::errors::ErrorKind::InvalidSubject.into());
+        }
         Ok(Principal {
             scopes: Scopes::parse(&claims.scope),
             subject: claims.sub,
@@ -178,13 +189,13 @@ impl TokenSigner {
     /// A token for `subject` with `scope`, valid for `ttl` from now.
     pub fn mint(&self, subject: &str, scope: &str, ttl: Duration) -> anyhow::Result<String> {
         let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
-        let claims = Claims {
-            sub: subject.to_owned(),
-            scope: scope.to_owned(),
+        let claims = MintedClaims {
+            sub: subject,
+            scope,
             exp: now + ttl.as_secs(),
-            iat: Some(now),
-            iss: self.issuer.clone(),
-            aud: self.audience.clone(),
+            iat: now,
+            iss: self.issuer.as_deref(),
+            aud: self.audience.as_deref(),
         };
         Ok(jsonwebtoken::encode(
             &Header::new(self.algorithm),

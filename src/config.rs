@@ -255,7 +255,7 @@ impl Settings {
 
     pub fn redis_url(&self) -> String {
         let auth = match &self.redis_password {
-            Some(password) => format!(":{}@", password.expose()),
+            Some(password) => format!(":{}@", percent_encode(password.expose())),
             None => String::new(),
         };
         format!(
@@ -263,6 +263,18 @@ impl Settings {
             self.redis_host, self.redis_port, self.redis_db
         )
     }
+}
+
+/// Escapes everything but RFC 3986's unreserved characters, for a URL's userinfo.
+fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                char::from(b).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -282,5 +294,10 @@ mod tests {
             .settings;
         settings.redis_password = Some("pw".parse().unwrap());
         assert_eq!(settings.redis_url(), "redis://:pw@127.0.0.1:6379/3");
+        settings.redis_password = Some("p@ss/w:rd".parse().unwrap());
+        assert_eq!(
+            settings.redis_url(),
+            "redis://:p%40ss%2Fw%3Ard@127.0.0.1:6379/3"
+        );
     }
 }

@@ -89,6 +89,11 @@ impl Ingest {
         }
     }
 
+    /// Whether the outbox relay has counted the outbox since start (readiness).
+    pub fn outbox_counted(&self) -> bool {
+        self.relay.is_counted()
+    }
+
     /// Takes `event` on behalf of `principal`; `Ok` only once the event is safe.
     pub async fn publish(
         &self,
@@ -187,19 +192,21 @@ impl Ingest {
         if fresh.first() != Some(&true) {
             return Err(IngestError::Duplicate);
         }
-        if let Some(user_id) = &user_id {
-            self.cache.forget_user_events(user_id).await;
-        }
-        if !by_request {
-            self.relay.backlog_added();
-            return Ok(ReceiptStatus::Queued);
-        }
         // The row is committed: finish its story even if the client goes away now, or it
         // would sit out its lease and be published twice.
         let ingest = self.clone();
-        tokio::spawn(async move { ingest.publish_held(pending).await })
-            .await
-            .map_err(|_| IngestError::Publish(PublishError::Unavailable(None)))?
+        tokio::spawn(async move {
+            if let Some(user_id) = &user_id {
+                ingest.cache.forget_user_events(user_id).await;
+            }
+            if !by_request {
+                ingest.relay.backlog_added();
+                return Ok(ReceiptStatus::Queued);
+            }
+            ingest.publish_held(pending).await
+        })
+        .await
+        .map_err(|_| IngestError::Publish(PublishError::Unavailable(None)))?
     }
 
     /// Publishes an event this request holds in the outbox, and settles its row.

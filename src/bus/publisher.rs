@@ -4,7 +4,7 @@
 //! Every request publishes and then awaits its own confirm, so many confirms are in flight
 //! at once (bounded by a semaphore); no lock is held across the wait.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -185,21 +185,38 @@ impl Publisher {
     pub async fn publish_confirmed(&self, message: OutgoingMessage) -> Result<(), PublishError> {
         let publisher = self.clone();
         let timeout = self.shared.settings.confirm_timeout;
-        let task = tokio::spawn(async move { publisher.publish_and_confirm(message).await });
+        let abandoned = Arc::new(AtomicBool::new(false));
+        let given_up = abandoned.clone();
+        let task =
+            tokio::spawn(async move { publisher.publish_and_confirm(message, &given_up).await });
         match tokio::time::timeout(timeout, task).await {
             Ok(Ok(outcome)) => outcome,
             Ok(Err(_panicked)) => Err(PublishError::Unavailable(None)),
-            Err(_elapsed) => Err(PublishError::ConfirmTimeout(timeout)),
+            Err(_elapsed) => {
+                // Not sent yet (waiting for a slot)? Then it must not be sent later, when
+                // the caller has already told its client the event was not published.
+                abandoned.store(true, Ordering::Release);
+                Err(PublishError::ConfirmTimeout(timeout))
+            }
         }
     }
 
-    async fn publish_and_confirm(&self, message: OutgoingMessage) -> Result<(), PublishError> {
+    async fn publish_and_confirm(
+        &self,
+        message: OutgoingMessage,
+        abandoned: &AtomicBool,
+    ) -> Result<(), PublishError> {
         let _slot = self
             .shared
             .in_flight
             .acquire()
             .await
             .map_err(|_| PublishError::Unavailable(None))?;
+        if abandoned.load(Ordering::Acquire) {
+            return Err(PublishError::ConfirmTimeout(
+                self.shared.settings.confirm_timeout,
+            ));
+        }
         let link = self.current().ok_or(PublishError::Unavailable(None))?;
         let started = Instant::now();
         let confirm = link

@@ -19,19 +19,20 @@ use lapin::options::{
     ConfirmSelectOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, ShortString};
-use lapin::{Channel, Confirmation, Connection, ConnectionProperties};
+use lapin::{Channel, Connection, ConnectionProperties};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
-use tracing::{info, instrument, warn};
+use tracing::{error, info, instrument, warn};
 use uuid::Uuid;
 
 pub use handler::{CacheInvalidator, HandleError};
 
 use crate::bus::Topology;
+use crate::bus::publisher::confirmation_outcome;
 use crate::domain::Family;
 use crate::domain::retry::RetryPolicy;
 use crate::metrics::Metrics;
-use crate::store::{DeadLetter, Store};
+use crate::store::{DeadLetter, Store, StoreError};
 
 const ATTEMPT_HEADER: &str = "x-attempt";
 const ERROR_HEADER: &str = "x-last-error";
@@ -39,6 +40,7 @@ const ROUTING_KEY_HEADER: &str = "x-original-routing-key";
 const QUEUE_HEADER: &str = "x-original-queue";
 const DEAD_LETTER_ID_HEADER: &str = "x-dead-letter-id";
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone)]
 pub struct ConsumerSettings {
@@ -93,7 +95,11 @@ impl Consumers {
 async fn supervise(context: Context, stop: CancellationToken) {
     let mut backoff = Duration::from_millis(200);
     while !stop.is_cancelled() {
-        match start_consumers(&context).await {
+        let started = tokio::select! {
+            () = stop.cancelled() => return,
+            started = start_consumers(&context) => started,
+        };
+        match started {
             Ok((connection, mut consumers)) => {
                 backoff = Duration::from_millis(200);
                 info!(consumers = consumers.len(), "consuming");
@@ -127,7 +133,11 @@ async fn start_consumers(context: &Context) -> anyhow::Result<(Connection, JoinS
     let settings = &context.settings;
     let properties =
         ConnectionProperties::default().with_connection_name("event-gateway-consumers".into());
-    let connection = Connection::connect(&settings.url, properties).await?;
+    let connection = tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        Connection::connect(&settings.url, properties),
+    )
+    .await??;
     let setup = connection.create_channel().await?;
     settings.topology.declare(&setup).await?;
     setup.close(200, "topology declared".into()).await?;
@@ -342,10 +352,7 @@ async fn publish_confirmed(
         )
         .await?
         .await?;
-    match confirmation {
-        Confirmation::Ack(None) => Ok(()),
-        other => anyhow::bail!("the broker did not take the message ({other:?})"),
-    }
+    Ok(confirmation_outcome(confirmation, routing_key)?)
 }
 
 /// Records a message from `failed_events` in PostgreSQL, once.
@@ -373,6 +380,12 @@ async fn record_dead_letter(context: &Context, delivery: Delivery) {
             if let Err(error) = delivery.acker.ack(BasicAckOptions::default()).await {
                 warn!(%error, "dead letter recorded but not acked; it will be recorded once more (no-op)");
             }
+        }
+        Err(StoreError::Unavailable(error)) if matches!(*error, sqlx::Error::Database(_)) => {
+            // The database refused this row itself (not a connection problem): retrying
+            // would stall failed_events behind it forever.
+            error!(%error, "a dead letter cannot be recorded; dropping it from failed_events");
+            let _ = delivery.acker.ack(BasicAckOptions::default()).await;
         }
         Err(error) => {
             warn!(%error, "cannot record a dead letter; returning it to failed_events");

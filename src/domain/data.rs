@@ -180,6 +180,10 @@ impl EventData {
 }
 
 fn check_kind(kind: FieldKind, value: &Value) -> Result<(), String> {
+    // PostgreSQL's text and jsonb cannot hold U+0000, and no event needs it.
+    if has_nul(value) {
+        return Err("must not contain the NUL character (U+0000)".into());
+    }
     match kind {
         Id => check_id(value),
         Text => match value.as_str() {
@@ -244,6 +248,18 @@ fn check_metadata(value: &Value) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// Whether any string (or object key) in `value` contains U+0000.
+fn has_nul(value: &Value) -> bool {
+    match value {
+        Value::String(text) => text.contains('\0'),
+        Value::Array(items) => items.iter().any(has_nul),
+        Value::Object(map) => map
+            .iter()
+            .any(|(key, item)| key.contains('\0') || has_nul(item)),
+        _ => false,
+    }
 }
 
 /// Nesting depth of objects and arrays; a scalar has depth 0.
@@ -377,6 +393,16 @@ mod tests {
         let reward = json!({"rewardId": "r", "userId": "u", "name": "n", "type": "coins",
             "value": {"coins": 5}});
         assert!(pointers(EventType::RewardClaimed, reward).is_empty());
+    }
+
+    #[test]
+    fn nul_characters_are_refused_anywhere() {
+        let data = json!({"rewardId": "r", "userId": "u", "name": "a\u{0}b", "type": "t",
+            "value": {"deep": ["x\u{0}"]}, "metadata": {"k\u{0}": 1}});
+        assert_eq!(
+            pointers(EventType::RewardClaimed, data),
+            vec!["/data/name", "/data/value", "/data/metadata"]
+        );
     }
 
     #[test]

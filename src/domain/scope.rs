@@ -88,22 +88,42 @@ impl Principal {
 }
 
 impl Principal {
-    /// Operators' rights: dead letters.
+    /// Operators' rights: dead letters. A player token never has them.
     pub fn authorize_admin(&self) -> Result<(), Forbidden> {
-        if self.scopes.admin {
+        if self.scopes.admin && !self.is_player() {
             Ok(())
         } else {
-            Err(Forbidden("this needs the admin scope".into()))
+            Err(Forbidden(
+                "this needs the admin scope (and not a player token)".into(),
+            ))
+        }
+    }
+
+    /// Whether this principal may publish anything at all, judged before the body is read
+    /// so a token without any publish scope gets 403, not a validation error.
+    pub fn authorize_any_publish(&self) -> Result<(), Forbidden> {
+        let scopes = &self.scopes;
+        if scopes.publish_any || scopes.publish_self || !scopes.publish_families.is_empty() {
+            Ok(())
+        } else {
+            Err(Forbidden("the token has no events:publish scope".into()))
+        }
+    }
+
+    /// The read scope, checked before anything is looked up.
+    pub fn authorize_read_scope(&self) -> Result<(), Forbidden> {
+        if self.scopes.read {
+            Ok(())
+        } else {
+            Err(Forbidden(
+                "reading events needs the events:read scope".into(),
+            ))
         }
     }
 
     /// Whether this principal may read events about `user_id`.
     pub fn authorize_read(&self, user_id: Option<&str>) -> Result<(), Forbidden> {
-        if !self.scopes.read {
-            return Err(Forbidden(
-                "reading events needs the events:read scope".into(),
-            ));
-        }
+        self.authorize_read_scope()?;
         if self.is_player() && user_id != Some(self.subject.as_str()) {
             return Err(Forbidden("a player token reads only its own events".into()));
         }

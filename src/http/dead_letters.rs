@@ -194,10 +194,21 @@ async fn replay_dead_letter(
         timestamp_secs: OffsetDateTime::now_utc().unix_timestamp().unsigned_abs(),
         body: letter.body,
     };
-    if let Err(error) = state.publisher.publish_confirmed(message).await {
-        state.store.unclaim_replay(id).await?;
-        return Err(IngestError::Publish(error).into());
-    }
+    // Claimed: settle it even if the client goes away, or it would stay marked replayed
+    // without having been published.
+    let (publisher, store) = (state.publisher.clone(), state.store.clone());
+    let settled = tokio::spawn(async move {
+        match publisher.publish_confirmed(message).await {
+            Ok(()) => Ok(()),
+            Err(error) => {
+                store.unclaim_replay(id).await?;
+                Err(ApiError::from(IngestError::Publish(error)))
+            }
+        }
+    });
+    settled
+        .await
+        .map_err(|error| ApiError::Internal(error.into()))??;
     Ok((
         StatusCode::ACCEPTED,
         Json(Replayed {

@@ -59,6 +59,9 @@ async fn publish_event(
     IdempotencyHeader(idempotency): IdempotencyHeader,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
+    caller
+        .authorize_any_publish()
+        .map_err(ApiError::forbidden)?;
     // Kept for the idempotency hash only when a key can exist.
     let request = (idempotency.is_some() || body.get("id").is_some()).then(|| body.clone());
     let event = ValidEvent::parse(body, "").map_err(ApiError::invalid)?;
@@ -69,8 +72,9 @@ async fn publish_event(
     let correlation_id = header
         .or_else(|| event.correlation_id.clone())
         .unwrap_or_else(new_correlation_id);
-    let publish = publish_one(&state, &caller, &event, &correlation_id);
-    once(&state, &caller.subject, key.zip(request), publish).await
+    let subject = caller.subject.clone();
+    let publish = publish_one(state.clone(), caller, event, correlation_id);
+    once(&state, &subject, key.zip(request), publish).await
 }
 
 /// Publish one event of the given type; the body is its `data`.
@@ -104,6 +108,9 @@ async fn publish_typed_event(
     IdempotencyHeader(idempotency): IdempotencyHeader,
     JsonBody(data): JsonBody,
 ) -> Result<Response, ApiError> {
+    caller
+        .authorize_any_publish()
+        .map_err(ApiError::forbidden)?;
     let event_type: EventType = event_type.parse().map_err(|unknown| {
         ApiError::invalid(vec![FieldError::new(
             "",
@@ -133,9 +140,10 @@ async fn publish_typed_event(
         .authorize_publish(event.event_type, event.data.user_id())
         .map_err(ApiError::forbidden)?;
     let correlation_id = header.unwrap_or_else(new_correlation_id);
-    let publish = publish_one(&state, &caller, &event, &correlation_id);
+    let subject = caller.subject.clone();
+    let publish = publish_one(state.clone(), caller, event, correlation_id);
     let key = IdempotencyKey::from_header(idempotency);
-    once(&state, &caller.subject, key.zip(request), publish).await
+    once(&state, &subject, key.zip(request), publish).await
 }
 
 /// Publish up to 500 events at once.
@@ -167,6 +175,9 @@ async fn publish_batch(
     IdempotencyHeader(idempotency): IdempotencyHeader,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
+    caller
+        .authorize_any_publish()
+        .map_err(ApiError::forbidden)?;
     let request = idempotency.is_some().then(|| body.clone());
     let items = batch_items(body)?;
     let mut events = Vec::with_capacity(items.len());
@@ -177,6 +188,7 @@ async fn publish_batch(
             Err(found) => errors.extend(found),
         }
     }
+    errors.extend(repeated_ids(&events));
     if !errors.is_empty() {
         return Err(ApiError::invalid(errors));
     }
@@ -200,19 +212,29 @@ async fn publish_batch(
         });
     }
     let request_correlation = header.unwrap_or_else(new_correlation_id);
-    let publish = async {
-        let outcomes = join_all(events.iter().map(|event| {
-            let correlation_id = event
-                .correlation_id
-                .as_deref()
-                .unwrap_or(&request_correlation);
-            state.ingest.publish(&caller, event, correlation_id)
-        }))
-        .await;
-        batch_answer(&request_correlation, &events, outcomes)
-    };
+    let subject = caller.subject.clone();
+    let publish = publish_all(state.clone(), caller, events, request_correlation);
     let key = IdempotencyKey::from_header(idempotency);
-    once(&state, &caller.subject, key.zip(request), publish).await
+    once(&state, &subject, key.zip(request), publish).await
+}
+
+/// The same event id twice in one batch would be one event published twice.
+fn repeated_ids(events: &[ValidEvent]) -> Vec<FieldError> {
+    events
+        .iter()
+        .enumerate()
+        .filter(|(index, event)| {
+            events[..*index]
+                .iter()
+                .any(|earlier| earlier.id == event.id)
+        })
+        .map(|(index, _)| {
+            FieldError::new(
+                format!("/events/{index}/id"),
+                "repeats an earlier event's id",
+            )
+        })
+        .collect()
 }
 
 /// The `events` array of a batch body, with its size checked.
@@ -294,16 +316,64 @@ fn new_correlation_id() -> String {
 }
 
 async fn publish_one(
-    state: &AppState,
-    caller: &Principal,
-    event: &ValidEvent,
-    correlation_id: &str,
+    state: AppState,
+    caller: Principal,
+    event: ValidEvent,
+    correlation_id: String,
 ) -> Result<Accepted, ApiError> {
-    let receipt = state.ingest.publish(caller, event, correlation_id).await?;
+    let receipt = state
+        .ingest
+        .publish(&caller, &event, &correlation_id)
+        .await?;
     Ok(Accepted {
-        correlation_id: correlation_id.to_owned(),
+        correlation_id,
         body: json!(receipt),
     })
+}
+
+/// Publishes a batch: each user's events one after another, in request order, so they
+/// reach the bus in that order; different users' events concurrently.
+async fn publish_all(
+    state: AppState,
+    caller: Principal,
+    events: Vec<ValidEvent>,
+    request_correlation: String,
+) -> Result<Accepted, ApiError> {
+    let mut by_user: Vec<(Option<&str>, Vec<usize>)> = Vec::new();
+    for (index, event) in events.iter().enumerate() {
+        let user = event.data.user_id();
+        match by_user
+            .iter_mut()
+            .find(|(u, _)| user.is_some() && *u == user)
+        {
+            Some((_, indexes)) => indexes.push(index),
+            None => by_user.push((user, vec![index])),
+        }
+    }
+    let groups = join_all(by_user.into_iter().map(|(_, indexes)| {
+        let (state, caller, events, request_correlation) =
+            (&state, &caller, &events, &request_correlation);
+        async move {
+            let mut outcomes = Vec::with_capacity(indexes.len());
+            for index in indexes {
+                let event = &events[index];
+                let correlation_id = event
+                    .correlation_id
+                    .as_deref()
+                    .unwrap_or(request_correlation);
+                outcomes.push((
+                    index,
+                    state.ingest.publish(caller, event, correlation_id).await,
+                ));
+            }
+            outcomes
+        }
+    }))
+    .await;
+    let mut outcomes: Vec<_> = groups.into_iter().flatten().collect();
+    outcomes.sort_by_key(|(index, _)| *index);
+    let outcomes = outcomes.into_iter().map(|(_, outcome)| outcome).collect();
+    batch_answer(&request_correlation, &events, outcomes)
 }
 
 pub fn router() -> OpenApiRouter<AppState> {

@@ -142,10 +142,14 @@ async fn live() -> Json<Status> {
         (status = 503, description = "The broker is unreachable or the database not ready", body = Status),
     ))]
 async fn ready(State(state): State<AppState>) -> Response {
-    let status = match (state.publisher.is_connected(), state.store.is_ready()) {
-        (true, true) => return Json(Status { status: "ready" }).into_response(),
-        (false, _) => "broker_unreachable",
-        (true, false) => "database_not_ready",
+    let status = if !state.publisher.is_connected() {
+        "broker_unreachable"
+    } else if !state.store.is_ready() {
+        "database_not_ready"
+    } else if !state.ingest.outbox_counted() {
+        "outbox_not_counted"
+    } else {
+        return Json(Status { status: "ready" }).into_response();
     };
     (StatusCode::SERVICE_UNAVAILABLE, Json(Status { status })).into_response()
 }

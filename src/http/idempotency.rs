@@ -105,7 +105,7 @@ pub async fn once<Fut>(
     publish: Fut,
 ) -> Result<Response, ApiError>
 where
-    Fut: Future<Output = Result<Accepted, ApiError>>,
+    Fut: Future<Output = Result<Accepted, ApiError>> + Send + 'static,
 {
     let Some((IdempotencyKey { key, pointer }, request)) = key else {
         return publish.await.map(|accepted| accepted.into_response(false));
@@ -136,28 +136,34 @@ where
             }
         }
     }
-    match publish.await {
-        Ok(accepted) => {
-            let stored = StoredAnswer {
-                status: StatusCode::ACCEPTED.as_u16(),
-                body: json!({"correlationId": accepted.correlation_id, "body": accepted.body}),
-            };
-            if let Err(error) = state
-                .store
-                .record_answer(principal.to_owned(), key, stored)
-                .await
-            {
-                tracing::warn!(%error, "could not store an idempotent answer; a retry may publish again");
+    // From here the key is ours: record the answer (or free the key) even if this
+    // request is dropped, so a retry never finds it stuck and publishes again.
+    let store = state.store.clone();
+    let principal = principal.to_owned();
+    let settled = tokio::spawn(async move {
+        let outcome = publish.await;
+        match &outcome {
+            Ok(accepted) => {
+                let stored = StoredAnswer {
+                    status: StatusCode::ACCEPTED.as_u16(),
+                    body: json!({"correlationId": accepted.correlation_id, "body": accepted.body}),
+                };
+                if let Err(error) = store.record_answer(principal, key, stored).await {
+                    tracing::warn!(%error, "could not store an idempotent answer; a retry may publish again");
+                }
             }
-            Ok(accepted.into_response(false))
-        }
-        Err(error) => {
-            if let Err(release) = state.store.release_key(principal.to_owned(), key).await {
-                tracing::warn!(error = %release, "could not free an idempotency key");
+            Err(_) => {
+                if let Err(error) = store.release_key(principal, key).await {
+                    tracing::warn!(%error, "could not free an idempotency key");
+                }
             }
-            Err(error)
         }
-    }
+        outcome
+    });
+    let accepted = settled
+        .await
+        .map_err(|error| ApiError::Internal(error.into()))??;
+    Ok(accepted.into_response(false))
 }
 
 fn replay(answer: StoredAnswer) -> Response {

@@ -109,6 +109,7 @@ pub(super) async fn get_event(
     Caller(caller): Caller,
     Path(id): Path<String>,
 ) -> Result<Json<PersistedEvent>, ApiError> {
+    caller.authorize_read_scope().map_err(ApiError::forbidden)?;
     let id: Uuid = id.parse().map_err(|_| ApiError::NotFound)?;
     let cached = state.cache.event(id).await;
     let event = match cached.and_then(|json| serde_json::from_str::<PersistedEvent>(&json).ok()) {

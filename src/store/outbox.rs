@@ -26,29 +26,32 @@ pub struct ClaimedBatch {
 }
 
 impl Store {
-    /// Claims up to `limit` due rows, oldest first. A per-ordering-key advisory lock keeps
-    /// another process from publishing a user's later event before this one's earlier, and
-    /// no row is due while an earlier row of its key waits (backoff or a request's lease).
+    /// Claims up to `limit` due rows, oldest first, at most one per ordering key: only
+    /// the oldest row of a key can be claimed, and its row lock keeps every other process
+    /// off that key until this one commits, so a user's events leave in order.
     #[instrument(skip_all)]
     pub async fn claim_due(&self, limit: i64) -> Result<ClaimedBatch, StoreError> {
-        let mut tx = self.pool()?.begin().await?;
-        let rows = sqlx::query_as::<_, OutboxRow>(
-            "SELECT event_id, routing_key, ordering_key, correlation_id, timestamp_secs, body
-             FROM outbox
-             WHERE next_attempt_at <= now()
-               AND NOT EXISTS (SELECT 1 FROM outbox earlier
-                               WHERE earlier.ordering_key = outbox.ordering_key
-                                 AND earlier.seq < outbox.seq
-                                 AND earlier.next_attempt_at > now())
-               AND pg_try_advisory_xact_lock(hashtext(ordering_key))
-             ORDER BY seq
-             LIMIT $1
-             FOR UPDATE SKIP LOCKED",
-        )
-        .bind(limit)
-        .fetch_all(&mut *tx)
-        .await?;
-        Ok(ClaimedBatch { tx, rows })
+        let claimed = async {
+            let mut tx = self.pool()?.begin().await?;
+            let rows = sqlx::query_as::<_, OutboxRow>(
+                "SELECT event_id, routing_key, ordering_key, correlation_id, timestamp_secs, body
+                 FROM outbox
+                 WHERE next_attempt_at <= now()
+                   AND NOT EXISTS (SELECT 1 FROM outbox earlier
+                                   WHERE earlier.ordering_key = outbox.ordering_key
+                                     AND earlier.seq < outbox.seq)
+                 ORDER BY seq
+                 LIMIT $1
+                 FOR UPDATE SKIP LOCKED",
+            )
+            .bind(limit)
+            .fetch_all(&mut *tx)
+            .await?;
+            Ok(ClaimedBatch { tx, rows })
+        }
+        .await;
+        self.breaker.record(&claimed);
+        claimed
     }
 
     /// Rows in the outbox, and how many of them the relay owns (due, or backing off after
@@ -68,14 +71,31 @@ impl Store {
 }
 
 impl ClaimedBatch {
-    /// Records what the broker confirmed and what failed, and releases the locks.
+    /// Records what the broker confirmed, what failed for now (retried later) and what can
+    /// never be published (moved to the dead letters, so it stops blocking its user), and
+    /// releases the locks.
     #[instrument(skip_all, fields(published = published.len(), failed = failed.len()))]
     pub async fn finish(
         mut self,
         published: &[Uuid],
         failed: &[(Uuid, String)],
+        unpublishable: &[(Uuid, String)],
     ) -> Result<(), StoreError> {
         complete_in(&mut self.tx, published).await?;
+        let (ids, errors): (Vec<Uuid>, Vec<String>) = unpublishable.iter().cloned().unzip();
+        sqlx::query(
+            "WITH gone AS (
+                 DELETE FROM outbox USING UNNEST($1::uuid[], $2::text[]) AS x(id, error)
+                 WHERE outbox.event_id = x.id
+                 RETURNING outbox.event_id, outbox.routing_key, outbox.attempts, outbox.body, x.error)
+             INSERT INTO dead_letters (id, event_id, routing_key, queue, attempts, last_error, body)
+             SELECT gen_random_uuid(), event_id::text, routing_key, 'outbox', attempts + 1, error, body
+             FROM gone",
+        )
+        .bind(&ids)
+        .bind(&errors)
+        .execute(&mut *self.tx)
+        .await?;
         let (ids, errors): (Vec<Uuid>, Vec<String>) = failed.iter().cloned().unzip();
         // Backoff per the spec's retry schedule: 1 s doubling, at most 60 s.
         sqlx::query(

@@ -10,6 +10,13 @@ use uuid::Uuid;
 
 use super::{Owner, PendingEvent, REQUEST_LEASE, StoreError};
 
+/// A hold waiting for its round: the events, who publishes them, and where to answer.
+type PendingHold = (
+    Vec<PendingEvent>,
+    Owner,
+    oneshot::Sender<Result<Vec<bool>, StoreError>>,
+);
+
 pub(super) enum WriteJob {
     /// New events to hold; the answer says which were new.
     Hold {
@@ -81,23 +88,38 @@ async fn run(pool: PgPool, mut receiver: mpsc::Receiver<WriteJob>, max_rows: usi
             .iter()
             .flat_map(|(events, owner, _)| events.iter().map(|event| (event, *owner)))
             .collect();
-        let outcome = commit_round(&pool, &rows, &confirmed)
+        match commit_round(&pool, &rows, &confirmed).await {
+            Ok(fresh) => {
+                let mut offset = 0;
+                for (events, _, answer) in holds {
+                    let count = events.len();
+                    // The request may have gone; its rows are written either way.
+                    let _ = answer.send(Ok(fresh[offset..offset + count].to_vec()));
+                    offset += count;
+                }
+            }
+            Err(error) => {
+                warn!(%error, jobs = holds.len(), "group commit failed; retrying its writes one by one");
+                commit_one_by_one(&pool, holds, &confirmed).await;
+            }
+        }
+    }
+}
+
+/// After a failed round, one bad write (or a database that is gone) must not fail the
+/// others: each gets its own transaction and its own answer.
+async fn commit_one_by_one(pool: &PgPool, holds: Vec<PendingHold>, confirmed: &[Uuid]) {
+    if !confirmed.is_empty()
+        && let Err(error) = commit_round(pool, &[], confirmed).await
+    {
+        warn!(%error, "could not mark confirmed events; the relay will publish them again after their lease");
+    }
+    for (events, owner, answer) in holds {
+        let rows: Vec<(&PendingEvent, Owner)> = events.iter().map(|e| (e, owner)).collect();
+        let outcome = commit_round(pool, &rows, &[])
             .await
-            .map_err(Arc::new);
-        if let Err(error) = &outcome {
-            warn!(%error, "group commit failed");
-        }
-        let mut offset = 0;
-        for (events, _, answer) in holds {
-            let count = events.len();
-            let result = match &outcome {
-                Ok(fresh) => Ok(fresh[offset..offset + count].to_vec()),
-                Err(error) => Err(StoreError::Unavailable(error.clone())),
-            };
-            offset += count;
-            // The request may have gone; its rows are written either way.
-            let _ = answer.send(result);
-        }
+            .map_err(|error| StoreError::Unavailable(Arc::new(error)));
+        let _ = answer.send(outcome);
     }
 }
 
@@ -241,5 +263,14 @@ async fn insert_rows(
     )
     .fetch_all(&mut **tx)
     .await?;
-    Ok(rows.iter().map(|(e, _)| fresh.contains(&e.id)).collect())
+    // An id written twice in one round is new only the first time.
+    let mut seen = Vec::with_capacity(rows.len());
+    Ok(rows
+        .iter()
+        .map(|(e, _)| {
+            let first = !seen.contains(&e.id);
+            seen.push(e.id);
+            first && fresh.contains(&e.id)
+        })
+        .collect())
 }

@@ -88,6 +88,23 @@ async fn bad_credentials_are_401_problems() {
     for (case, token) in cases {
         assert_eq!(status_with(&app, &token, &body).await, 401, "{case}");
     }
+    let lowercase = app
+        .http
+        .post(format!("{}/v1/events", app.base))
+        .header(
+            "authorization",
+            format!("bearer {}", signed(&claims, TEST_SECRET)),
+        )
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        lowercase.status(),
+        202,
+        "the scheme name is case-insensitive"
+    );
+    app.next_message(&app.queue("quest")).await;
     assert_eq!(
         status_with(&app, &signed(&claims, TEST_SECRET), &body).await,
         202,
@@ -156,6 +173,29 @@ async fn scopes_decide_what_may_be_published() {
     let (status, problem_body) = problem(
         app.post_json("/v1/events", &reader, &event("quest.created"))
             .await,
+    )
+    .await;
+    assert_eq!(status, 403);
+    assert!(
+        problem_body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("no events:publish scope")
+    );
+    let mut invalid = event("quest.created");
+    invalid["data"] = json!({});
+    let (status, _) = problem(app.post_json("/v1/events", &reader, &invalid).await).await;
+    assert_eq!(
+        status, 403,
+        "no publish right: refused before the body is judged"
+    );
+    let (status, problem_body) = problem(
+        app.post_json(
+            "/v1/events",
+            &app.token("tracker", "events:publish:analytics"),
+            &event("quest.created"),
+        )
+        .await,
     )
     .await;
     assert_eq!(status, 403);

@@ -369,3 +369,44 @@ async fn two_gateways_drain_one_outbox_without_publishing_twice() {
         }
     }
 }
+
+#[tokio::test]
+async fn an_outbox_event_that_can_never_be_published_stops_blocking_its_user() {
+    let (app, proxy) = spawn_app_behind_proxy().await;
+    proxy.cut().await;
+    // A row no broker can route (say, written by an older version with a retired type).
+    let stuck = Uuid::new_v4();
+    sqlx::query(
+        "INSERT INTO outbox (event_id, routing_key, ordering_key, correlation_id, timestamp_secs, body, critical)
+         VALUES ($1, 'quest.retired', 'user-1', 'c', 0, '{}', false)",
+    )
+    .bind(stuck)
+    .execute(&app.db().await)
+    .await
+    .unwrap();
+    let next: Value = app
+        .publish(&event("notification.read"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(next["status"], "queued");
+    proxy.restore();
+    let delivered = drain(&app, &app.queue("notification"), 1).await;
+    assert_eq!(
+        delivered[0]["id"], next["id"],
+        "the user's next event is not held back"
+    );
+    let parked: (String, String) =
+        sqlx::query_as("SELECT queue, last_error FROM dead_letters WHERE event_id = $1")
+            .bind(stuck.to_string())
+            .fetch_one(&app.db().await)
+            .await
+            .unwrap();
+    assert_eq!(parked.0, "outbox");
+    assert!(parked.1.contains("quest.retired"), "{}", parked.1);
+    eventually(Duration::from_secs(5), || async {
+        outbox_rows(&app).await == 0
+    })
+    .await;
+}

@@ -259,6 +259,27 @@ async fn a_batch_with_one_bad_event_is_refused_whole_and_names_it() {
 }
 
 #[tokio::test]
+async fn a_batch_may_not_repeat_an_event_id() {
+    let app = spawn_app().await;
+    let id = uuid::Uuid::new_v4().to_string();
+    let mut first = event("quest.started");
+    first["id"] = json!(id);
+    let mut again = event("quest.created");
+    again["id"] = json!(id);
+    let body = json!({"events": [first, again]});
+    let (status, refusal) = problem(
+        app.post_json("/v1/events/batch", &app.backend_token(), &body)
+            .await,
+    )
+    .await;
+    assert_eq!(
+        (status, pointers(&refusal)),
+        (422, vec!["/events/1/id".to_owned()])
+    );
+    assert_eq!(app.total_depth().await, 0);
+}
+
+#[tokio::test]
 async fn batch_size_is_bounded() {
     let app = spawn_app().await;
     let empty = app

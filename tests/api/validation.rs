@@ -18,6 +18,11 @@ async fn every_rule_is_refused_with_its_pointer() {
     let app = spawn_app().await;
     let cases: Vec<(&str, Value, &str)> = vec![
         (
+            "reward.claimed",
+            json!({"rewardId": "r", "userId": "u", "name": "a\u{0}b", "type": "coins", "value": 1}),
+            "/data/name",
+        ),
+        (
             "achievement.created",
             json!({"achievementId": ""}),
             "/data/achievementId",
