@@ -59,6 +59,26 @@ pub enum IngestError {
     Duplicate,
 }
 
+/// One event to take, with the correlation id it goes out with.
+#[derive(Debug, Clone)]
+pub struct Submission {
+    pub event: ValidEvent,
+    pub correlation_id: String,
+}
+
+/// Where one event of a request stands.
+enum Step {
+    /// To be committed to the outbox first.
+    ToHold,
+    /// Committed; this request publishes it.
+    HeldBySelf,
+    /// Straight to the broker.
+    Direct,
+    /// The broker could not take it for now: to the outbox.
+    Refused,
+    Done(Result<ReceiptStatus, IngestError>),
+}
+
 /// Publishes events for callers and counts the outcomes.
 #[derive(Clone)]
 pub struct Ingest {
@@ -101,12 +121,215 @@ impl Ingest {
         event: &ValidEvent,
         correlation_id: &str,
     ) -> Result<Receipt, IngestError> {
-        let critical = self.critical.contains(&event.event_type);
-        let pending = self.pending(principal, event, correlation_id, critical)?;
-        let outcome = if critical || self.relay.has_backlog() {
-            self.through_outbox(pending).await
+        let submission = Submission {
+            event: event.clone(),
+            correlation_id: correlation_id.to_owned(),
+        };
+        self.publish_all(principal, vec![submission])
+            .await
+            .pop()
+            .unwrap_or(Err(IngestError::Publish(PublishError::Unavailable(None))))
+    }
+
+    /// Takes events in request order, one outcome each; a user's events reach the bus in
+    /// that order. Runs in a task of its own: once something is committed, its story is
+    /// finished even if the client goes away (or a row would sit out its lease and be
+    /// published twice).
+    pub async fn publish_all(
+        &self,
+        principal: &Principal,
+        submissions: Vec<Submission>,
+    ) -> Vec<Result<Receipt, IngestError>> {
+        let count = submissions.len();
+        let ingest = self.clone();
+        let principal = principal.clone();
+        match tokio::spawn(async move { ingest.take(&principal, &submissions).await }).await {
+            Ok(outcomes) => outcomes,
+            Err(_) => (0..count)
+                .map(|_| Err(IngestError::Publish(PublishError::Unavailable(None))))
+                .collect(),
+        }
+    }
+
+    async fn take(
+        &self,
+        principal: &Principal,
+        submissions: &[Submission],
+    ) -> Vec<Result<Receipt, IngestError>> {
+        // While the outbox owes the broker events, new ones queue behind them (order).
+        let backlog = self.relay.has_backlog();
+        let by_request = !backlog && self.publisher.is_connected();
+        let mut steps = Vec::with_capacity(submissions.len());
+        let mut pendings = Vec::with_capacity(submissions.len());
+        for submission in submissions {
+            let critical = self.critical.contains(&submission.event.event_type);
+            match self.pending(
+                principal,
+                &submission.event,
+                &submission.correlation_id,
+                critical,
+            ) {
+                Ok(pending) => {
+                    steps.push(if critical || backlog {
+                        Step::ToHold
+                    } else {
+                        Step::Direct
+                    });
+                    pendings.push(Some(pending));
+                }
+                Err(error) => {
+                    steps.push(Step::Done(Err(error)));
+                    pendings.push(None);
+                }
+            }
+        }
+        self.hold_first(&mut steps, &pendings, by_request).await;
+        self.send(&mut steps, &pendings).await;
+        self.hold_what_the_broker_refused(&mut steps, &pendings)
+            .await;
+        submissions
+            .iter()
+            .zip(steps)
+            .map(|(submission, step)| self.receipt(submission, step))
+            .collect()
+    }
+
+    /// Critical events (all events, with a backlog) are committed before the broker sees
+    /// them, in one transaction for the whole request.
+    async fn hold_first(
+        &self,
+        steps: &mut [Step],
+        pendings: &[Option<PendingEvent>],
+        by_request: bool,
+    ) {
+        let indexes: Vec<usize> = (0..steps.len())
+            .filter(|&i| matches!(steps[i], Step::ToHold))
+            .collect();
+        if indexes.is_empty() {
+            return;
+        }
+        let owner = if by_request {
+            Owner::Request
         } else {
-            self.direct(pending).await
+            Owner::Relay
+        };
+        let held: Vec<PendingEvent> = indexes
+            .iter()
+            .filter_map(|&i| pendings[i].clone())
+            .collect();
+        let users: HashSet<String> = held
+            .iter()
+            .filter_map(|p| p.record.as_ref().and_then(|r| r.user_id.clone()))
+            .collect();
+        match self.store.hold(held, owner).await {
+            Ok(fresh) => {
+                for (&i, fresh) in indexes.iter().zip(fresh) {
+                    steps[i] = match (fresh, by_request) {
+                        (false, _) => Step::Done(Err(IngestError::Duplicate)),
+                        (true, true) => Step::HeldBySelf,
+                        (true, false) => Step::Done(Ok(ReceiptStatus::Queued)),
+                    };
+                }
+                if !by_request {
+                    self.relay.backlog_added();
+                }
+            }
+            Err(error) => {
+                for &i in &indexes {
+                    steps[i] = Step::Done(Err(IngestError::Unavailable(error.clone())));
+                }
+            }
+        }
+        for user in users {
+            self.cache.forget_user_events(&user).await;
+        }
+    }
+
+    /// Publishes what this request owns, in request order, and settles held rows.
+    async fn send(&self, steps: &mut [Step], pendings: &[Option<PendingEvent>]) {
+        let indexes: Vec<usize> = (0..steps.len())
+            .filter(|&i| matches!(steps[i], Step::Direct | Step::HeldBySelf))
+            .collect();
+        let messages = indexes
+            .iter()
+            .filter_map(|&i| pendings[i].as_ref().map(message))
+            .collect();
+        let outcomes = self.publisher.publish_in_order(messages).await;
+        let mut confirmed = Vec::new();
+        for (&i, outcome) in indexes.iter().zip(outcomes) {
+            let Some(id) = pendings[i].as_ref().map(|p| p.id) else {
+                continue;
+            };
+            let held = matches!(steps[i], Step::HeldBySelf);
+            steps[i] = match outcome {
+                Ok(()) => {
+                    if held {
+                        confirmed.push(id);
+                    }
+                    Step::Done(Ok(ReceiptStatus::Published))
+                }
+                Err(error) if !error.is_transient() => {
+                    if held && let Err(forget) = self.store.forget(id).await {
+                        warn!(error = %forget, event_id = %id, "could not drop an unpublishable event");
+                    }
+                    Step::Done(Err(error.into()))
+                }
+                Err(error) if held => {
+                    warn!(%error, event_id = %id, "broker did not take the event; the relay will publish it");
+                    if let Err(release) = self.store.release(id).await {
+                        warn!(error = %release, "could not hand the event to the relay now; it will after its lease");
+                    }
+                    self.relay.backlog_added();
+                    Step::Done(Ok(ReceiptStatus::Queued))
+                }
+                Err(error) => {
+                    warn!(%error, event_id = %id, "broker did not take the event; holding it in the outbox");
+                    Step::Refused
+                }
+            };
+        }
+        if !confirmed.is_empty()
+            && let Err(error) = self.store.confirmed(confirmed).await
+        {
+            warn!(%error, "could not mark events published; the relay will publish them again");
+        }
+    }
+
+    /// Events the broker could not take for now go to the outbox, in request order.
+    async fn hold_what_the_broker_refused(
+        &self,
+        steps: &mut [Step],
+        pendings: &[Option<PendingEvent>],
+    ) {
+        let indexes: Vec<usize> = (0..steps.len())
+            .filter(|&i| matches!(steps[i], Step::Refused))
+            .collect();
+        if indexes.is_empty() {
+            return;
+        }
+        let refused = indexes
+            .iter()
+            .filter_map(|&i| pendings[i].clone())
+            .collect();
+        let held = self.store.hold(refused, Owner::Relay).await;
+        for &i in &indexes {
+            steps[i] = Step::Done(match &held {
+                // Already in the outbox (a retry of the same id) is just as safe.
+                Ok(_) => Ok(ReceiptStatus::Queued),
+                Err(error) => Err(IngestError::Unavailable(error.clone())),
+            });
+        }
+        if held.is_ok() {
+            self.relay.backlog_added();
+        }
+    }
+
+    fn receipt(&self, submission: &Submission, step: Step) -> Result<Receipt, IngestError> {
+        let event = &submission.event;
+        let outcome = match step {
+            Step::Done(outcome) => outcome,
+            // Every step ends in `Done`; anything else would be a bug, so refuse safely.
+            _ => Err(IngestError::Publish(PublishError::Unavailable(None))),
         };
         let label = match &outcome {
             Ok(ReceiptStatus::Published) => "published",
@@ -122,9 +345,9 @@ impl Ingest {
         outcome.map(|status| Receipt {
             id: event.id,
             event_type: event.event_type.as_str().to_owned(),
-            correlation_id: correlation_id.to_owned(),
+            correlation_id: submission.correlation_id.clone(),
             status,
-            persisted: critical,
+            persisted: self.critical.contains(&event.event_type),
             error: None,
         })
     }
@@ -155,84 +378,6 @@ impl Ingest {
                 accepted_at,
             }),
         })
-    }
-
-    /// Non-critical events go straight to the broker, and to the outbox only if it fails.
-    async fn direct(&self, pending: PendingEvent) -> Result<ReceiptStatus, IngestError> {
-        match self.publisher.publish_confirmed(message(&pending)).await {
-            Ok(()) => Ok(ReceiptStatus::Published),
-            Err(error) if !error.is_transient() => Err(error.into()),
-            Err(error) => {
-                warn!(%error, event_id = %pending.id, "broker did not take the event; holding it in the outbox");
-                self.store
-                    .hold(vec![pending], Owner::Relay)
-                    .await
-                    .map_err(IngestError::Unavailable)?;
-                self.relay.backlog_added();
-                Ok(ReceiptStatus::Queued)
-            }
-        }
-    }
-
-    /// Critical events (and every event while the outbox has a backlog, to keep per-user
-    /// order) are committed first, then published by this request or by the relay.
-    async fn through_outbox(&self, pending: PendingEvent) -> Result<ReceiptStatus, IngestError> {
-        let by_request = !self.relay.has_backlog() && self.publisher.is_connected();
-        let owner = if by_request {
-            Owner::Request
-        } else {
-            Owner::Relay
-        };
-        let user_id = pending.record.as_ref().and_then(|r| r.user_id.clone());
-        let fresh = self
-            .store
-            .hold(vec![pending.clone()], owner)
-            .await
-            .map_err(IngestError::Unavailable)?;
-        if fresh.first() != Some(&true) {
-            return Err(IngestError::Duplicate);
-        }
-        // The row is committed: finish its story even if the client goes away now, or it
-        // would sit out its lease and be published twice.
-        let ingest = self.clone();
-        tokio::spawn(async move {
-            if let Some(user_id) = &user_id {
-                ingest.cache.forget_user_events(user_id).await;
-            }
-            if !by_request {
-                ingest.relay.backlog_added();
-                return Ok(ReceiptStatus::Queued);
-            }
-            ingest.publish_held(pending).await
-        })
-        .await
-        .map_err(|_| IngestError::Publish(PublishError::Unavailable(None)))?
-    }
-
-    /// Publishes an event this request holds in the outbox, and settles its row.
-    async fn publish_held(&self, pending: PendingEvent) -> Result<ReceiptStatus, IngestError> {
-        match self.publisher.publish_confirmed(message(&pending)).await {
-            Ok(()) => {
-                if let Err(error) = self.store.confirmed(vec![pending.id]).await {
-                    warn!(%error, event_id = %pending.id, "could not mark the event published; the relay will publish it again");
-                }
-                Ok(ReceiptStatus::Published)
-            }
-            Err(error) if !error.is_transient() => {
-                if let Err(forget) = self.store.forget(pending.id).await {
-                    warn!(error = %forget, event_id = %pending.id, "could not drop an unpublishable event");
-                }
-                Err(error.into())
-            }
-            Err(error) => {
-                warn!(%error, event_id = %pending.id, "broker did not take the event; the relay will publish it");
-                if let Err(release) = self.store.release(pending.id).await {
-                    warn!(error = %release, "could not hand the event to the relay now; it will after its lease");
-                }
-                self.relay.backlog_added();
-                Ok(ReceiptStatus::Queued)
-            }
-        }
     }
 }
 

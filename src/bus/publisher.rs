@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
+use futures_util::future::join_all;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
 use lapin::types::{FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
@@ -178,67 +179,112 @@ impl Publisher {
     }
 
     /// Publishes persistent and mandatory, and returns once the broker confirmed it.
+    pub async fn publish_confirmed(&self, message: OutgoingMessage) -> Result<(), PublishError> {
+        self.publish_in_order(vec![message])
+            .await
+            .pop()
+            .unwrap_or(Err(PublishError::Unavailable(None)))
+    }
+
+    /// Publishes `messages` (persistent, mandatory) one after another on one channel, so
+    /// they reach each queue in this order, then awaits all their confirms together. One
+    /// outcome per message.
     ///
     /// The work runs in its own task: if the caller stops waiting (confirm timeout, client
-    /// disconnect) the confirm is still awaited, so lapin never keeps an orphaned one.
-    #[instrument(skip_all, fields(message_id = %message.message_id, routing_key = message.routing_key))]
-    pub async fn publish_confirmed(&self, message: OutgoingMessage) -> Result<(), PublishError> {
+    /// disconnect) the confirms are still awaited, so lapin never keeps an orphaned one.
+    #[instrument(skip_all, fields(messages = messages.len()))]
+    pub async fn publish_in_order(
+        &self,
+        messages: Vec<OutgoingMessage>,
+    ) -> Vec<Result<(), PublishError>> {
+        let count = messages.len();
         let publisher = self.clone();
         let timeout = self.shared.settings.confirm_timeout;
         let abandoned = Arc::new(AtomicBool::new(false));
         let given_up = abandoned.clone();
-        let task =
-            tokio::spawn(async move { publisher.publish_and_confirm(message, &given_up).await });
+        let task = tokio::spawn(async move { publisher.send_in_order(messages, &given_up).await });
+        let failed =
+            |error: fn(Duration) -> PublishError| (0..count).map(|_| Err(error(timeout))).collect();
         match tokio::time::timeout(timeout, task).await {
-            Ok(Ok(outcome)) => outcome,
-            Ok(Err(_panicked)) => Err(PublishError::Unavailable(None)),
+            Ok(Ok(outcomes)) => outcomes,
+            Ok(Err(_panicked)) => failed(|_| PublishError::Unavailable(None)),
             Err(_elapsed) => {
                 // Not sent yet (waiting for a slot)? Then it must not be sent later, when
-                // the caller has already told its client the event was not published.
+                // the caller has already told its client the events were not published.
                 abandoned.store(true, Ordering::Release);
-                Err(PublishError::ConfirmTimeout(timeout))
+                failed(PublishError::ConfirmTimeout)
             }
         }
     }
 
-    async fn publish_and_confirm(
+    async fn send_in_order(
         &self,
-        message: OutgoingMessage,
+        messages: Vec<OutgoingMessage>,
         abandoned: &AtomicBool,
-    ) -> Result<(), PublishError> {
-        let _slot = self
-            .shared
-            .in_flight
-            .acquire()
-            .await
-            .map_err(|_| PublishError::Unavailable(None))?;
-        if abandoned.load(Ordering::Acquire) {
-            return Err(PublishError::ConfirmTimeout(
-                self.shared.settings.confirm_timeout,
-            ));
-        }
-        let link = self.current().ok_or(PublishError::Unavailable(None))?;
+    ) -> Vec<Result<(), PublishError>> {
+        let slots = (messages.len() as u32).min(self.shared.settings.max_in_flight);
+        let Ok(_slots) = self.shared.in_flight.acquire_many(slots).await else {
+            return messages
+                .iter()
+                .map(|_| Err(PublishError::Unavailable(None)))
+                .collect();
+        };
+        let link = match self.current() {
+            Some(link) if !abandoned.load(Ordering::Acquire) => link,
+            Some(_) => {
+                let timeout = self.shared.settings.confirm_timeout;
+                return messages
+                    .iter()
+                    .map(|_| Err(PublishError::ConfirmTimeout(timeout)))
+                    .collect();
+            }
+            None => {
+                return messages
+                    .iter()
+                    .map(|_| Err(PublishError::Unavailable(None)))
+                    .collect();
+            }
+        };
+        let channel = link.pick();
         let started = Instant::now();
-        let confirm = link
-            .pick()
-            .basic_publish(
-                self.topology().exchange.as_str().into(),
-                message.routing_key.into(),
-                BasicPublishOptions {
-                    mandatory: true,
-                    immediate: false,
-                },
-                &message.body,
-                properties(&message),
-            )
-            .await
-            .map_err(|error| self.lost(error))?;
-        let confirmation = confirm.await.map_err(|error| self.lost(error))?;
-        self.shared
-            .metrics
-            .publish_confirm_seconds
-            .observe(started.elapsed().as_secs_f64());
-        confirmation_outcome(confirmation, message.routing_key)
+        let mut confirms = Vec::with_capacity(messages.len());
+        let mut broken = false;
+        for message in &messages {
+            if broken {
+                // A later message must not overtake one that failed.
+                confirms.push(Err(PublishError::Unavailable(None)));
+                continue;
+            }
+            let sent = channel
+                .basic_publish(
+                    self.topology().exchange.as_str().into(),
+                    message.routing_key.into(),
+                    BasicPublishOptions {
+                        mandatory: true,
+                        immediate: false,
+                    },
+                    &message.body,
+                    properties(message),
+                )
+                .await
+                .map_err(|error| self.lost(error));
+            broken = sent.is_err();
+            confirms.push(sent);
+        }
+        join_all(
+            confirms
+                .into_iter()
+                .zip(&messages)
+                .map(|(sent, message)| async move {
+                    let confirmation = sent?.await.map_err(|error| self.lost(error))?;
+                    self.shared
+                        .metrics
+                        .publish_confirm_seconds
+                        .observe(started.elapsed().as_secs_f64());
+                    confirmation_outcome(confirmation, message.routing_key)
+                }),
+        )
+        .await
     }
 
     /// A channel or connection failed: wake the supervisor to check and rebuild.

@@ -3,7 +3,6 @@
 use axum::extract::{Path, State};
 
 use axum::response::Response;
-use futures_util::future::join_all;
 use serde::Serialize;
 use serde_json::{Value, json};
 use utoipa::ToSchema;
@@ -17,7 +16,7 @@ use super::error::{ApiError, Problem};
 use super::extract::{Caller, CorrelationHeader, JsonBody};
 use super::idempotency::{Accepted, IdempotencyHeader, IdempotencyKey, once};
 use crate::domain::{EventType, FieldError, Principal, ValidEvent};
-use crate::ingest::{IngestError, Receipt, ReceiptStatus};
+use crate::ingest::{IngestError, Receipt, ReceiptStatus, Submission};
 
 /// Most events in one batch.
 pub const MAX_BATCH_EVENTS: usize = 500;
@@ -331,48 +330,25 @@ async fn publish_one(
     })
 }
 
-/// Publishes a batch: each user's events one after another, in request order, so they
-/// reach the bus in that order; different users' events concurrently.
+/// Publishes a batch in request order (so each user's events reach the bus in that
+/// order), critical events committed together first.
 async fn publish_all(
     state: AppState,
     caller: Principal,
     events: Vec<ValidEvent>,
     request_correlation: String,
 ) -> Result<Accepted, ApiError> {
-    let mut by_user: Vec<(Option<&str>, Vec<usize>)> = Vec::new();
-    for (index, event) in events.iter().enumerate() {
-        let user = event.data.user_id();
-        match by_user
-            .iter_mut()
-            .find(|(u, _)| user.is_some() && *u == user)
-        {
-            Some((_, indexes)) => indexes.push(index),
-            None => by_user.push((user, vec![index])),
-        }
-    }
-    let groups = join_all(by_user.into_iter().map(|(_, indexes)| {
-        let (state, caller, events, request_correlation) =
-            (&state, &caller, &events, &request_correlation);
-        async move {
-            let mut outcomes = Vec::with_capacity(indexes.len());
-            for index in indexes {
-                let event = &events[index];
-                let correlation_id = event
-                    .correlation_id
-                    .as_deref()
-                    .unwrap_or(request_correlation);
-                outcomes.push((
-                    index,
-                    state.ingest.publish(caller, event, correlation_id).await,
-                ));
-            }
-            outcomes
-        }
-    }))
-    .await;
-    let mut outcomes: Vec<_> = groups.into_iter().flatten().collect();
-    outcomes.sort_by_key(|(index, _)| *index);
-    let outcomes = outcomes.into_iter().map(|(_, outcome)| outcome).collect();
+    let submissions = events
+        .iter()
+        .map(|event| Submission {
+            correlation_id: event
+                .correlation_id
+                .clone()
+                .unwrap_or_else(|| request_correlation.clone()),
+            event: event.clone(),
+        })
+        .collect();
+    let outcomes = state.ingest.publish_all(&caller, submissions).await;
     batch_answer(&request_correlation, &events, outcomes)
 }
 

@@ -45,7 +45,7 @@ pub struct StoreSettings {
 }
 
 /// The database could not take or give what was asked.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     #[error("the database is unavailable: {0}")]
     Unavailable(Arc<sqlx::Error>),

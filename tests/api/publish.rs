@@ -259,6 +259,36 @@ async fn a_batch_with_one_bad_event_is_refused_whole_and_names_it() {
 }
 
 #[tokio::test]
+async fn a_users_events_in_a_batch_reach_the_bus_in_request_order() {
+    let app = spawn_app().await;
+    let events: Vec<Value> = (0..40)
+        .map(|step| {
+            let kind = if step % 10 == 9 { "quest.completed" } else { "quest.progress_updated" };
+            json!({"type": kind, "data": {"questId": format!("q-{step}"), "userId": "user-9", "progress": step}})
+        })
+        .collect();
+    let response = app
+        .post_json(
+            "/v1/events/batch",
+            &app.backend_token(),
+            &json!({"events": events}),
+        )
+        .await;
+    assert_eq!(response.status(), 202);
+    let mut arrived = Vec::new();
+    for _ in 0..40 {
+        let delivery = app.next_message(&app.queue("quest")).await;
+        let body: Value = serde_json::from_slice(&delivery.data).unwrap();
+        arrived.push(body["data"]["questId"].as_str().unwrap().to_owned());
+    }
+    let expected: Vec<String> = (0..40).map(|step| format!("q-{step}")).collect();
+    assert_eq!(
+        arrived, expected,
+        "critical and plain events alike, in request order"
+    );
+}
+
+#[tokio::test]
 async fn a_batch_may_not_repeat_an_event_id() {
     let app = spawn_app().await;
     let id = uuid::Uuid::new_v4().to_string();
