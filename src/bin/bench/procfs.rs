@@ -1,0 +1,121 @@
+//! Numbers about processes and the machine, read from /proc (Linux).
+
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+const RSS_SAMPLE_EVERY: Duration = Duration::from_millis(50);
+
+/// User plus system CPU time of a process so far, in clock ticks.
+pub fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
+    let path = format!("/proc/{pid}/stat");
+    let stat = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    // The command name (field 2) may hold spaces; the fields after its ')' do not.
+    let (_, fields) = stat
+        .rsplit_once(')')
+        .with_context(|| format!("{path}: no command name"))?;
+    let fields: Vec<&str> = fields.split_whitespace().collect();
+    // utime and stime are fields 14 and 15; `fields` starts at field 3.
+    let tick = |index: usize| -> anyhow::Result<u64> {
+        fields
+            .get(index)
+            .with_context(|| format!("{path}: too few fields"))?
+            .parse()
+            .with_context(|| format!("{path}: field {} is not a number", index + 3))
+    };
+    Ok(tick(11)? + tick(12)?)
+}
+
+/// A `Vm...:` line of /proc/<pid>/status, in KiB (e.g. `VmHWM`, the peak resident set).
+pub fn status_kib(pid: u32, field: &str) -> anyhow::Result<u64> {
+    let path = format!("/proc/{pid}/status");
+    let status = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    let line = status
+        .lines()
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
+        .with_context(|| format!("{path}: no {field}"))?;
+    let kib = line.trim().trim_end_matches("kB").trim();
+    kib.parse()
+        .with_context(|| format!("{path}: {field} is not a number"))
+}
+
+/// Clock ticks per second, which /proc/<pid>/stat counts in.
+pub fn ticks_per_second() -> anyhow::Result<u64> {
+    let output = std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .context("running getconf CLK_TCK")?;
+    if !output.status.success() {
+        bail!("getconf CLK_TCK failed");
+    }
+    let ticks: u64 = String::from_utf8_lossy(&output.stdout)
+        .trim()
+        .parse()
+        .context("getconf CLK_TCK printed no number")?;
+    if ticks == 0 {
+        bail!("getconf CLK_TCK printed 0");
+    }
+    Ok(ticks)
+}
+
+/// The RabbitMQ node's Erlang VM, if it runs on this machine and /proc shows it.
+pub fn find_broker() -> Option<u32> {
+    let entries = std::fs::read_dir("/proc").ok()?;
+    entries.flatten().find_map(|entry| {
+        let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+        let comm = std::fs::read_to_string(entry.path().join("comm")).ok()?;
+        let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+        let is_rabbit =
+            comm.trim() == "beam.smp" && String::from_utf8_lossy(&cmdline).contains("rabbit");
+        is_rabbit.then_some(pid)
+    })
+}
+
+/// The `model name` of the first CPU in /proc/cpuinfo.
+pub fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find_map(|line| line.strip_prefix("model name")?.split_once(':'))
+                .map(|(_, model)| model.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// Samples a process's resident set while a run goes on, keeping the largest.
+pub struct RssSampler {
+    stop: CancellationToken,
+    task: JoinHandle<u64>,
+}
+
+impl RssSampler {
+    pub fn start(pid: u32) -> Self {
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(sample_rss(pid, stop.clone()));
+        RssSampler { stop, task }
+    }
+
+    /// The largest `VmRSS` seen, in KiB.
+    pub async fn finish(self) -> anyhow::Result<u64> {
+        self.stop.cancel();
+        self.task.await.context("the RSS sampler panicked")
+    }
+}
+
+async fn sample_rss(pid: u32, stop: CancellationToken) -> u64 {
+    let mut peak = 0;
+    let mut every = tokio::time::interval(RSS_SAMPLE_EVERY);
+    loop {
+        // A process that just exited has no status: its last sample stands.
+        if let Ok(kib) = status_kib(pid, "VmRSS") {
+            peak = peak.max(kib);
+        }
+        tokio::select! {
+            () = stop.cancelled() => return peak,
+            _ = every.tick() => {}
+        }
+    }
+}
