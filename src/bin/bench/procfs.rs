@@ -60,17 +60,50 @@ pub fn ticks_per_second() -> anyhow::Result<u64> {
     Ok(ticks)
 }
 
-/// The RabbitMQ node's Erlang VM, if it runs on this machine and /proc shows it.
-pub fn find_broker() -> Option<u32> {
-    let entries = std::fs::read_dir("/proc").ok()?;
-    entries.flatten().find_map(|entry| {
-        let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
-        let comm = std::fs::read_to_string(entry.path().join("comm")).ok()?;
-        let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
-        let is_rabbit =
-            comm.trim() == "beam.smp" && String::from_utf8_lossy(&cmdline).contains("rabbit");
-        is_rabbit.then_some(pid)
+/// The process listening on TCP `port` on this machine (the broker), found by the inode
+/// of its listening socket. Reading other processes' fds needs root or the same user;
+/// without that the broker's CPU is simply not reported.
+pub fn find_listener(port: u16) -> Option<u32> {
+    let sockets = listening_sockets(port);
+    if sockets.is_empty() {
+        return None;
+    }
+    let processes = std::fs::read_dir("/proc").ok()?;
+    processes.flatten().find_map(|process| {
+        let pid: u32 = process.file_name().to_str()?.parse().ok()?;
+        let fds = std::fs::read_dir(process.path().join("fd")).ok()?;
+        let owns = fds.flatten().any(|fd| {
+            std::fs::read_link(fd.path()).is_ok_and(|target| {
+                sockets
+                    .iter()
+                    .any(|socket| target.as_os_str() == socket.as_str())
+            })
+        });
+        owns.then_some(pid)
     })
+}
+
+/// `socket:[<inode>]` of every socket listening on `port`, as /proc/<pid>/fd shows them.
+fn listening_sockets(port: u16) -> Vec<String> {
+    let local_port = format!(":{port:04X}");
+    let tables = ["/proc/net/tcp", "/proc/net/tcp6"]
+        .into_iter()
+        .filter_map(|path| std::fs::read_to_string(path).ok());
+    let mut sockets = Vec::new();
+    for table in tables {
+        for line in table.lines().skip(1) {
+            // Fields: sl, local address, remote address, state (0A = listening), ..., inode.
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let listening = fields.get(3) == Some(&"0A")
+                && fields
+                    .get(1)
+                    .is_some_and(|local| local.ends_with(&local_port));
+            if let (true, Some(inode)) = (listening, fields.get(9)) {
+                sockets.push(format!("socket:[{inode}]"));
+            }
+        }
+    }
+    sockets
 }
 
 /// The `model name` of the first CPU in /proc/cpuinfo.

@@ -54,7 +54,7 @@ async fn measure(args: &Args, gateway: &Gateway, broker: &Broker) -> anyhow::Res
         batch_size: args.batch_size,
         raw_window: args.raw_window,
     };
-    let meter = Meter::new(gateway.pid, broker, &endpoints)?;
+    let meter = Meter::new(gateway.pid, args.amqp_port, broker, &endpoints)?;
     let full_speed = Plan {
         concurrency: args.concurrency,
         duration: args.duration,
@@ -128,10 +128,15 @@ struct CpuTicks {
 }
 
 impl<'a> Meter<'a> {
-    fn new(gateway_pid: u32, broker: &'a Broker, endpoints: &'a Endpoints) -> anyhow::Result<Self> {
+    fn new(
+        gateway_pid: u32,
+        amqp_port: u16,
+        broker: &'a Broker,
+        endpoints: &'a Endpoints,
+    ) -> anyhow::Result<Self> {
         Ok(Meter {
             gateway_pid,
-            broker_pid: procfs::find_broker(),
+            broker_pid: procfs::find_listener(amqp_port),
             ticks_per_sec: procfs::ticks_per_second()? as f64,
             broker,
             endpoints,

@@ -24,13 +24,17 @@ enum Bound {
 }
 
 impl TargetCheck {
-    fn new(target: &'static str, measured: Option<f64>, bound: Bound, unit: &str) -> Self {
+    fn new(
+        target: &'static str,
+        measured: Option<f64>,
+        bound: Bound,
+        show: fn(f64) -> String,
+    ) -> Self {
         let passed = measured.map(|m| match bound {
             Bound::AtLeast(wanted) => m >= wanted,
             Bound::AtMost(wanted) => m <= wanted,
         });
-        let detail =
-            measured.map_or_else(|| "not measured".to_owned(), |m| format!("{m:.2}{unit}"));
+        let detail = measured.map_or_else(|| "not measured".to_owned(), show);
         TargetCheck {
             target,
             measured,
@@ -46,6 +50,15 @@ impl TargetCheck {
             None => "SKIP",
         }
     }
+}
+
+/// Three decimals, so that a 0.797 is not shown as a failing 0.80.
+fn times(ratio: f64) -> String {
+    format!("{ratio:.3}x")
+}
+
+fn mib(size: f64) -> String {
+    format!("{size:.1} MiB")
 }
 
 /// The targets of issue 6, from the summaries of this run.
@@ -69,43 +82,43 @@ pub fn check(rows: &[Summary], peak_rss_mib: f64) -> Vec<TargetCheck> {
             "single >= 0.8x raw",
             to_raw(Scenario::Single),
             AtLeast(0.8),
-            "x",
+            times,
         ),
         TargetCheck::new(
             "batch >= 1.5x raw",
             to_raw(Scenario::Batch),
             AtLeast(1.5),
-            "x",
+            times,
         ),
         TargetCheck::new(
             "critical >= 0.5x raw",
             to_raw(Scenario::Critical),
             AtLeast(0.5),
-            "x",
+            times,
         ),
         TargetCheck::new(
             "p99 of single at half its max rate <= 3x p99 of raw at that rate",
             paced_p99,
             AtMost(3.0),
-            "x",
+            times,
         ),
         TargetCheck::new(
             "single >= 5x peer",
             to_peer(Scenario::Single),
             AtLeast(5.0),
-            "x",
+            times,
         ),
         TargetCheck::new(
             "batch >= 10x peer",
             to_peer(Scenario::Batch),
             AtLeast(10.0),
-            "x",
+            times,
         ),
         TargetCheck::new(
             "gateway peak RSS < 64 MiB",
             Some(peak_rss_mib),
             AtMost(64.0),
-            " MiB",
+            mib,
         ),
     ]
 }
