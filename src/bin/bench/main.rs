@@ -30,6 +30,8 @@ use std::time::Duration;
 
 use clap::Parser;
 
+use crate::scenarios::Scenario;
+
 /// Measures the gateway against direct AMQP publishing and prints a table.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "bench")]
@@ -70,6 +72,10 @@ pub struct Args {
     /// RabbitMQ management port on 127.0.0.1; the `peer` scenario runs only if it answers.
     #[arg(long, default_value_t = 15672)]
     pub management_port: u16,
+
+    /// The scenarios to compare with raw, comma-separated (e.g. `single` while profiling).
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = Scenario::COMPARED)]
+    pub scenarios: Vec<Scenario>,
 
     /// Also write the results as JSON to this file.
     #[arg(long)]

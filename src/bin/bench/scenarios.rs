@@ -26,9 +26,11 @@ pub const ANALYTICS: &str = "analytics.event_tracked";
 /// The token's subject, which the gateway writes as `metadata.source`.
 pub const SOURCE: &str = "bench";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Scenario {
+    /// Always runs, as the reference; not a choice on the command line.
+    #[value(skip)]
     Raw,
     Single,
     Batch,

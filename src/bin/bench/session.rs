@@ -24,6 +24,11 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let naming = Naming::fresh();
     let gateway = Gateway::start(&args.gateway_bin, args.amqp_port, &naming).await?;
+    // On stderr, so the table stays clean: the pid to attach a profiler to.
+    eprintln!(
+        "bench: gateway pid {} on {}, exchange {}",
+        gateway.pid, gateway.addr, naming.exchange
+    );
     let topology = Topology::new(&naming.exchange, &naming.queue_prefix);
     let broker = Broker::connect(args.amqp_port, topology, args.raw_channels).await?;
     let measured = tokio::select! {
@@ -65,14 +70,16 @@ async fn measure(args: &Args, gateway: &Gateway, broker: &Broker) -> anyhow::Res
     }
     let mut runs = Vec::new();
     for _ in 0..args.runs {
-        for scenario in Scenario::COMPARED {
+        for &scenario in &args.scenarios {
             if scenario == Scenario::Peer && peer.is_none() {
                 continue;
             }
             runs.extend(meter.pair(scenario, &full_speed).await?);
         }
     }
-    runs.extend(meter.paced_pairs(args, &runs).await?);
+    if args.scenarios.contains(&Scenario::Single) {
+        runs.extend(meter.paced_pairs(args, &runs).await?);
+    }
     let peak_rss_kib = procfs::status_kib(gateway.pid, "VmHWM")?;
     Ok(Report::new(setting(args, peer).await, runs, peak_rss_kib))
 }
