@@ -28,6 +28,37 @@ pub fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
     Ok(tick(11)? + tick(12)?)
 }
 
+/// Ticks of all cores together, busy and idle, since boot.
+#[derive(Debug, Clone, Copy)]
+pub struct MachineTicks {
+    pub busy: u64,
+    pub idle: u64,
+}
+
+/// The machine's CPU time from the first line of /proc/stat.
+pub fn machine_ticks() -> anyhow::Result<MachineTicks> {
+    let stat = std::fs::read_to_string("/proc/stat").context("reading /proc/stat")?;
+    let line = stat
+        .lines()
+        .find_map(|line| line.strip_prefix("cpu "))
+        .context("/proc/stat: no cpu line")?;
+    // user nice system idle iowait irq softirq steal; guest time is already in user.
+    let ticks: Vec<u64> = line
+        .split_whitespace()
+        .take(8)
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .context("/proc/stat: the cpu line is not numbers")?;
+    if ticks.len() < 8 {
+        bail!("/proc/stat: the cpu line has {} fields, not 8", ticks.len());
+    }
+    let idle = ticks[3] + ticks[4];
+    Ok(MachineTicks {
+        busy: ticks.iter().sum::<u64>() - idle,
+        idle,
+    })
+}
+
 /// A `Vm...:` line of /proc/<pid>/status, in KiB (e.g. `VmHWM`, the peak resident set).
 pub fn status_kib(pid: u32, field: &str) -> anyhow::Result<u64> {
     let path = format!("/proc/{pid}/status");

@@ -34,6 +34,11 @@ pub struct Run {
     pub broker_cpu_sec: Option<f64>,
     pub bench_cpu_sec: f64,
     pub gateway_rss_peak_mib: f64,
+    /// Share of all cores left idle during the run.
+    pub machine_idle_pct: f64,
+    /// Share of all cores busy with anything but the gateway, the broker and the bench
+    /// (other processes, interrupts): high means the run was disturbed.
+    pub rest_pct: f64,
     /// This run against the raw run just before it.
     pub vs_raw: Option<VsRaw>,
 }
@@ -50,6 +55,8 @@ pub struct Usage {
     pub broker_cpu_sec: Option<f64>,
     pub bench_cpu_sec: f64,
     pub gateway_rss_peak_kib: u64,
+    pub machine_idle_pct: f64,
+    pub rest_pct: f64,
 }
 
 impl Run {
@@ -89,6 +96,8 @@ impl Run {
             broker_cpu_sec: usage.broker_cpu_sec,
             bench_cpu_sec: usage.bench_cpu_sec,
             gateway_rss_peak_mib: usage.gateway_rss_peak_kib as f64 / KIB_PER_MIB,
+            machine_idle_pct: usage.machine_idle_pct,
+            rest_pct: usage.rest_pct,
             vs_raw: None,
         }
     }
@@ -122,6 +131,8 @@ pub struct Summary {
     pub broker_cpu_sec_per_10k: Option<f64>,
     pub bench_cpu_sec_per_10k: f64,
     pub gateway_rss_peak_mib: f64,
+    pub machine_idle_pct: f64,
+    pub rest_pct: f64,
     pub failures: Vec<String>,
 }
 
@@ -178,6 +189,8 @@ pub fn summarise(runs: &[Run], scenario: Scenario, paced: bool) -> Option<Summar
             .iter()
             .map(|r| r.gateway_rss_peak_mib)
             .fold(0.0, f64::max),
+        machine_idle_pct: median(mine.iter().map(|run| run.machine_idle_pct))?,
+        rest_pct: median(mine.iter().map(|run| run.rest_pct))?,
         failures: mine
             .iter()
             .flat_map(|run| run.failures.clone())

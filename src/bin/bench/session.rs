@@ -13,7 +13,7 @@ use crate::Args;
 use crate::broker::Broker;
 use crate::gateway::{Gateway, Naming};
 use crate::load::Plan;
-use crate::procfs::{self, RssSampler};
+use crate::procfs::{self, MachineTicks, RssSampler};
 use crate::report::{Report, Run, Setting, Usage, median};
 use crate::scenarios::{self, Endpoints, Scenario};
 use crate::table;
@@ -132,6 +132,7 @@ struct CpuTicks {
     gateway: u64,
     broker: Option<u64>,
     bench: u64,
+    machine: MachineTicks,
 }
 
 impl<'a> Meter<'a> {
@@ -155,6 +156,7 @@ impl<'a> Meter<'a> {
             gateway: procfs::cpu_ticks(self.gateway_pid)?,
             broker: self.broker_pid.and_then(|pid| procfs::cpu_ticks(pid).ok()),
             bench: procfs::cpu_ticks(std::process::id())?,
+            machine: procfs::machine_ticks()?,
         })
     }
 
@@ -206,13 +208,30 @@ impl<'a> Meter<'a> {
         let gateway_rss_peak_kib = rss.finish().await?;
         let after = self.cpu_ticks()?;
         let delivered = self.broker.drain().await?;
-        let cpu_sec = |from: u64, to: u64| to.saturating_sub(from) as f64 / self.ticks_per_sec;
-        let usage = Usage {
-            gateway_cpu_sec: cpu_sec(before.gateway, after.gateway),
-            broker_cpu_sec: before.broker.zip(after.broker).map(|(b, a)| cpu_sec(b, a)),
-            bench_cpu_sec: cpu_sec(before.bench, after.bench),
-            gateway_rss_peak_kib,
-        };
+        let usage = self.usage(&before, &after, gateway_rss_peak_kib);
         Ok(Run::new(scenario, plan.rate, totals, delivered, usage))
+    }
+
+    /// What the run cost between two readings.
+    fn usage(&self, before: &CpuTicks, after: &CpuTicks, gateway_rss_peak_kib: u64) -> Usage {
+        let gateway = after.gateway.saturating_sub(before.gateway);
+        let broker = before
+            .broker
+            .zip(after.broker)
+            .map(|(b, a)| a.saturating_sub(b));
+        let bench = after.bench.saturating_sub(before.bench);
+        let busy = after.machine.busy.saturating_sub(before.machine.busy);
+        let idle = after.machine.idle.saturating_sub(before.machine.idle);
+        let all = (busy + idle).max(1) as f64;
+        let rest = busy.saturating_sub(gateway + broker.unwrap_or(0) + bench);
+        let seconds = |ticks: u64| ticks as f64 / self.ticks_per_sec;
+        Usage {
+            gateway_cpu_sec: seconds(gateway),
+            broker_cpu_sec: broker.map(seconds),
+            bench_cpu_sec: seconds(bench),
+            gateway_rss_peak_kib,
+            machine_idle_pct: idle as f64 / all * 100.0,
+            rest_pct: rest as f64 / all * 100.0,
+        }
     }
 }

@@ -88,7 +88,7 @@ fn row_line(row: &Summary) -> String {
         .ratio_to_raw
         .or((row.scenario == Scenario::Raw).then_some(1.0));
     format!(
-        "{:<16} {:>4} {:>9.0} {:>6} {:>7.2} {:>7.2} {:>8.2} {:>6} {:>19} {:>8.3} {:>8} {:>8.3} {:>7.1}\n",
+        "{:<16} {:>4} {:>9.0} {:>6} {:>7.2} {:>7.2} {:>8.2} {:>6} {:>19} {:>8.3} {:>8} {:>8.3} {:>7.1} {:>5.0} {:>5.0}\n",
         row.label,
         row.runs,
         row.events_per_sec,
@@ -102,5 +102,7 @@ fn row_line(row: &Summary) -> String {
         optional(row.broker_cpu_sec_per_10k),
         row.bench_cpu_sec_per_10k,
         row.gateway_rss_peak_mib,
+        row.machine_idle_pct,
+        row.rest_pct,
     )
 }
