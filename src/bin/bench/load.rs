@@ -116,8 +116,8 @@ pub struct Totals {
 }
 
 /// Starts `plan.concurrency` workers made by `make_worker(index, schedule)` and waits for
-/// all of them.
-/// A worker that cannot even start (no connection) fails the run.
+/// all of them; the run lasts until the last one has finished its last operation. A worker
+/// that cannot even start (no connection) fails the run.
 pub async fn run_workers<F, Fut>(
     plan: &Plan,
     events_per_op: u64,
