@@ -40,7 +40,7 @@ pub fn render(report: &Report) -> String {
 
 fn rows(report: &Report) -> String {
     let mut out = format!(
-        "{:<16} {:>4} {:>9} {:>6} {:>7} {:>7} {:>8} {:>6} {:>19} {:>8} {:>8} {:>8} {:>7}\n",
+        "{:<16} {:>4} {:>9} {:>6} {:>7} {:>7} {:>8} {:>6} {:>19} {:>8} {:>8} {:>8} {:>7} {:>5} {:>5}\n",
         "scenario",
         "runs",
         "events/s",
@@ -53,12 +53,14 @@ fn rows(report: &Report) -> String {
         "gw cpu",
         "mq cpu",
         "bench",
-        "gw RSS"
+        "gw RSS",
+        "idle",
+        "rest"
     );
     let _ = writeln!(
         out,
-        "{:>103} {:>8} {:>8} {:>7}",
-        "s/10k", "s/10k", "s/10k", "MiB"
+        "{:>103} {:>8} {:>8} {:>7} {:>5} {:>5}",
+        "s/10k", "s/10k", "s/10k", "MiB", "%", "%"
     );
     for row in &report.summaries {
         out.push_str(&row_line(row));
