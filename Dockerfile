@@ -7,12 +7,12 @@ COPY Cargo.toml Cargo.lock ./
 RUN mkdir -p src tests/api \
     && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
     && echo 'fn main() {}' > tests/api/main.rs \
-    && cargo build --release --locked \
+    && cargo build --release --locked --bin event-gateway \
     && rm -rf src tests
 COPY src ./src
 COPY openapi ./openapi
 COPY migrations ./migrations
-RUN touch src/main.rs src/lib.rs && cargo build --release --locked
+RUN touch src/main.rs src/lib.rs && cargo build --release --locked --bin event-gateway
 
 FROM debian:bookworm-slim
 RUN apt-get update \
