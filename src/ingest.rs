@@ -66,6 +66,22 @@ pub struct Submission {
     pub correlation_id: String,
 }
 
+impl Submission {
+    fn as_ref(&self) -> SubmissionRef<'_> {
+        SubmissionRef {
+            event: &self.event,
+            correlation_id: &self.correlation_id,
+        }
+    }
+}
+
+/// A [`Submission`] borrowed, so a single event needs no copy.
+#[derive(Debug, Clone, Copy)]
+struct SubmissionRef<'a> {
+    event: &'a ValidEvent,
+    correlation_id: &'a str,
+}
+
 /// Where one event of a request stands.
 enum Step {
     /// To be committed to the outbox first.
@@ -121,14 +137,32 @@ impl Ingest {
         event: &ValidEvent,
         correlation_id: &str,
     ) -> Result<Receipt, IngestError> {
-        let submission = Submission {
-            event: event.clone(),
-            correlation_id: correlation_id.to_owned(),
+        let submission = [SubmissionRef {
+            event,
+            correlation_id,
+        }];
+        let outcomes = if self.commits_nothing(&submission) {
+            self.take(principal, &submission).await
+        } else {
+            let owned = Submission {
+                event: event.clone(),
+                correlation_id: correlation_id.to_owned(),
+            };
+            self.publish_all(principal, vec![owned]).await
         };
-        self.publish_all(principal, vec![submission])
-            .await
-            .pop()
+        outcomes
+            .into_iter()
+            .next()
             .unwrap_or(Err(IngestError::Publish(PublishError::Unavailable(None))))
+    }
+
+    /// Nothing of these events is committed before it is published (no critical event, no
+    /// backlog), so a request dropped half-way leaves nothing to finish.
+    fn commits_nothing(&self, submissions: &[SubmissionRef<'_>]) -> bool {
+        !self.relay.has_backlog()
+            && submissions
+                .iter()
+                .all(|s| !self.critical.contains(&s.event.event_type))
     }
 
     /// Takes events in request order, one outcome each; a user's events reach the bus in
@@ -141,9 +175,17 @@ impl Ingest {
         submissions: Vec<Submission>,
     ) -> Vec<Result<Receipt, IngestError>> {
         let count = submissions.len();
+        let refs: Vec<SubmissionRef<'_>> = submissions.iter().map(Submission::as_ref).collect();
+        if self.commits_nothing(&refs) {
+            return self.take(principal, &refs).await;
+        }
         let ingest = self.clone();
         let principal = principal.clone();
-        match tokio::spawn(async move { ingest.take(&principal, &submissions).await }).await {
+        let taken = tokio::spawn(async move {
+            let refs: Vec<SubmissionRef<'_>> = submissions.iter().map(Submission::as_ref).collect();
+            ingest.take(&principal, &refs).await
+        });
+        match taken.await {
             Ok(outcomes) => outcomes,
             Err(_) => (0..count)
                 .map(|_| Err(IngestError::Publish(PublishError::Unavailable(None))))
@@ -154,7 +196,7 @@ impl Ingest {
     async fn take(
         &self,
         principal: &Principal,
-        submissions: &[Submission],
+        submissions: &[SubmissionRef<'_>],
     ) -> Vec<Result<Receipt, IngestError>> {
         // While the outbox owes the broker events, new ones queue behind them (order).
         let backlog = self.relay.has_backlog();
@@ -165,8 +207,8 @@ impl Ingest {
             let critical = self.critical.contains(&submission.event.event_type);
             match self.pending(
                 principal,
-                &submission.event,
-                &submission.correlation_id,
+                submission.event,
+                submission.correlation_id,
                 critical,
             ) {
                 Ok(pending) => {
@@ -240,6 +282,8 @@ impl Ingest {
                 }
             }
         }
+        // A user's cached listings miss the new events now: drop them before answering,
+        // so the client reads its own write.
         for user in users {
             self.cache.forget_user_events(&user).await;
         }
@@ -324,7 +368,7 @@ impl Ingest {
         }
     }
 
-    fn receipt(&self, submission: &Submission, step: Step) -> Result<Receipt, IngestError> {
+    fn receipt(&self, submission: &SubmissionRef<'_>, step: Step) -> Result<Receipt, IngestError> {
         let event = &submission.event;
         let outcome = match step {
             Step::Done(outcome) => outcome,
@@ -345,7 +389,7 @@ impl Ingest {
         outcome.map(|status| Receipt {
             id: event.id,
             event_type: event.event_type.as_str().to_owned(),
-            correlation_id: submission.correlation_id.clone(),
+            correlation_id: submission.correlation_id.to_owned(),
             status,
             persisted: self.critical.contains(&event.event_type),
             error: None,
