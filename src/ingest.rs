@@ -53,7 +53,8 @@ pub struct Receipt {
 pub enum IngestError {
     #[error(transparent)]
     Publish(#[from] PublishError),
-    #[error("neither the broker nor the database could take the event")]
+    /// The database could not hold the event: a critical one, or one the broker refused.
+    #[error("the database could not hold the event (critical, or refused by the broker)")]
     Unavailable(#[source] StoreError),
     #[error("an event with this id was already accepted")]
     Duplicate,
@@ -425,7 +426,7 @@ impl Ingest {
     }
 }
 
-pub fn message(pending: &PendingEvent) -> OutgoingMessage {
+fn message(pending: &PendingEvent) -> OutgoingMessage {
     OutgoingMessage {
         message_id: pending.id,
         routing_key: pending.routing_key,

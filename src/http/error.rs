@@ -142,7 +142,7 @@ impl ApiError {
                 IngestError::Publish(_) | IngestError::Unavailable(_) => (
                     StatusCode::SERVICE_UNAVAILABLE,
                     "unavailable",
-                    "Neither the broker nor the database could take the event",
+                    "The event could not be made safe now; retry later",
                 ),
                 IngestError::Duplicate => {
                     (StatusCode::CONFLICT, "duplicate", "Event already accepted")
