@@ -12,7 +12,7 @@ use futures_util::StreamExt;
 use futures_util::future::join_all;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
 use lapin::types::{FieldTable, ShortString};
-use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
+use lapin::{BasicProperties, Channel, Confirmation, Connection};
 use serde::Serialize;
 use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinHandle;
@@ -23,7 +23,6 @@ use uuid::Uuid;
 use super::topology::Topology;
 use crate::metrics::Metrics;
 
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
 
@@ -415,15 +414,10 @@ fn set_link(shared: &Shared, link: Option<Arc<Link>>) {
 
 #[instrument(skip_all)]
 async fn connect(settings: &BusSettings) -> anyhow::Result<Link> {
-    let properties = ConnectionProperties::default().with_connection_name("event-gateway".into());
-    let connection = tokio::time::timeout(
-        CONNECT_TIMEOUT,
-        Connection::connect(&settings.url, properties),
-    )
-    .await??;
-    let setup = connection.create_channel().await?;
-    settings.topology.declare(&setup).await?;
-    setup.close(200, "topology declared".into()).await?;
+    let connection = settings
+        .topology
+        .connect(&settings.url, "event-gateway")
+        .await?;
     let mut channels = Vec::with_capacity(usize::from(settings.channels));
     for _ in 0..settings.channels {
         let channel = connection.create_channel().await?;

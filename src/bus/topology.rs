@@ -4,10 +4,13 @@ use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptio
 use std::time::Duration;
 
 use lapin::types::{AMQPValue, FieldTable};
-use lapin::{Channel, ExchangeKind};
+use lapin::{Channel, Connection, ConnectionProperties, ExchangeKind};
 use tracing::instrument;
 
 use crate::domain::Family;
+
+/// A broker that does not answer a connect in this long is treated as down.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// One durable queue and the topic pattern that feeds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,6 +81,18 @@ impl Topology {
 
     pub fn failed_queue(&self) -> &str {
         &self.queues[Family::ALL.len()].queue
+    }
+
+    /// Connects to the broker and declares the topology on a channel of its own.
+    #[instrument(skip_all, fields(name))]
+    pub async fn connect(&self, url: &str, name: &str) -> anyhow::Result<Connection> {
+        let properties = ConnectionProperties::default().with_connection_name(name.into());
+        let connection =
+            tokio::time::timeout(CONNECT_TIMEOUT, Connection::connect(url, properties)).await??;
+        let setup = connection.create_channel().await?;
+        self.declare(&setup).await?;
+        setup.close(200, "topology declared".into()).await?;
+        Ok(connection)
     }
 
     #[instrument(skip_all, fields(exchange = %self.exchange))]

@@ -19,7 +19,7 @@ use lapin::options::{
     ConfirmSelectOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, ShortString};
-use lapin::{Channel, Connection, ConnectionProperties};
+use lapin::{Channel, Connection};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, instrument, warn};
@@ -40,7 +40,6 @@ const ROUTING_KEY_HEADER: &str = "x-original-routing-key";
 const QUEUE_HEADER: &str = "x-original-queue";
 const DEAD_LETTER_ID_HEADER: &str = "x-dead-letter-id";
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone)]
 pub struct ConsumerSettings {
@@ -131,16 +130,10 @@ async fn supervise(context: Context, stop: CancellationToken) {
 
 async fn start_consumers(context: &Context) -> anyhow::Result<(Connection, JoinSet<()>)> {
     let settings = &context.settings;
-    let properties =
-        ConnectionProperties::default().with_connection_name("event-gateway-consumers".into());
-    let connection = tokio::time::timeout(
-        CONNECT_TIMEOUT,
-        Connection::connect(&settings.url, properties),
-    )
-    .await??;
-    let setup = connection.create_channel().await?;
-    settings.topology.declare(&setup).await?;
-    setup.close(200, "topology declared".into()).await?;
+    let connection = settings
+        .topology
+        .connect(&settings.url, "event-gateway-consumers")
+        .await?;
     let mut consumers = JoinSet::new();
     for (family, binding) in Family::ALL
         .into_iter()
