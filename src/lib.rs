@@ -42,7 +42,7 @@ use crate::cache::Cache;
 use crate::config::{GatewayEnv, Settings};
 use crate::consumer::{CacheInvalidator, ConsumerSettings, Consumers};
 
-use crate::http::AppState;
+use crate::http::{AppState, Dependencies};
 use crate::ingest::Ingest;
 use crate::metrics::Metrics;
 use crate::relay::{OutboxRelay, RelaySignal};
@@ -137,8 +137,8 @@ pub async fn run(
         )
     });
     let critical = settings.critical_events.iter().copied().collect();
-    let state = AppState {
-        verifier: Arc::new(verifier),
+    let state = AppState::new(Dependencies {
+        verifier,
         ingest: Ingest::new(
             publisher.clone(),
             store.clone(),
@@ -151,7 +151,7 @@ pub async fn run(
         store,
         cache,
         metrics,
-    };
+    });
     let app = http::router(state, settings.request_timeout);
     info!(addr = %listener.local_addr()?, "serving");
     let served = axum::serve(listener, app)
