@@ -131,32 +131,27 @@ async fn issuer_and_audience_are_required_when_configured() {
         }
         signed(&claims, TEST_SECRET)
     };
-    let good = claims(Some("https://auth.example"), Some("event-gateway"));
-    assert_eq!(status_with(&app, &good, &body).await, 202);
+    let cases = [
+        (Some("https://auth.example"), Some("event-gateway"), 202),
+        (Some("https://evil.example"), Some("event-gateway"), 401),
+        (Some("https://auth.example"), Some("other"), 401),
+        (None, Some("event-gateway"), 401),
+        (Some("https://auth.example"), None, 401),
+    ];
+    for (iss, aud, expected) in cases {
+        let status = status_with(&app, &claims(iss, aud), &body).await;
+        assert_eq!(status, expected, "iss {iss:?}, aud {aud:?}");
+    }
+    let mut as_array = json!({"sub": "svc", "scope": "events:publish", "exp": now() + 600,
+        "iss": "https://auth.example", "aud": ["another-service", "event-gateway"]});
     assert_eq!(
-        status_with(
-            &app,
-            &claims(Some("https://evil.example"), Some("event-gateway")),
-            &body
-        )
-        .await,
-        401
+        status_with(&app, &signed(&as_array, TEST_SECRET), &body).await,
+        202,
+        "aud may be an array"
     );
+    as_array["aud"] = json!(["another-service"]);
     assert_eq!(
-        status_with(
-            &app,
-            &claims(Some("https://auth.example"), Some("other")),
-            &body
-        )
-        .await,
-        401
-    );
-    assert_eq!(
-        status_with(&app, &claims(None, Some("event-gateway")), &body).await,
-        401
-    );
-    assert_eq!(
-        status_with(&app, &claims(Some("https://auth.example"), None), &body).await,
+        status_with(&app, &signed(&as_array, TEST_SECRET), &body).await,
         401
     );
     assert_eq!(
