@@ -21,6 +21,15 @@ fn signed(claims: &Value, secret: &str) -> String {
     .unwrap()
 }
 
+/// The status and detail of a refused publish.
+async fn refusal(app: &TestApp, token: &str, body: &Value) -> (u16, String) {
+    let (status, refusal) = problem(app.post_json("/v1/events", token, body).await).await;
+    (
+        status,
+        refusal["detail"].as_str().unwrap_or_default().to_owned(),
+    )
+}
+
 async fn status_with(app: &TestApp, token: &str, body: &Value) -> u16 {
     app.post_json("/v1/events", token, body)
         .await
@@ -165,41 +174,20 @@ async fn issuer_and_audience_are_required_when_configured() {
 async fn scopes_decide_what_may_be_published() {
     let app = spawn_app().await;
     let reader = app.token("dashboard", "events:read");
-    let (status, problem_body) = problem(
-        app.post_json("/v1/events", &reader, &event("quest.created"))
-            .await,
-    )
-    .await;
+    let (status, detail) = refusal(&app, &reader, &event("quest.created")).await;
     assert_eq!(status, 403);
-    assert!(
-        problem_body["detail"]
-            .as_str()
-            .unwrap()
-            .contains("no events:publish scope")
-    );
+    assert!(detail.contains("no events:publish scope"), "{detail}");
     let mut invalid = event("quest.created");
     invalid["data"] = json!({});
-    let (status, _) = problem(app.post_json("/v1/events", &reader, &invalid).await).await;
+    let (status, _) = refusal(&app, &reader, &invalid).await;
     assert_eq!(
         status, 403,
         "no publish right: refused before the body is judged"
     );
-    let (status, problem_body) = problem(
-        app.post_json(
-            "/v1/events",
-            &app.token("tracker", "events:publish:analytics"),
-            &event("quest.created"),
-        )
-        .await,
-    )
-    .await;
+    let analytics_only = app.token("tracker", "events:publish:analytics");
+    let (status, detail) = refusal(&app, &analytics_only, &event("quest.created")).await;
     assert_eq!(status, 403);
-    assert!(
-        problem_body["detail"]
-            .as_str()
-            .unwrap()
-            .contains("quest.created")
-    );
+    assert!(detail.contains("quest.created"), "{detail}");
 
     let analytics = app.token("tracker", "events:publish:analytics");
     assert_eq!(
