@@ -177,6 +177,21 @@ impl EventData {
     pub fn as_map(&self) -> &Map<String, Value> {
         &self.fields
     }
+
+    /// The value at a JSON pointer below `data` (`/metadata/email`), for sealing it.
+    pub fn value_mut(&mut self, pointer: &str) -> Option<&mut Value> {
+        let inside = pointer.strip_prefix('/')?;
+        let (name, rest) = inside.split_once('/').unwrap_or((inside, ""));
+        let field = self
+            .fields
+            .get_mut(&name.replace("~1", "/").replace("~0", "~"))?;
+
+        if rest.is_empty() {
+            Some(field)
+        } else {
+            field.pointer_mut(&format!("/{rest}"))
+        }
+    }
 }
 
 fn check_kind(kind: FieldKind, value: &Value) -> Result<(), String> {

@@ -6,6 +6,7 @@ use time::OffsetDateTime;
 use time::macros::format_description;
 use uuid::Uuid;
 
+use super::cloudevent::CloudEventOrigin;
 use super::data::{EventData, check_id};
 use super::event_type::EventType;
 use super::problem::{FieldError, pointer_child};
@@ -26,6 +27,8 @@ pub struct ValidEvent {
     pub event_type: EventType,
     pub data: EventData,
     pub correlation_id: Option<String>,
+    /// The CloudEvent it arrived as, if it did.
+    pub origin: Option<CloudEventOrigin>,
 }
 
 impl ValidEvent {
@@ -88,6 +91,7 @@ impl ValidEvent {
                 event_type,
                 data,
                 correlation_id,
+                origin: None,
             }),
             _ => Err(errors),
         }
@@ -176,6 +180,8 @@ pub struct EnvelopeMetadata<'a> {
     pub user_id: Option<&'a str>,
     pub source: &'a str,
     pub version: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cloud_event: Option<&'a CloudEventOrigin>,
 }
 
 impl<'a> Envelope<'a> {
@@ -195,6 +201,7 @@ impl<'a> Envelope<'a> {
                 user_id: event.data.user_id(),
                 source,
                 version: ENVELOPE_VERSION,
+                cloud_event: event.origin.as_ref(),
             },
         }
     }

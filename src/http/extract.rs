@@ -9,6 +9,7 @@ use serde_json::Value;
 use super::AppState;
 use super::error::ApiError;
 use crate::domain::Principal;
+use crate::domain::cloudevent::is_json_media_type;
 use crate::domain::data::check_id;
 
 pub const CORRELATION_HEADER: &str = "x-correlation-id";
@@ -26,7 +27,7 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
-        if !is_json(content_type) {
+        if !is_json_media_type(content_type) {
             return Err(ApiError::UnsupportedMediaType(format!(
                 "expected Content-Type application/json, got '{content_type}'"
             )));
@@ -53,18 +54,6 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
                 detail: format!("{error} (line {}, column {})", error.line(), error.column()),
             })
     }
-}
-
-/// `application/json`, or any `+json` type, with or without parameters.
-fn is_json(content_type: &str) -> bool {
-    let essence = content_type
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    essence == "application/json"
-        || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
 /// The caller, authenticated by a bearer token; anything else is a 401.
@@ -113,20 +102,5 @@ impl<S: Send + Sync> FromRequestParts<S> for CorrelationHeader {
             detail: format!("X-Correlation-Id {message}"),
         })?;
         Ok(CorrelationHeader(Some(value.to_owned())))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::is_json;
-
-    #[test]
-    fn json_content_types() {
-        assert!(is_json("application/json"));
-        assert!(is_json("Application/JSON; charset=utf-8"));
-        assert!(is_json("application/cloudevents+json"));
-        assert!(!is_json("text/plain"));
-        assert!(!is_json("application/x-www-form-urlencoded"));
-        assert!(!is_json(""));
     }
 }
