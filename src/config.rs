@@ -11,6 +11,33 @@ use clap::{Args, Parser, ValueEnum};
 
 use crate::domain::EventType;
 use crate::domain::retry::RetryPolicy;
+use crate::domain::sealing::{Sealer, SealingKeys, SensitiveField};
+use crate::domain::webhook::WebhookSecrets;
+
+/// One `CORS_ORIGINS` entry: `*`, or a `scheme://host[:port]` origin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CorsOrigin(pub String);
+
+impl FromStr for CorsOrigin {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let origin = text.trim().trim_end_matches('/');
+        let well_formed = origin == "*"
+            || origin.split_once("://").is_some_and(|(scheme, host)| {
+                matches!(scheme, "http" | "https")
+                    && !host.is_empty()
+                    && !host.contains(['/', ' ', ','])
+            });
+        if well_formed {
+            Ok(CorsOrigin(origin.to_owned()))
+        } else {
+            Err(format!(
+                "'{text}' is not an origin like https://game.example or http://localhost:3000"
+            ))
+        }
+    }
+}
 
 /// A value that must never reach a log line: its `Debug` prints a placeholder.
 #[derive(Clone, PartialEq, Eq)]
@@ -217,9 +244,63 @@ pub struct Settings {
     pub retry_max_delay: Duration,
 
     /// Longest time a request may take before it is answered 503.
-
     #[arg(long, env = "REQUEST_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration, global = true)]
     pub request_timeout: Duration,
+
+    /// Longest time a client may take to send a request body (408 after it).
+    #[arg(long, env = "BODY_READ_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration, global = true)]
+    pub body_read_timeout: Duration,
+
+    /// Longest time a client may take to send request headers, and the longest an idle
+    /// keep-alive connection is held open.
+    #[arg(long, env = "HEADER_READ_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration, global = true)]
+    pub header_read_timeout: Duration,
+
+    /// Largest request head (request line and headers); larger ones get 431.
+    #[arg(long, env = "MAX_HEADER_BYTES", default_value_t = 16 * 1024, value_parser = clap::value_parser!(u32).range(1024..=1024 * 1024), global = true)]
+    pub max_header_bytes: u32,
+
+    /// Webhook senders and their secrets: `source=secret,…`; a `whsec_` secret is base64;
+    /// naming a source twice accepts either key (rotation). Unset: webhooks are refused.
+    #[arg(
+        long,
+        env = "WEBHOOK_SECRETS",
+        default_value = "",
+        hide_default_value = true,
+        hide_env_values = true,
+        global = true
+    )]
+    pub webhook_secrets: WebhookSecrets,
+
+    /// Origins browsers may call from (comma-separated, e.g. `https://game.example`; `*`
+    /// for any). Unset: no CORS headers at all.
+    #[arg(long, env = "CORS_ORIGINS", value_delimiter = ',', global = true)]
+    pub cors_origins: Vec<CorsOrigin>,
+
+    /// Events (or requests) per second each caller may send on average; 0 turns rate
+    /// limiting off.
+    #[arg(long, env = "RATE_LIMIT_RPS", default_value_t = 1000, global = true)]
+    pub rate_limit_rps: u32,
+
+    /// How many events a caller may send at once above the average rate.
+    #[arg(long, env = "RATE_LIMIT_BURST", default_value_t = 2000, value_parser = clap::value_parser!(u32).range(1..), global = true)]
+    pub rate_limit_burst: u32,
+
+    /// JSON pointers into an event's data to encrypt before it leaves the gateway
+    /// (comma-separated, e.g. `/data/metadata/email`). Needs ENCRYPTION_KEYS.
+    #[arg(
+        long,
+        env = "SENSITIVE_FIELDS",
+        value_delimiter = ',',
+        requires = "encryption_keys",
+        global = true
+    )]
+    pub sensitive_fields: Vec<SensitiveField>,
+
+    /// AES-256 keys for SENSITIVE_FIELDS: `kid=<base64 of 32 bytes>,…`; the first encrypts,
+    /// the others are for consumers still reading older events.
+    #[arg(long, env = "ENCRYPTION_KEYS", hide_env_values = true, global = true)]
+    pub encryption_keys: Option<SealingKeys>,
 
     /// Log line format; the level filter is RUST_LOG (default `info`).
     #[arg(
@@ -251,6 +332,15 @@ impl Settings {
             initial_delay: self.retry_initial_delay,
             max_delay: self.retry_max_delay,
         }
+    }
+
+    /// What sealing the settings ask for, if any.
+    pub fn sealer(&self) -> Option<Sealer> {
+        let keys = self.encryption_keys.clone()?;
+        (!self.sensitive_fields.is_empty()).then(|| Sealer {
+            fields: self.sensitive_fields.clone(),
+            keys,
+        })
     }
 
     pub fn redis_url(&self) -> String {

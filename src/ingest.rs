@@ -13,6 +13,7 @@ use uuid::Uuid;
 
 use crate::bus::{OutgoingMessage, PublishError, Publisher};
 use crate::cache::Cache;
+use crate::domain::sealing::Sealer;
 use crate::domain::{Envelope, EventType, Principal, ValidEvent};
 use crate::metrics::Metrics;
 use crate::relay::RelaySignal;
@@ -105,6 +106,7 @@ pub struct Ingest {
     relay: RelaySignal,
     metrics: Arc<Metrics>,
     critical: Arc<HashSet<EventType>>,
+    sealer: Option<Arc<Sealer>>,
 }
 
 impl Ingest {
@@ -115,6 +117,7 @@ impl Ingest {
         relay: RelaySignal,
         metrics: Arc<Metrics>,
         critical: HashSet<EventType>,
+        sealer: Option<Sealer>,
     ) -> Self {
         Ingest {
             publisher,
@@ -123,6 +126,7 @@ impl Ingest {
             relay,
             metrics,
             critical: Arc::new(critical),
+            sealer: sealer.map(Arc::new),
         }
     }
 
@@ -405,7 +409,20 @@ impl Ingest {
         critical: bool,
     ) -> Result<PendingEvent, IngestError> {
         let accepted_at = OffsetDateTime::now_utc();
+        // Sensitive fields are sealed here, the one place an event becomes the bytes that
+        // go to the bus and to PostgreSQL.
+        let sealed;
+        let event = match &self.sealer {
+            Some(sealer) => {
+                let mut copy = event.clone();
+                sealer.seal(&mut copy.data);
+                sealed = copy;
+                &sealed
+            }
+            None => event,
+        };
         let envelope = Envelope::new(event, correlation_id, &principal.subject, accepted_at);
+
         let body = serde_json::to_vec(&envelope).map_err(PublishError::Encode)?;
         let user_id = event.data.user_id().map(str::to_owned);
         Ok(PendingEvent {

@@ -25,6 +25,7 @@ pub mod gauges;
 pub mod http;
 pub mod ingest;
 pub mod metrics;
+pub mod rate_limit;
 pub mod relay;
 pub mod store;
 
@@ -42,9 +43,12 @@ use crate::cache::Cache;
 use crate::config::{GatewayEnv, Settings};
 use crate::consumer::{CacheInvalidator, ConsumerSettings, Consumers};
 
+use crate::http::server::ConnectionLimits;
 use crate::http::{AppState, Dependencies};
 use crate::ingest::Ingest;
 use crate::metrics::Metrics;
+use crate::rate_limit::{Policy, RateLimiter};
+
 use crate::relay::{OutboxRelay, RelaySignal};
 use crate::store::{Store, StoreSettings};
 
@@ -146,17 +150,27 @@ pub async fn run(
             signal,
             metrics.clone(),
             critical,
+            settings.sealer(),
         ),
         publisher: publisher.clone(),
         store,
+        limiter: RateLimiter::new(
+            Policy::new(settings.rate_limit_rps, settings.rate_limit_burst),
+            cache.clone(),
+            metrics.clone(),
+        ),
         cache,
         metrics,
+        webhooks: settings.webhook_secrets.clone(),
+        body_read_timeout: settings.body_read_timeout,
     });
-    let app = http::router(state, settings.request_timeout);
+    let app = http::router(state, &settings);
     info!(addr = %listener.local_addr()?, "serving");
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await;
+    let limits = ConnectionLimits {
+        header_read_timeout: settings.header_read_timeout,
+        max_header_bytes: settings.max_header_bytes as usize,
+    };
+    let served = http::server::serve(listener, app, limits, shutdown).await;
     background_stop.cancel();
     for (name, task) in [("outbox relay", relay), ("gauge refresher", gauges)] {
         if let Err(error) = task.await {

@@ -47,6 +47,9 @@ pub struct Metrics {
     pub dead_letters: IntGauge,
     /// 1 while the circuit breaker in front of a dependency (`redis`, `postgres`) is open.
     pub circuit_open: IntGaugeVec,
+    /// Rate-limit decisions by outcome (`allowed`, `limited`) and where the budget was
+    /// kept (`redis`, or `local` while Redis is unreachable).
+    pub rate_limit_decisions: IntCounterVec,
     /// HTTP requests by method, matched route and status code.
     pub http_requests: IntCounterVec,
     /// HTTP request latency by method and matched route.
@@ -170,6 +173,16 @@ impl Metrics {
                         "1 while the circuit breaker in front of a dependency is open.",
                     ),
                     &["dependency"],
+                )?,
+            )?,
+            rate_limit_decisions: register(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "gateway_rate_limit_decisions_total",
+                        "Rate-limit decisions by outcome and by where the budget was kept.",
+                    ),
+                    &["outcome", "store"],
                 )?,
             )?,
             http_requests: register(

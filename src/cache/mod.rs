@@ -1,7 +1,7 @@
 //! The Redis adapter: health facts, and the gateway's own cached reads. Every call is
 //! bounded by a short timeout, and a cache that fails is bypassed, never fatal.
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -106,6 +106,31 @@ impl Cache {
             .arg(prefixed)
             .query_async(&mut connection)
             .await
+    }
+
+    /// One GCRA step for `key` (below the prefix), atomically in Redis: the shared
+    /// budget of every gateway process. Returns the script's four numbers.
+    #[instrument(skip_all)]
+    pub async fn gcra(
+        &self,
+        key: &str,
+        interval_micros: u64,
+        burst: u32,
+        cost: u32,
+    ) -> redis::RedisResult<(bool, u64, u64, u64)> {
+        static SCRIPT: LazyLock<redis::Script> =
+            LazyLock::new(|| redis::Script::new(include_str!("gcra.lua")));
+        let mut invocation = SCRIPT.prepare_invoke();
+        invocation
+            .key(format!("{}ratelimit:{key}", self.prefix))
+            .arg(interval_micros)
+            .arg(burst)
+            .arg(cost);
+        let mut connection = self.connection.clone();
+        let (allowed, remaining, reset, retry): (u8, u64, u64, u64) = self
+            .guarded(invocation.invoke_async(&mut connection))
+            .await?;
+        Ok((allowed == 1, remaining, reset, retry))
     }
 
     /// The hash holding a user's cached event listings, one field per query.

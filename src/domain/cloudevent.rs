@@ -7,14 +7,18 @@
 //! and `subject` are kept in `metadata.cloudEvent`; `metadata.source` stays the
 //! authenticated principal. Extension attributes are not carried.
 
+use std::collections::HashMap;
+
 use serde::Serialize;
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
 
-use super::envelope::ValidEvent;
+use super::data::EventData;
+use super::envelope::{ValidEvent, type_list};
+use super::event_type::EventType;
 use super::problem::{FieldError, pointer_child};
 
 pub const SPEC_VERSION: &str = "1.0";
@@ -28,6 +32,22 @@ pub struct CloudEventOrigin {
     pub time: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub subject: Option<String>,
+}
+
+/// Why a CloudEvent was not read. Missing required attributes make it malformed (400);
+/// anything else makes it invalid (422). Either way every problem is named.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CloudEventError {
+    Missing(Vec<FieldError>),
+    Invalid(Vec<FieldError>),
+}
+
+impl CloudEventError {
+    pub fn into_errors(self) -> Vec<FieldError> {
+        match self {
+            CloudEventError::Missing(errors) | CloudEventError::Invalid(errors) => errors,
+        }
+    }
 }
 
 /// Where the attributes came from, which decides how errors point at them.
@@ -49,12 +69,12 @@ impl Mode<'_> {
 }
 
 /// A structured-mode CloudEvent (one JSON object), with errors below `at`.
-pub fn parse_structured(value: Value, at: &str) -> Result<ValidEvent, Vec<FieldError>> {
+pub fn parse_structured(value: Value, at: &str) -> Result<ValidEvent, CloudEventError> {
     let Value::Object(mut object) = value else {
-        return Err(vec![FieldError::new(
+        return Err(CloudEventError::Invalid(vec![FieldError::new(
             at,
             "must be a CloudEvent JSON object",
-        )]);
+        )]));
     };
     let data = object.remove("data");
     let mut errors = Vec::new();
@@ -85,28 +105,21 @@ pub fn parse_structured(value: Value, at: &str) -> Result<ValidEvent, Vec<FieldE
 pub fn parse_binary(
     attributes: Map<String, Value>,
     data: Value,
-) -> Result<ValidEvent, Vec<FieldError>> {
+) -> Result<ValidEvent, CloudEventError> {
     let attributes = attributes
         .into_iter()
         .filter_map(|(name, value)| value.as_str().map(|text| (name, text.to_owned())))
         .collect();
-    read(attributes, Some(data), Mode::Binary, Vec::new()).map_err(|errors| {
-        errors
-            .into_iter()
-            .map(|e| match e.pointer.strip_prefix("/data") {
-                Some(inside) => FieldError::new(inside, e.message),
-                None => e,
-            })
-            .collect()
-    })
+    read(attributes, Some(data), Mode::Binary, Vec::new())
 }
 
 fn read(
-    mut attributes: std::collections::HashMap<String, String>,
+    mut attributes: HashMap<String, String>,
     data: Option<Value>,
     mode: Mode<'_>,
     mut errors: Vec<FieldError>,
-) -> Result<ValidEvent, Vec<FieldError>> {
+) -> Result<ValidEvent, CloudEventError> {
+    let mut missing = Vec::new();
     let mut required = |name: &str| match attributes.remove(name) {
         Some(value) if !value.is_empty() => Some(value),
         Some(_) => {
@@ -116,7 +129,7 @@ fn read(
         // Present but not a string: already named.
         None if errors.iter().any(|e| e.pointer == mode.pointer(name)) => None,
         None => {
-            errors.push(FieldError::new(mode.pointer(name), "is required"));
+            missing.push(FieldError::new(mode.pointer(name), "is required"));
             None
         }
     };
@@ -124,6 +137,9 @@ fn read(
     let id = required("id");
     let source = required("source");
     let event_type = required("type");
+    if !missing.is_empty() {
+        return Err(CloudEventError::Missing(missing));
+    }
     if spec_version.as_deref().is_some_and(|v| v != SPEC_VERSION) {
         errors.push(FieldError::new(
             mode.pointer("specversion"),
@@ -149,37 +165,52 @@ fn read(
         ));
     }
     let (Some(id), Some(source), Some(event_type)) = (id, source, event_type) else {
-        return Err(errors);
+        return Err(CloudEventError::Invalid(errors));
     };
-    let native = json!({
-        "id": event_id(&source, &id),
-        "type": event_type,
-        "data": data.unwrap_or(Value::Null),
-    });
-    let at = match mode {
-        Mode::Structured(at) => at,
-        Mode::Binary => "",
+    let Some(event_type) = check_type(&event_type, mode, &mut errors) else {
+        return Err(CloudEventError::Invalid(errors));
     };
-    let parsed = ValidEvent::parse(native, at);
-    if let Err(found) = &parsed {
-        errors.extend(found.iter().cloned().map(|mut e| {
-            if e.pointer == pointer_child(at, "type") {
-                e.pointer = mode.pointer("type");
-            }
-            e
-        }));
+    // In binary mode the body is `data`, so its errors point into the body.
+    let data_at = match mode {
+        Mode::Structured(at) => pointer_child(at, "data"),
+        Mode::Binary => String::new(),
+    };
+
+    let data = match data {
+        Some(data) => EventData::parse(event_type, data, &data_at),
+        None => Err(vec![FieldError::new(&data_at, "is required")]),
+    };
+    match data {
+        Ok(data) if errors.is_empty() => Ok(ValidEvent {
+            id: event_id(&source, &id),
+            id_given: true,
+            event_type,
+            data,
+            correlation_id: None,
+            origin: Some(CloudEventOrigin {
+                id,
+                source,
+                time,
+                subject: attributes.remove("subject"),
+            }),
+        }),
+        Ok(_) => Err(CloudEventError::Invalid(errors)),
+        Err(found) => {
+            errors.extend(found);
+            Err(CloudEventError::Invalid(errors))
+        }
     }
-    let mut event = match parsed {
-        Ok(event) if errors.is_empty() => event,
-        _ => return Err(errors),
-    };
-    event.origin = Some(CloudEventOrigin {
-        id,
-        source,
-        time,
-        subject: attributes.remove("subject"),
-    });
-    Ok(event)
+}
+
+fn check_type(name: &str, mode: Mode<'_>, errors: &mut Vec<FieldError>) -> Option<EventType> {
+    name.parse::<EventType>()
+        .map_err(|unknown| {
+            errors.push(FieldError::new(
+                mode.pointer("type"),
+                format!("{unknown}; expected one of {}", type_list()),
+            ))
+        })
+        .ok()
 }
 
 /// `application/json`, or any `+json` type, with or without parameters.
@@ -209,10 +240,11 @@ fn event_id(source: &str, id: &str) -> Uuid {
 mod tests {
     use super::*;
     use crate::domain::EventType;
+    use serde_json::json;
 
     fn structured(value: Value) -> Result<ValidEvent, Vec<String>> {
         parse_structured(value, "")
-            .map_err(|errors| errors.into_iter().map(|e| e.pointer).collect())
+            .map_err(|error| error.into_errors().into_iter().map(|e| e.pointer).collect())
     }
 
     #[test]
@@ -247,21 +279,35 @@ mod tests {
 
     #[test]
     fn every_missing_attribute_and_bad_field_is_named() {
+        let missing = parse_structured(json!({"type": "quest.started", "data": {}}), "/2");
+        let Err(CloudEventError::Missing(errors)) = missing else {
+            panic!("{missing:?}")
+        };
+        let pointers: Vec<&str> = errors.iter().map(|e| e.pointer.as_str()).collect();
+        assert_eq!(pointers, ["/2/specversion", "/2/id", "/2/source"]);
         assert_eq!(
             structured(
-                json!({"specversion": "0.3", "type": "quest.started", "source": 7,
-                "data": {"questId": ""}})
+                json!({"specversion": "1.0", "id": "1", "type": "quest.started",
+                "source": 7, "data": {"questId": "q", "userId": "u"}})
+            ),
+            Err(vec!["/source".to_owned()])
+        );
+        assert_eq!(
+            structured(
+                json!({"specversion": "0.3", "id": "1", "type": "quest.started",
+                "source": "/s", "time": "yesterday", "data": {"questId": ""}})
             ),
             Err(vec![
-                "/source".to_owned(),
-                "/id".into(),
-                "/specversion".into(),
+                "/specversion".to_owned(),
+                "/time".into(),
+                "/data/questId".into(),
+                "/data/userId".into(),
             ])
         );
         assert_eq!(
             structured(json!({"specversion": "1.0", "id": "1", "source": "/s",
-                "type": "quest.started", "data": {"questId": "", "userId": "u"}})),
-            Err(vec!["/data/questId".to_owned()])
+                "type": "quest.exploded", "data": {}})),
+            Err(vec!["/type".to_owned()])
         );
     }
 
@@ -273,12 +319,17 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), json!(v)))
                 .collect::<Map<String, Value>>()
         };
-        let errors = parse_binary(
+        let missing = parse_binary(
             headers(&[("specversion", "1.0"), ("id", "1"), ("source", "/s")]),
             json!({"questId": "q"}),
-        )
-        .unwrap_err();
-        assert_eq!(errors[0].pointer, "/headers/ce-type");
+        );
+        assert_eq!(
+            missing,
+            Err(CloudEventError::Missing(vec![FieldError::new(
+                "/headers/ce-type",
+                "is required"
+            )]))
+        );
         let errors = parse_binary(
             headers(&[
                 ("specversion", "1.0"),
@@ -288,7 +339,8 @@ mod tests {
             ]),
             json!({"questId": "q", "userId": "u", "points": -1}),
         )
-        .unwrap_err();
+        .unwrap_err()
+        .into_errors();
         assert_eq!(errors.len(), 1);
         assert_eq!(errors[0].pointer, "/points");
     }

@@ -117,7 +117,6 @@ pub enum OpenError {
 
 impl SealingKeys {
     /// The sealed form of `value`, under the first key.
-
     pub fn seal(&self, value: &Value) -> Value {
         let key = &self.0[0];
         let iv = Aes256Gcm::generate_nonce(&mut OsRng);

@@ -85,6 +85,8 @@ fn secret_bytes(source: &str, secret: &str) -> Result<Vec<u8>, String> {
 pub enum Rejection {
     #[error("missing the {0} header")]
     MissingHeader(&'static str),
+    #[error("webhook-id must be at most 255 characters")]
+    LongId,
     #[error("webhook-timestamp must be whole seconds since the Unix epoch")]
     BadTimestamp,
     #[error("webhook-timestamp is more than 5 minutes away from the gateway's clock")]

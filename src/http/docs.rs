@@ -12,6 +12,7 @@ use utoipa::openapi::{OpenApi, Ref, RefOr};
 use utoipa::{Modify, PartialSchema, ToSchema};
 
 use super::events::MAX_BATCH_EVENTS;
+use crate::domain::cloudevent;
 use crate::domain::data::{
     FieldKind, FieldSpec, MAX_ID_CHARS, MAX_TEXT_CHARS, METADATA_MAX_BYTES, METADATA_MAX_DEPTH,
     METADATA_MAX_KEYS,
@@ -32,6 +33,8 @@ type Schemas = Vec<(String, RefOr<Schema>)>;
     modifiers(&BearerAuth),
     tags(
         (name = "events", description = "Publishing events"),
+        (name = "webhooks", description = "Signed webhooks from third parties"),
+
         (name = "dead letters", description = "Events the consumers gave up on (admin scope)"),
         (name = "operations", description = "Health and metrics"),
     )
@@ -257,6 +260,98 @@ impl ToSchema for BatchRequest {
     fn schemas(schemas: &mut Schemas) {
         schemas.push((EventRequest::name().into_owned(), EventRequest::schema()));
         EventRequest::schemas(schemas);
+    }
+}
+
+/// The body of `POST /v1/webhooks/{source}`: one event, or a batch.
+pub struct WebhookRequest;
+
+impl PartialSchema for WebhookRequest {
+    fn schema() -> RefOr<Schema> {
+        OneOfBuilder::new()
+            .item(reference("EventRequest"))
+            .item(reference("BatchRequest"))
+            .into()
+    }
+}
+
+impl ToSchema for WebhookRequest {
+    fn schemas(schemas: &mut Schemas) {
+        schemas.push((BatchRequest::name().into_owned(), BatchRequest::schema()));
+        BatchRequest::schemas(schemas);
+    }
+}
+
+/// A structured-mode CloudEvent whose `type` is one of ours.
+pub struct CloudEventRequest;
+
+impl PartialSchema for CloudEventRequest {
+    fn schema() -> RefOr<Schema> {
+        let text = |description: &str| {
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .description(Some(description))
+        };
+        ObjectBuilder::new()
+            .schema_type(Type::Object)
+            .description(Some(
+                "CloudEvents 1.0. `id` is the event id: a UUID as it is, any other id a UUID \
+                 derived from `source` and `id`. `source`, `id`, `time` and `subject` are kept \
+                 in `metadata.cloudEvent`.",
+            ))
+            .property(
+                "specversion",
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .enum_values(Some([cloudevent::SPEC_VERSION])),
+            )
+            .property("id", text("Unique with `source`"))
+            .property("source", text("A URI-reference naming the producer"))
+            .property("type", reference("EventType"))
+            .property(
+                "time",
+                text("RFC 3339").format(Some(SchemaFormat::KnownFormat(KnownFormat::DateTime))),
+            )
+            .property("subject", text("What the event is about"))
+            .property("datacontenttype", text("application/json if given"))
+            .property("data", reference("EventData"))
+            .required("specversion")
+            .required("id")
+            .required("source")
+            .required("type")
+            .required("data")
+            .into()
+    }
+}
+
+impl ToSchema for CloudEventRequest {
+    fn schemas(schemas: &mut Schemas) {
+        schemas.push((EventData::name().into_owned(), EventData::schema()));
+        schemas.push((EventTypeName::name().into_owned(), EventTypeName::schema()));
+        EventData::schemas(schemas);
+    }
+}
+
+/// A CloudEvents batch: `application/cloudevents-batch+json`.
+pub struct CloudEventBatch;
+
+impl PartialSchema for CloudEventBatch {
+    fn schema() -> RefOr<Schema> {
+        ArrayBuilder::new()
+            .items(reference("CloudEventRequest"))
+            .min_items(Some(1))
+            .max_items(Some(MAX_BATCH_EVENTS))
+            .into()
+    }
+}
+
+impl ToSchema for CloudEventBatch {
+    fn schemas(schemas: &mut Schemas) {
+        schemas.push((
+            CloudEventRequest::name().into_owned(),
+            CloudEventRequest::schema(),
+        ));
+        CloudEventRequest::schemas(schemas);
     }
 }
 

@@ -3,14 +3,19 @@
 //! as an opaque 500.
 
 use axum::Json;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use tracing::{error, warn};
 use utoipa::ToSchema;
 
 use crate::bus::PublishError;
+use crate::domain::cloudevent::CloudEventError;
+use crate::domain::webhook::Rejection;
+
 use crate::domain::{FieldError, Forbidden};
+use crate::rate_limit::Decision;
+
 use crate::ingest::{IngestError, Receipt};
 use crate::store::StoreError;
 
@@ -76,6 +81,14 @@ pub enum ApiError {
     Conflict(String),
     #[error("the request took too long")]
     Timeout,
+    #[error("the request body arrived too slowly")]
+    BodyTimeout(std::time::Duration),
+    #[error("rate limited")]
+    RateLimited(Decision),
+    #[error("malformed CloudEvent")]
+    MissingAttributes(Vec<FieldError>),
+    #[error("webhook refused: {0}")]
+    WebhookRefused(Rejection),
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
@@ -88,6 +101,14 @@ impl ApiError {
             n => format!("{n} fields are invalid; see errors"),
         };
         ApiError::Invalid { detail, errors }
+    }
+
+    /// 400 for a CloudEvent without its required attributes, else 422.
+    pub fn cloud_event(error: CloudEventError) -> Self {
+        match error {
+            CloudEventError::Missing(errors) => ApiError::MissingAttributes(errors),
+            CloudEventError::Invalid(errors) => ApiError::invalid(errors),
+        }
     }
 
     pub fn forbidden(forbidden: Forbidden) -> Self {
@@ -163,6 +184,26 @@ impl ApiError {
                 "timeout",
                 "The request took too long",
             ),
+            BodyTimeout(_) => (
+                StatusCode::REQUEST_TIMEOUT,
+                "body-timeout",
+                "The request body arrived too slowly",
+            ),
+            RateLimited(_) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate-limited",
+                "Too many requests",
+            ),
+            MissingAttributes(_) => (
+                StatusCode::BAD_REQUEST,
+                "cloudevent-attributes",
+                "Required CloudEvents attributes are missing",
+            ),
+            WebhookRefused(_) => (
+                StatusCode::UNAUTHORIZED,
+                "webhook-signature",
+                "Webhook signature not verified",
+            ),
             Internal(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",
@@ -200,6 +241,26 @@ impl ApiError {
                 "the gateway could not answer within REQUEST_TIMEOUT; retry with the same event id"
                     .into()
             }
+            ApiError::BodyTimeout(limit) => format!(
+                "the whole body must arrive within {} (BODY_READ_TIMEOUT)",
+                humantime::format_duration(*limit)
+            ),
+            ApiError::RateLimited(decision) => format!(
+                "this caller's budget of {} events is spent; retry after {} s",
+                decision.limit,
+                retry_after_secs(decision)
+            ),
+            ApiError::MissingAttributes(errors) => format!(
+                "missing: {}",
+                errors
+                    .iter()
+                    .map(|e| e.pointer.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            ApiError::WebhookRefused(rejection) => {
+                format!("{rejection}; sign as Standard Webhooks describe (see the README)")
+            }
             ApiError::Internal(_) => {
                 "the gateway failed; the x-request-id header helps find out why".into()
             }
@@ -227,6 +288,26 @@ impl From<IngestError> for ApiError {
     }
 }
 
+/// Whole seconds to wait, rounded up so a client that waits exactly this long gets in.
+pub fn retry_after_secs(decision: &Decision) -> u64 {
+    decision.retry_after.as_secs() + u64::from(decision.retry_after.subsec_nanos() > 0)
+}
+
+/// `RateLimit-Limit`, `RateLimit-Remaining` and `RateLimit-Reset` (seconds), as in the
+/// IETF RateLimit header fields draft; `Retry-After` too when refused.
+pub fn set_rate_limit_headers(headers: &mut HeaderMap, decision: &Decision) {
+    let reset = decision.reset.as_secs() + u64::from(decision.reset.subsec_nanos() > 0);
+    headers.insert("ratelimit-limit", HeaderValue::from(decision.limit));
+    headers.insert("ratelimit-remaining", HeaderValue::from(decision.remaining));
+    headers.insert("ratelimit-reset", HeaderValue::from(reset));
+    if !decision.allowed {
+        headers.insert(
+            header::RETRY_AFTER,
+            HeaderValue::from(retry_after_secs(decision)),
+        );
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, kind, title) = self.parts();
@@ -238,8 +319,14 @@ impl IntoResponse for ApiError {
             }
         }
         let detail = self.detail();
+        let rate_limit = match &self {
+            ApiError::RateLimited(decision) => Some(*decision),
+            _ => None,
+        };
         let (errors, results) = match self {
-            ApiError::Invalid { errors, .. } | ApiError::Forbidden { errors, .. } => (errors, None),
+            ApiError::Invalid { errors, .. }
+            | ApiError::Forbidden { errors, .. }
+            | ApiError::MissingAttributes(errors) => (errors, None),
             ApiError::NotTaken { results, .. } => (Vec::new(), results),
             _ => (Vec::new(), None),
         };
@@ -257,7 +344,10 @@ impl IntoResponse for ApiError {
         if status == StatusCode::SERVICE_UNAVAILABLE {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
         }
-        if status == StatusCode::UNAUTHORIZED {
+        if let Some(decision) = rate_limit {
+            set_rate_limit_headers(headers, &decision);
+        }
+        if status == StatusCode::UNAUTHORIZED && kind == "unauthorized" {
             headers.insert(
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static("Bearer error=\"invalid_token\""),

@@ -11,15 +11,24 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::AppState;
-use super::docs::{BatchRequest, EventData, EventRequest, EventTypeName};
+use super::admission::charge_rest;
+use super::docs::{
+    BatchRequest, CloudEventBatch, CloudEventRequest, EventData, EventRequest, EventTypeName,
+};
+use super::error::set_rate_limit_headers;
 use super::error::{ApiError, Problem};
-use super::extract::{Caller, CorrelationHeader, JsonBody};
+use super::extract::{Caller, CloudEventHeaders, CorrelationHeader, JsonBody, MediaType};
 use super::idempotency::{Accepted, IdempotencyHeader, IdempotencyKey, once};
+use crate::domain::cloudevent::{self, CloudEventError};
 use crate::domain::{EventType, FieldError, Principal, ValidEvent};
 use crate::ingest::{IngestError, Receipt, ReceiptStatus, Submission};
+use crate::rate_limit::Budget;
 
 /// Most events in one batch.
 pub const MAX_BATCH_EVENTS: usize = 500;
+
+const CLOUDEVENT: &str = "application/cloudevents+json";
+const CLOUDEVENT_BATCH: &str = "application/cloudevents-batch+json";
 
 /// Every event of an accepted batch, in request order.
 #[derive(Debug, Serialize, ToSchema)]
@@ -32,18 +41,28 @@ pub struct BatchReceipt {
 /// The body is the spec's event: `type`, `data` and optional `metadata` (only
 /// `correlationId` and `version` are read; the gateway fills the rest) and an optional
 /// client-chosen `id` (UUID). Answered 202 only after the broker confirmed the event.
+///
+/// CloudEvents 1.0 are taken too: structured mode (`Content-Type:
+/// application/cloudevents+json`, the body a CloudEvent), or binary mode (`ce-specversion`,
+/// `ce-id`, `ce-source`, `ce-type` headers, the body its `data`). Missing attributes are a
+/// 400 naming each one.
 #[utoipa::path(
     post,
     path = "/v1/events",
     tag = "events",
-    request_body(content = EventRequest, content_type = "application/json"),
+    request_body(content(
+        (EventRequest = "application/json"),
+        (CloudEventRequest = "application/cloudevents+json"),
+    )),
     params(("X-Correlation-Id" = Option<String>, Header, description = "Correlates this event with others; echoed in the response")),
     responses(
         (status = 202, description = "The broker confirmed the event", body = Receipt),
-        (status = 400, description = "Malformed JSON or header", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed JSON or header, or missing CloudEvents attributes", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "The token may not publish this event", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body over 256 KiB", body = Problem, content_type = "application/problem+json"),
+        (status = 408, description = "The body arrived too slowly", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "The caller's rate limit is spent; retry after Retry-After", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid event; every bad field is named", body = Problem, content_type = "application/problem+json"),
         (status = 500, description = "No queue is bound for the event's routing key", body = Problem, content_type = "application/problem+json"),
@@ -56,14 +75,29 @@ async fn publish_event(
     Caller(caller): Caller,
     CorrelationHeader(header): CorrelationHeader,
     IdempotencyHeader(idempotency): IdempotencyHeader,
+    MediaType(media_type): MediaType,
+    CloudEventHeaders(binary): CloudEventHeaders,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
     caller
         .authorize_any_publish()
         .map_err(ApiError::forbidden)?;
-    // Kept for the idempotency hash only when a key can exist.
-    let request = (idempotency.is_some() || body.get("id").is_some()).then(|| body.clone());
-    let event = ValidEvent::parse(body, "").map_err(ApiError::invalid)?;
+    let (event, request) = if let Some(attributes) = binary {
+        let request = json!({"attributes": attributes, "data": body});
+        let event = cloudevent::parse_binary(attributes, body).map_err(ApiError::cloud_event)?;
+        (event, Some(request))
+    } else if media_type == CLOUDEVENT {
+        let request = body.clone();
+        let event = cloudevent::parse_structured(body, "").map_err(ApiError::cloud_event)?;
+        (event, Some(request))
+    } else {
+        // Kept for the idempotency hash only when a key can exist.
+        let request = (idempotency.is_some() || body.get("id").is_some()).then(|| body.clone());
+        (
+            ValidEvent::parse(body, "").map_err(ApiError::invalid)?,
+            request,
+        )
+    };
     caller
         .authorize_publish(event.event_type, event.data.user_id())
         .map_err(ApiError::forbidden)?;
@@ -91,10 +125,13 @@ async fn publish_event(
     request_body(content = EventData, content_type = "application/json"),
     responses(
         (status = 202, description = "The broker confirmed the event", body = Receipt),
-        (status = 400, description = "Malformed JSON or header", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed JSON or header, or missing CloudEvents attributes", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "The token may not publish this event", body = Problem, content_type = "application/problem+json"),
+        (status = 408, description = "The body arrived too slowly", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over 256 KiB", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Unknown type or invalid data; every bad field is named", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "The caller's rate limit is spent; retry after Retry-After", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The broker did not take the event", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
@@ -148,20 +185,27 @@ async fn publish_typed_event(
 /// Publish up to 500 events at once.
 ///
 /// Every event is validated and authorised first: one bad event rejects the whole batch,
-/// naming it by index. Then all are published concurrently and the answer lists each one's
+/// naming it by index. The body is `{"events": [...]}`, or a JSON array of CloudEvents
+/// with `Content-Type: application/cloudevents-batch+json`. A batch counts as its number of
+/// events against the caller's rate limit. Then all are published concurrently and the answer lists each one's
 /// receipt in request order.
 #[utoipa::path(
     post,
     path = "/v1/events/batch",
     tag = "events",
-    request_body(content = BatchRequest, content_type = "application/json"),
+    request_body(content(
+        (BatchRequest = "application/json"),
+        (CloudEventBatch = "application/cloudevents-batch+json"),
+    )),
     params(("X-Correlation-Id" = Option<String>, Header, description = "Correlation id for every event that does not state its own")),
     responses(
         (status = 202, description = "The broker confirmed every event", body = BatchReceipt),
-        (status = 400, description = "Malformed JSON or header", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed JSON or header, or missing CloudEvents attributes", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "The token may not publish one of the events", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body over 256 KiB", body = Problem, content_type = "application/problem+json"),
+        (status = 408, description = "The body arrived too slowly", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "The caller's rate limit is spent; retry after Retry-After", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid batch; every bad field is named under /events/<index>", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Some events were not taken; `results` says which were published", body = Problem, content_type = "application/problem+json"),
     ),
@@ -172,25 +216,19 @@ async fn publish_batch(
     Caller(caller): Caller,
     CorrelationHeader(header): CorrelationHeader,
     IdempotencyHeader(idempotency): IdempotencyHeader,
+    MediaType(media_type): MediaType,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
     caller
         .authorize_any_publish()
         .map_err(ApiError::forbidden)?;
     let request = idempotency.is_some().then(|| body.clone());
-    let items = batch_items(body)?;
-    let mut events = Vec::with_capacity(items.len());
-    let mut errors = Vec::new();
-    for (index, item) in items.into_iter().enumerate() {
-        match ValidEvent::parse(item, &format!("/events/{index}")) {
-            Ok(event) => events.push(event),
-            Err(found) => errors.extend(found),
-        }
-    }
-    errors.extend(repeated_ids(&events));
-    if !errors.is_empty() {
-        return Err(ApiError::invalid(errors));
-    }
+    let events = if media_type == CLOUDEVENT_BATCH {
+        parse_cloud_event_batch(body)?
+    } else {
+        parse_batch(body)?
+    };
+    let rate_limit = charge_rest(&state, Budget::Subject(&caller.subject), events.len()).await?;
     let forbidden: Vec<FieldError> = events
         .iter()
         .enumerate()
@@ -214,11 +252,63 @@ async fn publish_batch(
     let subject = caller.subject.clone();
     let publish = publish_all(state.clone(), caller, events, request_correlation);
     let key = IdempotencyKey::from_header(idempotency);
-    once(&state, &subject, key.zip(request), publish).await
+    let mut response = once(&state, &subject, key.zip(request), publish).await?;
+    if let Some(decision) = rate_limit {
+        set_rate_limit_headers(response.headers_mut(), &decision);
+    }
+    Ok(response)
+}
+
+/// A `{"events": [...]}` body, every event validated and named by index.
+pub(super) fn parse_batch(body: Value) -> Result<Vec<ValidEvent>, ApiError> {
+    let items = batch_items(body)?;
+    let mut events = Vec::with_capacity(items.len());
+    let mut errors = Vec::new();
+    for (index, item) in items.into_iter().enumerate() {
+        match ValidEvent::parse(item, &format!("/events/{index}")) {
+            Ok(event) => events.push(event),
+            Err(found) => errors.extend(found),
+        }
+    }
+    errors.extend(repeated_ids(&events, "/events"));
+    if !errors.is_empty() {
+        return Err(ApiError::invalid(errors));
+    }
+    Ok(events)
+}
+
+/// A CloudEvents batch: a JSON array of structured CloudEvents, named by index.
+fn parse_cloud_event_batch(body: Value) -> Result<Vec<ValidEvent>, ApiError> {
+    let items = match body {
+        Value::Array(items) if (1..=MAX_BATCH_EVENTS).contains(&items.len()) => items,
+        _ => {
+            return Err(ApiError::invalid(vec![FieldError::new(
+                "",
+                format!("must be an array of 1 to {MAX_BATCH_EVENTS} CloudEvents"),
+            )]));
+        }
+    };
+    let mut events = Vec::with_capacity(items.len());
+    let (mut missing, mut invalid) = (Vec::new(), Vec::new());
+    for (index, item) in items.into_iter().enumerate() {
+        match cloudevent::parse_structured(item, &format!("/{index}")) {
+            Ok(event) => events.push(event),
+            Err(CloudEventError::Missing(found)) => missing.extend(found),
+            Err(CloudEventError::Invalid(found)) => invalid.extend(found),
+        }
+    }
+    if !missing.is_empty() {
+        return Err(ApiError::MissingAttributes(missing));
+    }
+    invalid.extend(repeated_ids(&events, ""));
+    if !invalid.is_empty() {
+        return Err(ApiError::invalid(invalid));
+    }
+    Ok(events)
 }
 
 /// The same event id twice in one batch would be one event published twice.
-fn repeated_ids(events: &[ValidEvent]) -> Vec<FieldError> {
+fn repeated_ids(events: &[ValidEvent], at: &str) -> Vec<FieldError> {
     events
         .iter()
         .enumerate()
@@ -228,10 +318,7 @@ fn repeated_ids(events: &[ValidEvent]) -> Vec<FieldError> {
                 .any(|earlier| earlier.id == event.id)
         })
         .map(|(index, _)| {
-            FieldError::new(
-                format!("/events/{index}/id"),
-                "repeats an earlier event's id",
-            )
+            FieldError::new(format!("{at}/{index}/id"), "repeats an earlier event's id")
         })
         .collect()
 }
@@ -310,11 +397,11 @@ fn batch_answer(
     }
 }
 
-fn new_correlation_id() -> String {
+pub(super) fn new_correlation_id() -> String {
     Uuid::new_v4().to_string()
 }
 
-async fn publish_one(
+pub(super) async fn publish_one(
     state: AppState,
     caller: Principal,
     event: ValidEvent,
@@ -332,7 +419,7 @@ async fn publish_one(
 
 /// Publishes a batch in request order (so each user's events reach the bus in that
 /// order), critical events committed together first.
-async fn publish_all(
+pub(super) async fn publish_all(
     state: AppState,
     caller: Principal,
     events: Vec<ValidEvent>,

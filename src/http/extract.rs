@@ -1,12 +1,15 @@
 //! Extractors that turn a request into typed input or a precise problem.
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, FromRequestParts, Request};
+use std::net::{IpAddr, SocketAddr};
+
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use super::AppState;
+use super::admission::Authentication;
 use super::error::ApiError;
 use crate::domain::Principal;
 use crate::domain::cloudevent::is_json_media_type;
@@ -15,13 +18,14 @@ use crate::domain::data::check_id;
 pub const CORRELATION_HEADER: &str = "x-correlation-id";
 
 /// A JSON request body, parsed but not yet validated. Malformed JSON is a 400 with its
-/// position, a body over the limit a 413, another content type a 415.
+/// position, a body over the limit a 413, one that arrives too slowly a 408, another
+/// content type a 415.
 pub struct JsonBody(pub Value);
 
-impl<S: Send + Sync> FromRequest<S> for JsonBody {
+impl FromRequest<AppState> for JsonBody {
     type Rejection = ApiError;
 
-    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, Self::Rejection> {
         let content_type = request
             .headers()
             .get(header::CONTENT_TYPE)
@@ -32,57 +36,128 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
                 "expected Content-Type application/json, got '{content_type}'"
             )));
         }
-        let bytes = Bytes::from_request(request, state)
-            .await
-            .map_err(|rejection| {
-                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                    ApiError::PayloadTooLarge(format!(
-                        "the body exceeds {} bytes",
-                        super::MAX_BODY_BYTES
-                    ))
-                } else {
-                    ApiError::BadRequest {
-                        title: "Unreadable request body",
-                        detail: rejection.body_text(),
-                    }
-                }
-            })?;
-        serde_json::from_slice(&bytes)
-            .map(JsonBody)
-            .map_err(|error| ApiError::BadRequest {
-                title: "Malformed JSON",
-                detail: format!("{error} (line {}, column {})", error.line(), error.column()),
-            })
+        let RawBody(bytes) = RawBody::from_request(request, state).await?;
+        parse_json(&bytes).map(JsonBody)
     }
 }
 
-/// The caller, authenticated by a bearer token; anything else is a 401.
-pub struct Caller(pub Principal);
+/// The body's bytes, read within `BODY_READ_TIMEOUT` and the size limit.
+pub struct RawBody(pub Bytes);
 
-impl FromRequestParts<AppState> for Caller {
+impl FromRequest<AppState> for RawBody {
     type Rejection = ApiError;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
-        let header = parts.headers.get(header::AUTHORIZATION).ok_or_else(|| {
-            ApiError::Unauthorized("missing Authorization: Bearer <token>".into())
-        })?;
-        let token = header
-            .to_str()
-            .ok()
-            .and_then(|value| value.split_once(' '))
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .map(|(_, token)| token)
-            .ok_or_else(|| {
-                ApiError::Unauthorized("the Authorization header must be 'Bearer <token>'".into())
-            })?;
-        state
-            .verifier
-            .verify(token.trim())
-            .map(Caller)
-            .map_err(|error| ApiError::Unauthorized(format!("invalid token: {error}")))
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let limit = state.body_read_timeout;
+        let read = tokio::time::timeout(limit, Bytes::from_request(request, state))
+            .await
+            .map_err(|_| ApiError::BodyTimeout(limit))?;
+        read.map(RawBody).map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::PayloadTooLarge(format!(
+                    "the body exceeds {} bytes",
+                    super::MAX_BODY_BYTES
+                ))
+            } else {
+                ApiError::BadRequest {
+                    title: "Unreadable request body",
+                    detail: rejection.body_text(),
+                }
+            }
+        })
+    }
+}
+
+/// Parses JSON; nesting beyond serde_json's limit of 128 levels is refused, not recursed.
+pub fn parse_json(bytes: &[u8]) -> Result<Value, ApiError> {
+    serde_json::from_slice(bytes).map_err(|error| {
+        let position = format!("line {}, column {}", error.line(), error.column());
+        if error.to_string().starts_with("recursion limit exceeded") {
+            ApiError::BadRequest {
+                title: "JSON nested too deeply",
+                detail: format!("JSON may nest at most 128 levels; deeper at {position}"),
+            }
+        } else {
+            ApiError::BadRequest {
+                title: "Malformed JSON",
+                detail: format!("{error} ({position})"),
+            }
+        }
+    })
+}
+
+/// The client's address, when the request came through [`super::server::serve`].
+pub struct Peer(pub Option<IpAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Peer {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Peer(
+            parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|info| info.0.ip()),
+        ))
+    }
+}
+
+/// The essence of the `Content-Type` header, lower-cased (`application/cloudevents+json`).
+pub struct MediaType(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for MediaType {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let value = parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let essence = value.split(';').next().unwrap_or("").trim();
+        Ok(MediaType(essence.to_ascii_lowercase()))
+    }
+}
+
+/// CloudEvents binary mode: the `ce-*` headers, named without the prefix; `None` when the
+/// request has none.
+pub struct CloudEventHeaders(pub Option<Map<String, Value>>);
+
+impl<S: Send + Sync> FromRequestParts<S> for CloudEventHeaders {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let mut attributes = Map::new();
+        for (name, value) in &parts.headers {
+            if let Some(attribute) = name.as_str().strip_prefix("ce-") {
+                let value = value.to_str().map_err(|_| ApiError::BadRequest {
+                    title: "Invalid CloudEvents header",
+                    detail: format!("{name} must be visible ASCII"),
+                })?;
+                attributes.insert(attribute.to_owned(), Value::from(value));
+            }
+        }
+        Ok(CloudEventHeaders(
+            (!attributes.is_empty()).then_some(attributes),
+        ))
+    }
+}
+
+/// The caller, authenticated by a bearer token (verified once, by the admission
+/// middleware); anything else is a 401.
+pub struct Caller(pub Principal);
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        match parts.extensions.remove::<Authentication>() {
+            Some(Authentication::Verified(principal)) => Ok(Caller(principal)),
+            Some(Authentication::Refused(reason)) => Err(ApiError::Unauthorized(reason)),
+            None => Err(ApiError::Unauthorized(
+                "missing Authorization: Bearer <token>".into(),
+            )),
+        }
     }
 }
 

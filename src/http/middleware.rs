@@ -1,20 +1,24 @@
-//! The middleware stack, built in one place: request id, tracing, HTTP metrics, body
-//! limit and request timeout.
+//! The middleware stack, built in one place: request id, tracing, HTTP metrics, CORS,
+//! body limit and request timeout. (Admission, which needs the handlers' state, is
+//! layered in `router`.)
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
-use axum::http::HeaderName;
+use axum::http::{HeaderName, HeaderValue, Method, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use tower::ServiceBuilder;
+use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 use tracing::info_span;
 
 use super::error::ApiError;
+use crate::config::CorsOrigin;
+
 use crate::metrics::Metrics;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -24,10 +28,18 @@ pub fn apply(
     metrics: Arc<Metrics>,
     timeout: Duration,
     body_limit: usize,
+    cors_origins: &[CorsOrigin],
 ) -> Router {
-    router
+    let router = router
         .layer(DefaultBodyLimit::max(body_limit))
-        .layer(middleware::from_fn_with_state(timeout, request_timeout))
+        .layer(middleware::from_fn_with_state(timeout, request_timeout));
+    let router = match cors(cors_origins) {
+        Some(cors) => router
+            .layer(cors)
+            .layer(middleware::from_fn(only_for_allowed_origins)),
+        None => router,
+    };
+    router
         .layer(middleware::from_fn_with_state(metrics, record_metrics))
         .layer(
             ServiceBuilder::new()
@@ -42,6 +54,69 @@ pub fn apply(
                 }))
                 .layer(PropagateRequestIdLayer::new(REQUEST_ID)),
         )
+}
+
+/// Headers a browser may send, and may read, across origins.
+const CORS_REQUEST_HEADERS: [&str; 8] = [
+    "authorization",
+    "content-type",
+    "idempotency-key",
+    "x-correlation-id",
+    "ce-specversion",
+    "ce-id",
+    "ce-source",
+    "ce-type",
+];
+const CORS_RESPONSE_HEADERS: [&str; 7] = [
+    "x-correlation-id",
+    "x-request-id",
+    "idempotent-replayed",
+    "retry-after",
+    "ratelimit-limit",
+    "ratelimit-remaining",
+    "ratelimit-reset",
+];
+
+/// CORS for `CORS_ORIGINS`; none when it is empty.
+fn cors(origins: &[CorsOrigin]) -> Option<CorsLayer> {
+    if origins.is_empty() {
+        return None;
+    }
+    let allow_origin = if origins.iter().any(|origin| origin.0 == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(
+            origins
+                .iter()
+                .filter_map(|origin| HeaderValue::from_str(&origin.0).ok()),
+        )
+    };
+    Some(
+        CorsLayer::new()
+            .allow_origin(allow_origin)
+            .allow_methods([Method::GET, Method::POST])
+            .allow_headers(CORS_REQUEST_HEADERS.map(HeaderName::from_static))
+            .expose_headers(CORS_RESPONSE_HEADERS.map(HeaderName::from_static))
+            .max_age(Duration::from_secs(600)),
+    )
+}
+
+/// tower-http answers every preflight with the allowed methods and headers; an origin
+/// that is not allowed gets none of them, so it learns nothing about the API.
+async fn only_for_allowed_origins(request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    if !headers.contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN) {
+        let granted: Vec<HeaderName> = headers
+            .keys()
+            .filter(|name| name.as_str().starts_with("access-control-"))
+            .cloned()
+            .collect();
+        for name in granted {
+            headers.remove(name);
+        }
+    }
+    response
 }
 
 /// Answers 503 as problem+json when a request outlives `timeout`.

@@ -1,6 +1,7 @@
 //! The HTTP edge: routes, extractors, errors and middleware. Handlers stay thin: parse,
 //! authorise, call the domain or an adapter, answer.
 
+pub mod admission;
 pub mod dead_letters;
 pub mod docs;
 pub mod error;
@@ -11,11 +12,14 @@ pub mod idempotency;
 pub mod middleware;
 pub mod paging;
 pub mod reads;
+pub mod server;
+pub mod webhooks;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use axum::middleware::from_fn_with_state;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_swagger_ui::SwaggerUi;
@@ -24,8 +28,11 @@ use self::error::ApiError;
 use crate::auth::TokenVerifier;
 use crate::bus::Publisher;
 use crate::cache::Cache;
+use crate::config::Settings;
+use crate::domain::webhook::WebhookSecrets;
 use crate::ingest::Ingest;
 use crate::metrics::Metrics;
+use crate::rate_limit::RateLimiter;
 use crate::store::Store;
 
 /// Largest request body; larger ones are answered 413.
@@ -39,6 +46,9 @@ pub struct Dependencies {
     pub store: Store,
     pub cache: Cache,
     pub metrics: Arc<Metrics>,
+    pub limiter: RateLimiter,
+    pub webhooks: WebhookSecrets,
+    pub body_read_timeout: Duration,
 }
 
 /// The handlers' state: one pointer, so the clone every request makes is one increment.
@@ -63,6 +73,7 @@ impl std::ops::Deref for AppState {
 fn api() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(docs::ApiDoc::openapi())
         .merge(events::router())
+        .merge(webhooks::router())
         .merge(reads::router())
         .merge(dead_letters::router())
         .merge(health::router())
@@ -74,13 +85,20 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 }
 
 /// The whole application: API, Swagger UI at `/docs`, the document at `/openapi.json`.
-pub fn router(state: AppState, request_timeout: Duration) -> Router {
+pub fn router(state: AppState, settings: &Settings) -> Router {
     let (api, openapi) = api().split_for_parts();
     let metrics = state.metrics.clone();
     let app = api
-        .with_state(state)
+        .with_state(state.clone())
         .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi))
         .fallback(|| async { ApiError::NotFound })
-        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed });
-    middleware::apply(app, metrics, request_timeout, MAX_BODY_BYTES)
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(from_fn_with_state(state, admission::admit));
+    middleware::apply(
+        app,
+        metrics,
+        settings.request_timeout,
+        MAX_BODY_BYTES,
+        &settings.cors_origins,
+    )
 }

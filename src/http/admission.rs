@@ -1,0 +1,89 @@
+//! Admission: who is calling, and whether their rate limit lets them in now. One
+//! middleware verifies the bearer token once (the `Caller` extractor reads the outcome)
+//! and charges the request to the token's `sub`, or, for calls without valid credentials,
+//! to the client address. Webhooks are charged to their source by their handler, once
+//! the signature checks out, and batches pay for their other events there.
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use super::AppState;
+use super::error::{ApiError, set_rate_limit_headers};
+use super::server::peer;
+use crate::domain::Principal;
+use crate::rate_limit::{Budget, Decision};
+
+/// What the middleware found in the `Authorization` header.
+#[derive(Clone)]
+pub enum Authentication {
+    Verified(Principal),
+    Refused(String),
+}
+
+/// Routes that authenticate by other means than a bearer token.
+const WEBHOOK_PREFIX: &str = "/v1/webhooks/";
+
+pub async fn admit(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+    let authentication = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .map(|value| authenticate(&state, value));
+    let budget = match &authentication {
+        Some(Authentication::Verified(principal)) => Some(Budget::Subject(&principal.subject)),
+        None if request.uri().path().starts_with(WEBHOOK_PREFIX) => None,
+        _ => peer(&request).map(|addr| Budget::Address(addr.ip())),
+    };
+    let decision = match budget {
+        Some(budget) => state.limiter.charge(budget, 1).await,
+        None => None,
+    };
+    if let Some(decision) = decision.filter(|d| !d.allowed) {
+        return ApiError::RateLimited(decision).into_response();
+    }
+    if let Some(authentication) = authentication {
+        request.extensions_mut().insert(authentication);
+    }
+    let mut response = next.run(request).await;
+    // A handler that charged more (a batch) has set the headers already.
+    if let Some(decision) = decision
+        && !response.headers().contains_key("ratelimit-remaining")
+    {
+        set_rate_limit_headers(response.headers_mut(), &decision);
+    }
+    response
+}
+
+fn authenticate(state: &AppState, value: &HeaderValue) -> Authentication {
+    let token = value
+        .to_str()
+        .ok()
+        .and_then(|value| value.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token);
+    let Some(token) = token else {
+        return Authentication::Refused("the Authorization header must be 'Bearer <token>'".into());
+    };
+    match state.verifier.verify(token.trim()) {
+        Ok(principal) => Authentication::Verified(principal),
+        Err(error) => Authentication::Refused(format!("invalid token: {error}")),
+    }
+}
+
+/// Charges the rest of a request's events (a batch of `count` paid 1 at admission) to
+/// `budget`; a refusal is the request's answer.
+pub async fn charge_rest(
+    state: &AppState,
+    budget: Budget<'_>,
+    count: usize,
+) -> Result<Option<Decision>, ApiError> {
+    if count <= 1 {
+        return Ok(None);
+    }
+    let cost = u32::try_from(count - 1).unwrap_or(u32::MAX);
+    match state.limiter.charge(budget, cost).await {
+        Some(decision) if !decision.allowed => Err(ApiError::RateLimited(decision)),
+        decision => Ok(decision),
+    }
+}
