@@ -157,27 +157,26 @@ fn mac(secret: &[u8], request: &SignedRequest<'_>) -> Hmac<Sha256> {
     mac
 }
 
-/// The `webhook-signature` value a sender computes: what the README shows, and what the
-/// tests sign with.
-pub fn sign(secret: &[u8], id: &str, timestamp: i64, body: &[u8]) -> String {
-    let timestamp = timestamp.to_string();
-    let request = SignedRequest {
-        id,
-        timestamp: &timestamp,
-        signatures: "",
-        body,
-    };
-    format!(
-        "v1,{}",
-        STANDARD.encode(mac(secret, &request).finalize().into_bytes())
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     const NOW: i64 = 1_790_000_000;
+
+    /// What a sender puts in `webhook-signature`.
+    fn sign(secret: &[u8], id: &str, timestamp: i64, body: &[u8]) -> String {
+        let timestamp = timestamp.to_string();
+        let request = SignedRequest {
+            id,
+            timestamp: &timestamp,
+            signatures: "",
+            body,
+        };
+        format!(
+            "v1,{}",
+            STANDARD.encode(mac(secret, &request).finalize().into_bytes())
+        )
+    }
 
     fn request<'a>(signatures: &'a str, timestamp: &'a str, body: &'a [u8]) -> SignedRequest<'a> {
         SignedRequest {

@@ -25,6 +25,10 @@ pub enum Authentication {
 /// Routes that authenticate by other means than a bearer token.
 const WEBHOOK_PREFIX: &str = "/v1/webhooks/";
 
+/// Probes and scrapes from the infrastructure: cheap, and a 429 there would restart pods
+/// or blind the dashboards.
+const UNLIMITED: [&str; 3] = ["/health/live", "/health/ready", "/metrics"];
+
 pub async fn admit(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
     let authentication = request
         .headers()
@@ -33,6 +37,7 @@ pub async fn admit(State(state): State<AppState>, mut request: Request, next: Ne
     let budget = match &authentication {
         Some(Authentication::Verified(principal)) => Some(Budget::Subject(&principal.subject)),
         None if request.uri().path().starts_with(WEBHOOK_PREFIX) => None,
+        None if UNLIMITED.contains(&request.uri().path()) => None,
         _ => peer(&request).map(|addr| Budget::Address(addr.ip())),
     };
     let decision = match budget {

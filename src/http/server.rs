@@ -2,6 +2,9 @@
 //! hold, so connections are served by hyper directly: a deadline for request heads (which
 //! also closes idle keep-alive connections), a cap on their size, the peer address for
 //! per-address rate limits, and a graceful shutdown that lets requests in flight finish.
+//!
+//! HTTP/1.1 only: hyper's HTTP/2 auto-detection waits for a preface without any deadline,
+//! so an idle connection could be held forever; TLS and HTTP/2 end at the load balancer.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -10,8 +13,8 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::{ConnectInfo, Request};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -37,19 +40,11 @@ pub async fn serve(
     limits: ConnectionLimits,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = http1::Builder::new();
     builder
-        .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
-        // A head that does not fit the read buffer is answered 431; bodies stream
-        // through it in pieces, so this bounds heads alone.
-        .max_buf_size(limits.max_header_bytes.max(8192));
-
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(limits.max_header_bytes as u32);
+        .max_header_size(limits.max_header_bytes);
     let graceful = GracefulShutdown::new();
     loop {
         let (stream, peer) = tokio::select! {
@@ -77,10 +72,7 @@ pub async fn serve(
                 )
             }
         });
-        let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-            .into_owned();
-        let connection = graceful.watch(connection);
+        let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
         tokio::spawn(async move {
             if let Err(error) = connection.await {
                 debug!(%error, %peer, "connection ended with an error");

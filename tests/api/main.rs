@@ -3,11 +3,17 @@
 
 mod auth;
 mod broker;
+mod cloudevents;
 mod consumers;
+mod cors;
 mod docs;
 mod helpers;
+mod limits;
 mod persistence;
 mod proxy;
 mod publish;
+mod rate_limits;
 mod reads;
+mod sealing;
 mod validation;
+mod webhooks;

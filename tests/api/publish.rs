@@ -453,12 +453,3 @@ async fn topology_declares_the_dead_letter_exchange_and_failed_events() {
         .await;
     assert_eq!(delivery.routing_key.as_str(), "error.achievement");
 }
-
-fn header(response: &reqwest::Response, name: &str) -> String {
-    response
-        .headers()
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned()
-}

@@ -1,0 +1,147 @@
+//! Rate limits: a burst beyond the budget is 429, gateways share one budget in Redis, and
+//! a Redis outage falls back to a budget per process.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::helpers::*;
+use crate::proxy::Proxy;
+
+const BURST: usize = 5;
+
+fn limited_settings() -> event_gateway::config::Settings {
+    let mut settings = test_settings();
+    settings.rate_limit_rps = 1;
+    settings.rate_limit_burst = BURST as u32;
+    settings
+}
+
+/// Sends `count` publishes with `token`, spread over `apps` in turn; the statuses and how
+/// long it took. GCRA lets `BURST` through at once and one more per elapsed second.
+async fn burst(apps: &[&TestApp], token: &str, count: usize) -> (Vec<u16>, Duration) {
+    let started = Instant::now();
+    let mut statuses = Vec::new();
+    for i in 0..count {
+        let app = apps[i % apps.len()];
+        let response = app
+            .post_json("/v1/events", token, &event("analytics.event_tracked"))
+            .await;
+        statuses.push(response.status().as_u16());
+    }
+    (statuses, started.elapsed())
+}
+
+/// `passed` is the status of a request the limiter let through.
+fn assert_budget_held(statuses: &[u16], elapsed: Duration, passed: u16) {
+    let allowed = statuses.iter().filter(|s| **s == passed).count();
+    let refilled = elapsed.as_secs() as usize;
+    assert!(
+        (BURST..=BURST + refilled).contains(&allowed),
+        "{allowed} allowed in {elapsed:?}: {statuses:?}"
+    );
+    assert!(
+        statuses.iter().all(|s| *s == passed || *s == 429),
+        "{statuses:?}"
+    );
+    assert_eq!(
+        &statuses[..BURST],
+        &[passed; BURST],
+        "the burst passes first"
+    );
+}
+
+#[tokio::test]
+async fn a_burst_beyond_the_budget_gets_429_with_retry_after_and_ratelimit_headers() {
+    let app = spawn_app_with(limited_settings()).await;
+    let token = app.token("spammy-backend", "events:publish");
+    let started = Instant::now();
+    let first = app
+        .post_json("/v1/events", &token, &event("analytics.event_tracked"))
+        .await;
+    assert_eq!(first.status(), 202);
+    assert_eq!(header(&first, "ratelimit-limit"), "5");
+    assert_eq!(header(&first, "ratelimit-remaining"), "4");
+
+    let (statuses, _) = burst(&[&app], &token, 9).await;
+    let mut all = vec![202];
+    all.extend(&statuses);
+    assert_budget_held(&all, started.elapsed(), 202);
+
+    let refused = app
+        .post_json("/v1/events", &token, &event("analytics.event_tracked"))
+        .await;
+    let retry_after: u64 = header(&refused, "retry-after").parse().unwrap();
+    assert!((1..=2).contains(&retry_after), "Retry-After {retry_after}");
+    assert_eq!(header(&refused, "ratelimit-remaining"), "0");
+    let (status, answer) = problem(refused).await;
+    assert_eq!(status, 429);
+    assert_eq!(answer["type"], "urn:problem:event-gateway:rate-limited");
+
+    // Budgets are per caller: another token is unaffected.
+    let other = app.token("quiet-backend", "events:publish");
+    let response = app
+        .post_json("/v1/events", &other, &event("analytics.event_tracked"))
+        .await;
+    assert_eq!(response.status(), 202);
+}
+
+#[tokio::test]
+async fn a_batch_counts_as_its_number_of_events() {
+    let app = spawn_app_with(limited_settings()).await;
+    let token = app.token("batcher", "events:publish");
+    let four = json!({"events": vec![event("analytics.event_tracked"); 4]});
+    let response = app.post_json("/v1/events/batch", &token, &four).await;
+    assert_eq!(response.status(), 202);
+    assert_eq!(header(&response, "ratelimit-remaining"), "1");
+    let response = app.post_json("/v1/events/batch", &token, &four).await;
+    assert_eq!(response.status(), 429, "4 more events do not fit in 1");
+    assert_eq!(app.depth(&app.queue("analytics")).await, 4);
+}
+
+#[tokio::test]
+async fn calls_without_credentials_are_limited_by_client_address() {
+    let app = spawn_app_with(limited_settings()).await;
+    let started = Instant::now();
+    let mut statuses = Vec::new();
+    for _ in 0..8 {
+        let response = app
+            .http
+            .post(format!("{}/v1/events", app.base))
+            .bearer_auth("not-a-token")
+            .json(&event("analytics.event_tracked"))
+            .send()
+            .await
+            .unwrap();
+        statuses.push(response.status().as_u16());
+    }
+    assert_budget_held(&statuses, started.elapsed(), 401);
+}
+
+#[tokio::test]
+async fn two_gateways_share_one_budget() {
+    let settings = limited_settings();
+    let one = spawn_app_with(settings.clone()).await;
+    let two = spawn_app_with(settings).await;
+    let token = one.token("everywhere", "events:publish");
+    let (statuses, elapsed) = burst(&[&one, &two], &token, 10).await;
+    assert_budget_held(&statuses, elapsed, 202);
+}
+
+#[tokio::test]
+async fn with_redis_down_each_gateway_keeps_the_budget_itself() {
+    let proxy = Proxy::start("127.0.0.1:6379").await;
+    let mut settings = limited_settings();
+    settings.redis_host = proxy.addr.ip().to_string();
+    settings.redis_port = proxy.addr.port();
+    let app = spawn_app_with(settings).await;
+    proxy.cut().await;
+    let token = app.token("redis-less", "events:publish");
+    let (statuses, elapsed) = burst(&[&app], &token, 10).await;
+    assert_budget_held(&statuses, elapsed, 202);
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    assert!(
+        metrics.contains(r#"gateway_rate_limit_decisions_total{outcome="limited",store="local"}"#),
+        "{metrics}"
+    );
+}

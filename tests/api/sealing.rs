@@ -1,0 +1,53 @@
+//! Sensitive fields: sealed with AES-256-GCM before they reach the bus or PostgreSQL.
+
+use event_gateway::domain::sealing::Sealer;
+use serde_json::{Value, json};
+
+use crate::helpers::*;
+
+const KEY: &str = "k2026=BwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyAhIiMkJSY=";
+const EMAIL: &str = "ada@example.com";
+
+#[tokio::test]
+async fn sealed_fields_are_unreadable_on_the_bus_and_in_the_database_and_open_with_the_key() {
+    let mut settings = test_settings();
+    settings.sensitive_fields = vec!["/data/metadata/email".parse().unwrap()];
+    settings.encryption_keys = Some(KEY.parse().unwrap());
+    let app = spawn_app_with(settings).await;
+    let data = json!({"achievementId": "a1", "userId": "user-1", "points": 5,
+        "metadata": {"email": EMAIL, "level": 3}});
+    let response = app
+        .publish(&json!({"type": "achievement.completed", "data": data}))
+        .await;
+    assert_eq!(response.status(), 202);
+    let id = response.json::<Value>().await.unwrap()["id"].clone();
+
+    let delivery = app.next_message(&app.queue("achievement")).await;
+    let on_the_bus = String::from_utf8(delivery.data.clone()).unwrap();
+    assert!(!on_the_bus.contains(EMAIL), "{on_the_bus}");
+    let mut envelope: Value = serde_json::from_str(&on_the_bus).unwrap();
+    let sealed = &envelope["data"]["metadata"]["email"];
+    assert_eq!(sealed["alg"], "A256GCM");
+    assert_eq!(sealed["kid"], "k2026");
+    assert_eq!(
+        envelope["data"]["metadata"]["level"], 3,
+        "other fields stay readable"
+    );
+
+    let consumer = Sealer {
+        fields: vec!["/data/metadata/email".parse().unwrap()],
+        keys: KEY.parse().unwrap(),
+    };
+    consumer.open_event(&mut envelope).unwrap();
+    assert_eq!(envelope["data"], data);
+
+    let (stored,): (Value,) = sqlx::query_as("SELECT envelope FROM events WHERE id = $1::uuid")
+        .bind(id.as_str().unwrap())
+        .fetch_one(&app.db().await)
+        .await
+        .unwrap();
+    assert!(!stored.to_string().contains(EMAIL), "{stored}");
+    let mut stored = stored;
+    consumer.open_event(&mut stored).unwrap();
+    assert_eq!(stored["data"], data);
+}
