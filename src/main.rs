@@ -42,6 +42,10 @@ enum Command {
     Openapi,
     /// Create the database if missing and apply the migrations, then exit.
     Migrate,
+    /// Decrypt the sealed fields of events: one JSON event (as it is on the bus or in the
+    /// database) per line on stdin, each printed opened, with SENSITIVE_FIELDS and
+    /// ENCRYPTION_KEYS.
+    Decrypt,
 }
 
 fn main() -> ExitCode {
@@ -58,6 +62,7 @@ fn main() -> ExitCode {
                     cli.settings.database_url.expose(),
                 ))
             }),
+        Command::Decrypt => decrypt(&cli.settings),
         Command::Openapi => event_gateway::http::openapi()
             .to_pretty_json()
             .map(|json| println!("{json}"))
@@ -83,6 +88,22 @@ fn serve(settings: Settings) -> anyhow::Result<()> {
         tokio::spawn(stop_on_signal(shutdown.clone()));
         event_gateway::run(listener, settings, shutdown).await
     })
+}
+
+fn decrypt(settings: &Settings) -> anyhow::Result<()> {
+    let sealer = settings
+        .sealer()
+        .ok_or_else(|| anyhow::anyhow!("set SENSITIVE_FIELDS and ENCRYPTION_KEYS"))?;
+    for line in std::io::stdin().lines() {
+        let line = line?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let mut event: serde_json::Value = serde_json::from_str(&line)?;
+        sealer.open_event(&mut event)?;
+        println!("{event}");
+    }
+    Ok(())
 }
 
 fn init_logging(format: LogFormat) {

@@ -99,6 +99,7 @@ pub struct DeadLetterQuery {
     responses(
         (status = 200, description = "A page of dead letters", body = DeadLetterList),
         (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "The caller's rate limit is spent; retry after Retry-After", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "The token lacks the admin scope", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid limit or cursor", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The database is unavailable", body = Problem, content_type = "application/problem+json"),
@@ -148,6 +149,7 @@ async fn list_dead_letters(
     responses(
         (status = 202, description = "The broker confirmed the replayed event", body = Replayed),
         (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "The caller's rate limit is spent; retry after Retry-After", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "The token lacks the admin scope", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such dead letter", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Already replayed", body = Problem, content_type = "application/problem+json"),

@@ -98,6 +98,7 @@ pub struct ListQuery {
     responses(
         (status = 200, description = "The event", body = PersistedEvent),
         (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "The caller's rate limit is spent; retry after Retry-After", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "The token lacks events:read", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No persisted event with this id (or not the player's own)", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The database is unavailable", body = Problem, content_type = "application/problem+json"),
@@ -147,6 +148,7 @@ pub(super) async fn get_event(
         (status = 200, description = "A page of events", body = EventList),
         (status = 400, description = "Unreadable query", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "The caller's rate limit is spent; retry after Retry-After", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "The token lacks events:read, or is another player's", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid user id, type, limit or cursor", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The database is unavailable", body = Problem, content_type = "application/problem+json"),

@@ -1,5 +1,8 @@
 //! Sensitive fields: sealed with AES-256-GCM before they reach the bus or PostgreSQL.
 
+use std::io::Write;
+use std::process::{Command, Stdio};
+
 use event_gateway::domain::sealing::Sealer;
 use serde_json::{Value, json};
 
@@ -7,6 +10,24 @@ use crate::helpers::*;
 
 const KEY: &str = "k2026=BwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyAhIiMkJSY=";
 const EMAIL: &str = "ada@example.com";
+
+/// What an operator sees: `event-gateway decrypt` with the deployment's settings.
+fn decrypt_command(event: &str) -> Value {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_event-gateway"))
+        .arg("decrypt")
+        .env("SENSITIVE_FIELDS", "/data/metadata/email")
+        .env("ENCRYPTION_KEYS", KEY)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("event-gateway decrypt");
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(event.as_bytes()).unwrap();
+    drop(stdin);
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success());
+    serde_json::from_slice(&output.stdout).unwrap()
+}
 
 #[tokio::test]
 async fn sealed_fields_are_unreadable_on_the_bus_and_in_the_database_and_open_with_the_key() {
@@ -34,6 +55,7 @@ async fn sealed_fields_are_unreadable_on_the_bus_and_in_the_database_and_open_wi
         "other fields stay readable"
     );
 
+    assert_eq!(decrypt_command(&on_the_bus)["data"], data);
     let consumer = Sealer {
         fields: vec!["/data/metadata/email".parse().unwrap()],
         keys: KEY.parse().unwrap(),
