@@ -30,7 +30,8 @@ impl FromStr for CorsOrigin {
                     && !host.contains(['/', ' ', ','])
             });
         if well_formed {
-            Ok(CorsOrigin(origin.to_owned()))
+            // Browsers send origins lower-case.
+            Ok(CorsOrigin(origin.to_ascii_lowercase()))
         } else {
             Err(format!(
                 "'{text}' is not an origin like https://game.example or http://localhost:3000"

@@ -2,6 +2,7 @@
 //! PostgreSQL outbox for the relay. Critical events are written before the answer, always.
 //! Shared by every way an event comes in.
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::sync::Arc;
 
@@ -411,16 +412,15 @@ impl Ingest {
         let accepted_at = OffsetDateTime::now_utc();
         // Sensitive fields are sealed here, the one place an event becomes the bytes that
         // go to the bus and to PostgreSQL.
-        let sealed;
         let event = match &self.sealer {
             Some(sealer) => {
                 let mut copy = event.clone();
-                sealer.seal(&mut copy.data);
-                sealed = copy;
-                &sealed
+                sealer.seal(copy.id, &mut copy.data);
+                Cow::Owned(copy)
             }
-            None => event,
+            None => Cow::Borrowed(event),
         };
+        let event = event.as_ref();
         let envelope = Envelope::new(event, correlation_id, &principal.subject, accepted_at);
 
         let body = serde_json::to_vec(&envelope).map_err(PublishError::Encode)?;

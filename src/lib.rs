@@ -163,6 +163,7 @@ pub async fn run(
         metrics,
         webhooks: settings.webhook_secrets.clone(),
         body_read_timeout: settings.body_read_timeout,
+        idempotency_ttl: settings.idempotency_ttl,
     });
     let app = http::router(state, &settings);
     info!(addr = %listener.local_addr()?, "serving");

@@ -4,6 +4,7 @@
 //! one budget per process) instead of failing open or refusing everyone.
 
 use std::collections::HashMap;
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -107,7 +108,7 @@ pub enum Budget<'a> {
     /// A webhook source, once its signature checked out.
     Webhook(&'a str),
     /// A client address, for calls without valid credentials.
-    Address(std::net::IpAddr),
+    Address(IpAddr),
 }
 
 impl Budget<'_> {
@@ -115,7 +116,12 @@ impl Budget<'_> {
         match self {
             Budget::Subject(sub) => format!("sub:{sub}"),
             Budget::Webhook(source) => format!("webhook:{source}"),
-            Budget::Address(ip) => format!("ip:{ip}"),
+            Budget::Address(IpAddr::V4(ip)) => format!("ip:{ip}"),
+            // One host usually holds a whole /64: it is one caller.
+            Budget::Address(IpAddr::V6(ip)) => {
+                let network = u128::from(*ip) & !((1u128 << 64) - 1);
+                format!("ip:{}/64", Ipv6Addr::from(network))
+            }
         }
     }
 }
@@ -141,12 +147,16 @@ impl RateLimiter {
         }
     }
 
+    /// The most events a caller may send at once; `None` when limiting is off.
+    pub fn burst(&self) -> Option<u32> {
+        self.policy.map(|policy| policy.burst)
+    }
+
     /// Charges `cost` events to `budget`; `None` when limiting is off. A cost above the
-    /// burst is charged as the whole burst, so a maximal batch can always get through
-    /// once the budget is full.
+    /// burst is never allowed: callers check [`Self::burst`] first.
     pub async fn charge(&self, budget: Budget<'_>, cost: u32) -> Option<Decision> {
         let policy = self.policy?;
-        let cost = cost.clamp(1, policy.burst);
+        let cost = cost.max(1);
         let key = budget.key();
         let (decision, store) = match self
             .cache

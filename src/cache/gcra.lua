@@ -3,7 +3,7 @@
 -- KEYS[1]: the caller's key; ARGV[1]: emission interval (us per event);
 -- ARGV[2]: burst (events); ARGV[3]: cost (events in this request).
 -- Returns {allowed (0/1), remaining, reset (us until the budget is full), retry after (us)}.
--- Keep in step with `Gcra::check` in src/rate_limit.rs, the in-process fallback.
+-- Keep in step with `gcra` in src/rate_limit.rs, the in-process fallback.
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
 local interval = tonumber(ARGV[1])

@@ -10,6 +10,8 @@ use uuid::Uuid;
 
 use crate::breaker::{CircuitBreaker, CircuitState};
 
+mod claims;
+
 /// Redis answers in microseconds; a second means it is in trouble.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(1);
 

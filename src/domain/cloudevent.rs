@@ -23,6 +23,18 @@ use super::problem::{FieldError, pointer_child};
 
 pub const SPEC_VERSION: &str = "1.0";
 
+/// The attributes CloudEvents 1.0 defines; any other is an extension.
+const CONTEXT_ATTRIBUTES: [&str; 8] = [
+    "specversion",
+    "id",
+    "source",
+    "type",
+    "datacontenttype",
+    "dataschema",
+    "subject",
+    "time",
+];
+
 /// The CloudEvent attributes an event keeps, in `metadata.cloudEvent`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct CloudEventOrigin {
@@ -40,14 +52,6 @@ pub struct CloudEventOrigin {
 pub enum CloudEventError {
     Missing(Vec<FieldError>),
     Invalid(Vec<FieldError>),
-}
-
-impl CloudEventError {
-    pub fn into_errors(self) -> Vec<FieldError> {
-        match self {
-            CloudEventError::Missing(errors) | CloudEventError::Invalid(errors) => errors,
-        }
-    }
 }
 
 /// Where the attributes came from, which decides how errors point at them.
@@ -84,8 +88,10 @@ pub fn parse_structured(value: Value, at: &str) -> Result<ValidEvent, CloudEvent
             "binary data is not accepted; send JSON `data`",
         ));
     }
+    // Extension attributes may be of any JSON type; they are not carried.
     let attributes = object
         .into_iter()
+        .filter(|(name, _)| CONTEXT_ATTRIBUTES.contains(&name.as_str()))
         .filter_map(|(name, value)| match value {
             Value::String(text) => Some((name, text)),
             _ => {
@@ -242,9 +248,15 @@ mod tests {
     use crate::domain::EventType;
     use serde_json::json;
 
+    fn into_errors(error: CloudEventError) -> Vec<FieldError> {
+        match error {
+            CloudEventError::Missing(errors) | CloudEventError::Invalid(errors) => errors,
+        }
+    }
+
     fn structured(value: Value) -> Result<ValidEvent, Vec<String>> {
         parse_structured(value, "")
-            .map_err(|error| error.into_errors().into_iter().map(|e| e.pointer).collect())
+            .map_err(|error| into_errors(error).into_iter().map(|e| e.pointer).collect())
     }
 
     #[test]
@@ -252,6 +264,7 @@ mod tests {
         let id = Uuid::new_v4();
         let event = structured(json!({"specversion": "1.0", "id": id.to_string(),
             "source": "/game/server-7", "type": "quest.started", "subject": "q1",
+            "sequence": 7, "traced": true,
             "time": "2026-11-26T10:00:00Z", "datacontenttype": "application/json",
             "data": {"questId": "q1", "userId": "u1"}}))
         .unwrap();
@@ -330,17 +343,18 @@ mod tests {
                 "is required"
             )]))
         );
-        let errors = parse_binary(
-            headers(&[
-                ("specversion", "1.0"),
-                ("id", "1"),
-                ("source", "/s"),
-                ("type", "quest.started"),
-            ]),
-            json!({"questId": "q", "userId": "u", "points": -1}),
-        )
-        .unwrap_err()
-        .into_errors();
+        let errors = into_errors(
+            parse_binary(
+                headers(&[
+                    ("specversion", "1.0"),
+                    ("id", "1"),
+                    ("source", "/s"),
+                    ("type", "quest.started"),
+                ]),
+                json!({"questId": "q", "userId": "u", "points": -1}),
+            )
+            .unwrap_err(),
+        );
         assert_eq!(errors.len(), 1);
         assert_eq!(errors[0].pointer, "/points");
     }

@@ -1,6 +1,7 @@
 //! The domain: event types, their schemas, the envelope, and who may publish what.
 //! Nothing here knows about HTTP or the broker.
 
+pub mod claim;
 pub mod cloudevent;
 pub mod data;
 
@@ -17,3 +18,11 @@ pub use envelope::{Envelope, ValidEvent};
 pub use event_type::{EventType, Family};
 pub use problem::FieldError;
 pub use scope::{Forbidden, Principal, Scopes};
+
+/// 1 to 64 characters of `[A-Za-z0-9._-]`: webhook sources, key ids.
+pub fn is_plain_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}

@@ -5,18 +5,22 @@
 //! `{"alg": "A256GCM", "kid": "<key id>", "iv": "<base64, 12 bytes>", "ciphertext": "<base64>"}`
 //!
 //! where the ciphertext (with its 16-byte tag appended) is AES-256-GCM over the value's
-//! JSON text, with no associated data. Consumers holding the key of that `kid` decrypt it;
-//! keys rotate by adding a new id in front.
+//! JSON text, with the associated data `{event id}|{pointer}` (e.g.
+//! `0193…|/data/metadata/email`), so a sealed value moved to another event or field does
+//! not open. Consumers holding the key of that `kid` decrypt it; keys rotate by adding a
+//! new id in front.
 
 use std::fmt;
 use std::str::FromStr;
 
-use aes_gcm::aead::{Aead, AeadCore, KeyInit, OsRng};
+use aes_gcm::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use serde_json::{Value, json};
+
+use uuid::Uuid;
 
 use super::data::EventData;
 
@@ -88,7 +92,7 @@ fn parse_key(entry: &str) -> Result<SealingKey, String> {
         .split_once('=')
         .ok_or("each key must be kid=<base64 of 32 bytes>")?;
     let id = id.trim();
-    if !super::webhook::is_source_name(id) {
+    if !super::is_plain_name(id) {
         return Err(format!(
             "key id '{id}' must be 1 to 64 characters of [A-Za-z0-9._-]"
         ));
@@ -116,13 +120,18 @@ pub enum OpenError {
 }
 
 impl SealingKeys {
-    /// The sealed form of `value`, under the first key.
-    pub fn seal(&self, value: &Value) -> Value {
+    /// The sealed form of `value`, under the first key, bound to `context`.
+    pub fn seal(&self, value: &Value, context: &str) -> Value {
         let key = &self.0[0];
         let iv = Aes256Gcm::generate_nonce(&mut OsRng);
+        let plain = value.to_string();
+        let payload = Payload {
+            msg: plain.as_bytes(),
+            aad: context.as_bytes(),
+        };
         let ciphertext = key
             .cipher
-            .encrypt(&iv, value.to_string().as_bytes())
+            .encrypt(&iv, payload)
             .unwrap_or_else(|_| unreachable!("AES-GCM seals any message under 64 GiB"));
         json!({
             "alg": ALGORITHM,
@@ -133,7 +142,7 @@ impl SealingKeys {
     }
 
     /// What a consumer does: the original value back from its sealed form.
-    pub fn open(&self, sealed: &Value) -> Result<Value, OpenError> {
+    pub fn open(&self, sealed: &Value, context: &str) -> Result<Value, OpenError> {
         let text = |name: &str| sealed.get(name).and_then(Value::as_str);
         if text("alg") != Some(ALGORITHM) {
             return Err(OpenError::NotSealed);
@@ -151,8 +160,12 @@ impl SealingKeys {
             .iter()
             .find(|key| key.id == kid)
             .ok_or_else(|| OpenError::UnknownKey(kid.to_owned()))?;
+        let payload = Payload {
+            msg: &ciphertext,
+            aad: context.as_bytes(),
+        };
         key.cipher
-            .decrypt(&Nonce::from(iv), ciphertext.as_slice())
+            .decrypt(&Nonce::from(iv), payload)
             .ok()
             .and_then(|plain| serde_json::from_slice(&plain).ok())
             .ok_or_else(|| OpenError::Tampered(kid.to_owned()))
@@ -167,27 +180,34 @@ pub struct Sealer {
 }
 
 impl Sealer {
-    /// Seals every sensitive field present in `data`; absent ones are left absent.
-    pub fn seal(&self, data: &mut EventData) {
+    /// Seals every sensitive field present in the `data` of event `id`; absent ones are
+    /// left absent.
+    pub fn seal(&self, id: Uuid, data: &mut EventData) {
         for SensitiveField(pointer) in &self.fields {
             if let Some(value) = data.value_mut(pointer) {
-                *value = self.keys.seal(value);
+                *value = self.keys.seal(value, &context(&id.to_string(), pointer));
             }
         }
     }
 
-    /// Opens every sealed field of an envelope's `data`, for consumers and operators.
+    /// Opens every sealed field of an envelope, for consumers and operators.
     pub fn open_event(&self, event: &mut Value) -> Result<(), OpenError> {
+        let id = event["id"].as_str().unwrap_or_default().to_owned();
         for SensitiveField(pointer) in &self.fields {
             if let Some(value) = event
                 .get_mut("data")
                 .and_then(|data| data.pointer_mut(pointer))
             {
-                *value = self.keys.open(value)?;
+                *value = self.keys.open(value, &context(&id, pointer))?;
             }
         }
         Ok(())
     }
+}
+
+/// The associated data: which event and which field a sealed value belongs to.
+fn context(event_id: &str, pointer: &str) -> String {
+    format!("{event_id}|/data{pointer}")
 }
 
 #[cfg(test)]
@@ -242,27 +262,34 @@ mod tests {
             "metadata": {"email": "ada@example.com", "level": 3}});
         let mut data =
             EventData::parse(EventType::AchievementCompleted, value.clone(), "/data").unwrap();
-        sealer(&format!("k2={KEY_B},k1={KEY_A}")).seal(&mut data);
+        let id = Uuid::now_v7();
+        sealer(&format!("k2={KEY_B},k1={KEY_A}")).seal(id, &mut data);
         let sealed = serde_json::to_string(data.as_map()).unwrap();
         assert!(!sealed.contains("ada@example.com"), "{sealed}");
         assert_eq!(data.as_map()["metadata"]["email"]["kid"], "k2");
         assert_eq!(data.as_map()["metadata"]["level"], 3, "other fields stay");
 
-        let mut event = json!({"data": data.as_map()});
+        let mut event = json!({"id": id, "data": data.as_map()});
         // A consumer that still lists the old key opens it by the new key's id.
         sealer(&format!("k1={KEY_A},k2={KEY_B}"))
             .open_event(&mut event)
             .unwrap();
         assert_eq!(event["data"], value);
 
-        let mut event = json!({"data": data.as_map()});
+        let mut event = json!({"id": id, "data": data.as_map()});
         assert_eq!(
             sealer(&format!("k1={KEY_A}")).open_event(&mut event),
             Err(OpenError::UnknownKey("k2".into()))
         );
-        let mut event = json!({"data": data.as_map()});
+        let mut event = json!({"id": id, "data": data.as_map()});
         assert_eq!(
             sealer(&format!("k2={KEY_A}")).open_event(&mut event),
+            Err(OpenError::Tampered("k2".into()))
+        );
+        // Copied into another event, the sealed value does not open.
+        let mut event = json!({"id": Uuid::now_v7(), "data": data.as_map()});
+        assert_eq!(
+            sealer(&format!("k2={KEY_B}")).open_event(&mut event),
             Err(OpenError::Tampered("k2".into()))
         );
     }
@@ -270,8 +297,9 @@ mod tests {
     #[test]
     fn every_seal_uses_a_fresh_iv() {
         let keys: SealingKeys = format!("k1={KEY_A}").parse().unwrap();
-        let (a, b) = (keys.seal(&json!("x")), keys.seal(&json!("x")));
+        let (a, b) = (keys.seal(&json!("x"), "c"), keys.seal(&json!("x"), "c"));
         assert_ne!(a["iv"], b["iv"]);
-        assert_eq!(keys.open(&a), Ok(json!("x")));
+        assert_eq!(keys.open(&a, "c"), Ok(json!("x")));
+        assert_eq!(keys.open(&a, "d"), Err(OpenError::Tampered("k1".into())));
     }
 }

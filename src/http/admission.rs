@@ -2,7 +2,8 @@
 //! middleware verifies the bearer token once (the `Caller` extractor reads the outcome)
 //! and charges the request to the token's `sub`, or, for calls without valid credentials,
 //! to the client address. Webhooks are charged to their source by their handler, once
-//! the signature checks out, and batches pay for their other events there.
+//! the signature checks out, and batches pay for their other events there
+//! ([`charge_events`]).
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, header};
@@ -76,18 +77,27 @@ fn authenticate(state: &AppState, value: &HeaderValue) -> Authentication {
     }
 }
 
-/// Charges the rest of a request's events (a batch of `count` paid 1 at admission) to
-/// `budget`; a refusal is the request's answer.
-pub async fn charge_rest(
+/// Charges a request of `count` events to `budget`, of which `paid` were charged at
+/// admission. More events than the burst can never fit: that is a 413, not a 429 a
+/// client would retry for ever.
+pub async fn charge_events(
     state: &AppState,
     budget: Budget<'_>,
     count: usize,
+    paid: usize,
 ) -> Result<Option<Decision>, ApiError> {
-    if count <= 1 {
+    if let Some(burst) = state.limiter.burst()
+        && count > burst as usize
+    {
+        return Err(ApiError::PayloadTooLarge(format!(
+            "{count} events at once exceed this caller's burst of {burst} (RATE_LIMIT_BURST); split the batch"
+        )));
+    }
+    let rest = u32::try_from(count.saturating_sub(paid)).unwrap_or(u32::MAX);
+    if rest == 0 {
         return Ok(None);
     }
-    let cost = u32::try_from(count - 1).unwrap_or(u32::MAX);
-    match state.limiter.charge(budget, cost).await {
+    match state.limiter.charge(budget, rest).await {
         Some(decision) if !decision.allowed => Err(ApiError::RateLimited(decision)),
         decision => Ok(decision),
     }

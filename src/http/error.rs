@@ -77,10 +77,14 @@ pub enum ApiError {
     },
     #[error("the database is unavailable")]
     StoreUnavailable(#[from] StoreError),
+    #[error("webhook replay protection is unavailable")]
+    ReplayGuardUnavailable(#[source] redis::RedisError),
     #[error("idempotency key conflict: {0}")]
     Conflict(String),
     #[error("the request took too long")]
     Timeout,
+    #[error("the request head is too large")]
+    HeadTooLarge(usize),
     #[error("the request body arrived too slowly")]
     BodyTimeout(std::time::Duration),
     #[error("rate limited")]
@@ -174,6 +178,11 @@ impl ApiError {
                 "database-unavailable",
                 "The database is unavailable",
             ),
+            ReplayGuardUnavailable(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "replay-guard-unavailable",
+                "Webhook replay protection is unavailable",
+            ),
             Conflict(_) => (
                 StatusCode::CONFLICT,
                 "idempotency-in-progress",
@@ -183,6 +192,11 @@ impl ApiError {
                 StatusCode::SERVICE_UNAVAILABLE,
                 "timeout",
                 "The request took too long",
+            ),
+            HeadTooLarge(_) => (
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "head-too-large",
+                "Request headers too large",
             ),
             BodyTimeout(_) => (
                 StatusCode::REQUEST_TIMEOUT,
@@ -236,10 +250,17 @@ impl ApiError {
                 format!("{source}; the event was not accepted, retry later")
             }
             ApiError::StoreUnavailable(_) => "the database did not answer; retry later".into(),
+            ApiError::ReplayGuardUnavailable(_) => {
+                "webhook ids are kept in Redis, which did not answer; nothing was published, retry later"
+                    .into()
+            }
             ApiError::Conflict(detail) => detail.clone(),
             ApiError::Timeout => {
                 "the gateway could not answer within REQUEST_TIMEOUT; retry with the same event id"
                     .into()
+            }
+            ApiError::HeadTooLarge(max) => {
+                format!("the request line and headers must fit in {max} bytes (MAX_HEADER_BYTES)")
             }
             ApiError::BodyTimeout(limit) => format!(
                 "the whole body must arrive within {} (BODY_READ_TIMEOUT)",
@@ -250,14 +271,9 @@ impl ApiError {
                 decision.limit,
                 retry_after_secs(decision)
             ),
-            ApiError::MissingAttributes(errors) => format!(
-                "missing: {}",
-                errors
-                    .iter()
-                    .map(|e| e.pointer.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
+            ApiError::MissingAttributes(_) => {
+                "a CloudEvent lacks specversion, id, source or type; see errors".into()
+            }
             ApiError::WebhookRefused(rejection) => {
                 format!("{rejection}; sign as Standard Webhooks describe (see the README)")
             }

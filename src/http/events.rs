@@ -11,14 +11,14 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::AppState;
-use super::admission::charge_rest;
+use super::admission::charge_events;
 use super::docs::{
     BatchRequest, CloudEventBatch, CloudEventRequest, EventData, EventRequest, EventTypeName,
 };
 use super::error::set_rate_limit_headers;
 use super::error::{ApiError, Problem};
 use super::extract::{Caller, CloudEventHeaders, CorrelationHeader, JsonBody, MediaType};
-use super::idempotency::{Accepted, IdempotencyHeader, IdempotencyKey, once};
+use super::idempotency::{Accepted, IdempotencyHeader, IdempotencyKey, Ledger, once};
 use crate::domain::cloudevent::{self, CloudEventError};
 use crate::domain::{EventType, FieldError, Principal, ValidEvent};
 use crate::ingest::{IngestError, Receipt, ReceiptStatus, Submission};
@@ -107,7 +107,14 @@ async fn publish_event(
         .unwrap_or_else(new_correlation_id);
     let subject = caller.subject.clone();
     let publish = publish_one(state.clone(), caller, event, correlation_id);
-    once(&state, &subject, key.zip(request), publish).await
+    once(
+        &state,
+        Ledger::Database,
+        &subject,
+        key.zip(request),
+        publish,
+    )
+    .await
 }
 
 /// Publish one event of the given type; the body is its `data`.
@@ -179,7 +186,14 @@ async fn publish_typed_event(
     let subject = caller.subject.clone();
     let publish = publish_one(state.clone(), caller, event, correlation_id);
     let key = IdempotencyKey::from_header(idempotency);
-    once(&state, &subject, key.zip(request), publish).await
+    once(
+        &state,
+        Ledger::Database,
+        &subject,
+        key.zip(request),
+        publish,
+    )
+    .await
 }
 
 /// Publish up to 500 events at once.
@@ -203,7 +217,7 @@ async fn publish_typed_event(
         (status = 400, description = "Malformed JSON or header, or missing CloudEvents attributes", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "The token may not publish one of the events", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body over 256 KiB", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over 256 KiB, or more events than the caller's burst", body = Problem, content_type = "application/problem+json"),
         (status = 408, description = "The body arrived too slowly", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "The caller's rate limit is spent; retry after Retry-After", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid batch; every bad field is named under /events/<index>", body = Problem, content_type = "application/problem+json"),
@@ -228,7 +242,8 @@ async fn publish_batch(
     } else {
         parse_batch(body)?
     };
-    let rate_limit = charge_rest(&state, Budget::Subject(&caller.subject), events.len()).await?;
+    let rate_limit =
+        charge_events(&state, Budget::Subject(&caller.subject), events.len(), 1).await?;
     let forbidden: Vec<FieldError> = events
         .iter()
         .enumerate()
@@ -252,7 +267,14 @@ async fn publish_batch(
     let subject = caller.subject.clone();
     let publish = publish_all(state.clone(), caller, events, request_correlation);
     let key = IdempotencyKey::from_header(idempotency);
-    let mut response = once(&state, &subject, key.zip(request), publish).await?;
+    let mut response = once(
+        &state,
+        Ledger::Database,
+        &subject,
+        key.zip(request),
+        publish,
+    )
+    .await?;
     if let Some(decision) = rate_limit {
         set_rate_limit_headers(response.headers_mut(), &decision);
     }
@@ -297,10 +319,12 @@ fn parse_cloud_event_batch(body: Value) -> Result<Vec<ValidEvent>, ApiError> {
             Err(CloudEventError::Invalid(found)) => invalid.extend(found),
         }
     }
+    invalid.extend(repeated_ids(&events, ""));
     if !missing.is_empty() {
+        // Malformed items make the batch a 400; the invalid ones are named too.
+        missing.extend(invalid);
         return Err(ApiError::MissingAttributes(missing));
     }
-    invalid.extend(repeated_ids(&events, ""));
     if !invalid.is_empty() {
         return Err(ApiError::invalid(invalid));
     }

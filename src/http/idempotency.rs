@@ -14,8 +14,10 @@ use sha2::{Digest, Sha256};
 use super::AppState;
 use super::error::ApiError;
 use super::extract::CORRELATION_HEADER;
+use crate::cache::Cache;
 use crate::domain::FieldError;
-use crate::store::{Claim, StoredAnswer};
+use crate::domain::claim::{Claim, StoredAnswer};
+use crate::store::Store;
 
 pub const IDEMPOTENCY_HEADER: &str = "idempotency-key";
 const REPLAYED_HEADER: &str = "idempotent-replayed";
@@ -96,10 +98,80 @@ impl Accepted {
     }
 }
 
+/// Where a request's claim is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ledger {
+    /// PostgreSQL, next to the events: publish requests.
+    Database,
+    /// Redis: webhook deliveries, so a webhook does not need PostgreSQL unless its events
+    /// are critical.
+    Cache,
+}
+
+/// A ledger with the handle it needs, to move into the task that settles a claim.
+enum LedgerHandle {
+    Database(Store),
+    Cache(Cache, Duration),
+}
+
+impl LedgerHandle {
+    fn of(state: &AppState, ledger: Ledger) -> Self {
+        match ledger {
+            Ledger::Database => LedgerHandle::Database(state.store.clone()),
+            Ledger::Cache => LedgerHandle::Cache(state.cache.clone(), state.idempotency_ttl),
+        }
+    }
+
+    async fn claim(&self, principal: &str, key: &str, hash: &[u8]) -> Result<Claim, ApiError> {
+        match self {
+            LedgerHandle::Database(store) => Ok(store
+                .claim_key(principal.to_owned(), key.to_owned(), hash.to_vec())
+                .await?),
+            LedgerHandle::Cache(cache, _) => cache
+                .claim(principal, key, hash)
+                .await
+                .map_err(ApiError::ReplayGuardUnavailable),
+        }
+    }
+
+    async fn record(&self, principal: String, key: String, hash: &[u8], answer: StoredAnswer) {
+        let recorded = match self {
+            LedgerHandle::Database(store) => store
+                .record_answer(principal, key, answer)
+                .await
+                .map_err(|e| e.to_string()),
+            LedgerHandle::Cache(cache, ttl) => cache
+                .record_answer(&principal, &key, hash, answer, *ttl)
+                .await
+                .map_err(|e| e.to_string()),
+        };
+        if let Err(error) = recorded {
+            tracing::warn!(%error, "could not store an idempotent answer; a retry may publish again");
+        }
+    }
+
+    async fn release(&self, principal: String, key: String) {
+        let released = match self {
+            LedgerHandle::Database(store) => store
+                .release_key(principal, key)
+                .await
+                .map_err(|e| e.to_string()),
+            LedgerHandle::Cache(cache, _) => cache
+                .release(&principal, &key)
+                .await
+                .map_err(|e| e.to_string()),
+        };
+        if let Err(error) = released {
+            tracing::warn!(%error, "could not free an idempotency key");
+        }
+    }
+}
+
 /// Runs `publish` once per key: the first request runs it and stores its 202; a retry
 /// gets that 202; a concurrent duplicate waits for it; a failure frees the key.
 pub async fn once<Fut>(
     state: &AppState,
+    ledger: Ledger,
     principal: &str,
     key: Option<(IdempotencyKey, Value)>,
     publish: Fut,
@@ -110,14 +182,11 @@ where
     let Some((IdempotencyKey { key, pointer }, request)) = key else {
         return publish.await.map(|accepted| accepted.into_response(false));
     };
+    let ledger = LedgerHandle::of(state, ledger);
     let hash = Sha256::digest(request.to_string().as_bytes()).to_vec();
     let deadline = tokio::time::Instant::now() + WAIT_FOR_FIRST;
     loop {
-        match state
-            .store
-            .claim_key(principal.to_owned(), key.clone(), hash.clone())
-            .await?
-        {
+        match ledger.claim(principal, &key, &hash).await? {
             Claim::Owned => break,
             Claim::Answered(answer) => return Ok(replay(answer)),
             Claim::Mismatch => {
@@ -138,7 +207,6 @@ where
     }
     // From here the key is ours: record the answer (or free the key) even if this
     // request is dropped, so a retry never finds it stuck and publishes again.
-    let store = state.store.clone();
     let principal = principal.to_owned();
     let settled = tokio::spawn(async move {
         let outcome = publish.await;
@@ -148,15 +216,9 @@ where
                     status: StatusCode::ACCEPTED.as_u16(),
                     body: json!({"correlationId": accepted.correlation_id, "body": accepted.body}),
                 };
-                if let Err(error) = store.record_answer(principal, key, stored).await {
-                    tracing::warn!(%error, "could not store an idempotent answer; a retry may publish again");
-                }
+                ledger.record(principal, key, &hash, stored).await;
             }
-            Err(_) => {
-                if let Err(error) = store.release_key(principal, key).await {
-                    tracing::warn!(%error, "could not free an idempotency key");
-                }
-            }
+            Err(_) => ledger.release(principal, key).await,
         }
         outcome
     });

@@ -29,10 +29,12 @@ pub fn apply(
     timeout: Duration,
     body_limit: usize,
     cors_origins: &[CorsOrigin],
+    max_head: usize,
 ) -> Router {
     let router = router
         .layer(DefaultBodyLimit::max(body_limit))
-        .layer(middleware::from_fn_with_state(timeout, request_timeout));
+        .layer(middleware::from_fn_with_state(timeout, request_timeout))
+        .layer(middleware::from_fn_with_state(max_head, limit_head));
     let router = match cors(cors_origins) {
         Some(cors) => router
             .layer(cors)
@@ -57,7 +59,7 @@ pub fn apply(
 }
 
 /// Headers a browser may send, and may read, across origins.
-const CORS_REQUEST_HEADERS: [&str; 8] = [
+const CORS_REQUEST_HEADERS: [&str; 12] = [
     "authorization",
     "content-type",
     "idempotency-key",
@@ -66,6 +68,10 @@ const CORS_REQUEST_HEADERS: [&str; 8] = [
     "ce-id",
     "ce-source",
     "ce-type",
+    "ce-time",
+    "ce-subject",
+    "ce-datacontenttype",
+    "ce-dataschema",
 ];
 const CORS_RESPONSE_HEADERS: [&str; 7] = [
     "x-correlation-id",
@@ -117,6 +123,22 @@ async fn only_for_allowed_origins(request: Request, next: Next) -> Response {
         }
     }
     response
+}
+
+/// Answers 431 as problem+json for a request head over `max` bytes. (Hyper itself cuts
+/// heads far beyond that, before a request exists, with a bare 431.)
+async fn limit_head(State(max): State<usize>, request: Request, next: Next) -> Response {
+    let size = request.method().as_str().len()
+        + request.uri().to_string().len()
+        + request
+            .headers()
+            .iter()
+            .map(|(name, value)| name.as_str().len() + value.len() + 4)
+            .sum::<usize>();
+    if size > max {
+        return ApiError::HeadTooLarge(max).into_response();
+    }
+    next.run(request).await
 }
 
 /// Answers 503 as problem+json when a request outlives `timeout`.

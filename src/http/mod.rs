@@ -49,6 +49,9 @@ pub struct Dependencies {
     pub limiter: RateLimiter,
     pub webhooks: WebhookSecrets,
     pub body_read_timeout: Duration,
+    /// How long idempotent answers are kept (webhook ids in Redis; see the store for
+    /// PostgreSQL's).
+    pub idempotency_ttl: Duration,
 }
 
 /// The handlers' state: one pointer, so the clone every request makes is one increment.
@@ -100,5 +103,6 @@ pub fn router(state: AppState, settings: &Settings) -> Router {
         settings.request_timeout,
         MAX_BODY_BYTES,
         &settings.cors_origins,
+        settings.max_header_bytes as usize,
     )
 }

@@ -10,11 +10,13 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::AppState;
+use super::admission::charge_events;
 use super::docs::WebhookRequest;
 use super::error::{ApiError, Problem, set_rate_limit_headers};
 use super::events::{BatchReceipt, new_correlation_id, parse_batch, publish_all, publish_one};
-use super::extract::{CorrelationHeader, Peer, RawBody, parse_json};
-use super::idempotency::{IdempotencyKey, once};
+use super::extract::{CorrelationHeader, MediaType, Peer, RawBody, parse_json};
+use super::idempotency::{IdempotencyKey, Ledger, once};
+use crate::domain::cloudevent::is_json_media_type;
 use crate::domain::webhook::{self, Rejection, SignedRequest};
 use crate::domain::{Principal, Scopes, ValidEvent};
 use crate::rate_limit::Budget;
@@ -47,7 +49,8 @@ const SIGNATURE: &str = "webhook-signature";
         (status = 400, description = "Malformed JSON or header", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Missing header, bad signature, unknown source or stale timestamp", body = Problem, content_type = "application/problem+json"),
         (status = 408, description = "The body arrived too slowly", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body over 256 KiB", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over 256 KiB, or more events than the source's burst", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid event; every bad field is named", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "The source's rate limit is spent; retry after Retry-After", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The events were not taken; retry after Retry-After", body = Problem, content_type = "application/problem+json"),
@@ -60,8 +63,14 @@ async fn receive_webhook(
     Peer(peer): Peer,
     headers: HeaderMap,
     CorrelationHeader(correlation): CorrelationHeader,
+    MediaType(media_type): MediaType,
     RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
+    if !is_json_media_type(&media_type) {
+        return Err(ApiError::UnsupportedMediaType(format!(
+            "expected Content-Type application/json, got '{media_type}'"
+        )));
+    }
     let verified = verify(&state, &source, &headers, &body);
     let webhook_id = match verified {
         Ok(id) => id,
@@ -78,13 +87,7 @@ async fn receive_webhook(
     };
     let request = parse_json(&body)?;
     let (events, single) = parse_events(request.clone())?;
-    let decision = state
-        .limiter
-        .charge(Budget::Webhook(&source), events.len() as u32)
-        .await;
-    if let Some(decision) = decision.filter(|d| !d.allowed) {
-        return Err(ApiError::RateLimited(decision));
-    }
+    let decision = charge_events(&state, Budget::Webhook(&source), events.len(), 0).await?;
     let principal = Principal {
         subject: format!("webhook:{source}"),
         scopes: Scopes::parse("events:publish"),
@@ -100,10 +103,24 @@ async fn receive_webhook(
             ApiError::Internal(anyhow::anyhow!("a single webhook event went missing"))
         })?;
         let publish = publish_one(state.clone(), principal, event, correlation_id);
-        once(&state, &subject, Some((key, request)), publish).await?
+        once(
+            &state,
+            Ledger::Cache,
+            &subject,
+            Some((key, request)),
+            publish,
+        )
+        .await?
     } else {
         let publish = publish_all(state.clone(), principal, events, correlation_id);
-        once(&state, &subject, Some((key, request)), publish).await?
+        once(
+            &state,
+            Ledger::Cache,
+            &subject,
+            Some((key, request)),
+            publish,
+        )
+        .await?
     };
     if let Some(decision) = decision {
         set_rate_limit_headers(response.headers_mut(), &decision);

@@ -5,28 +5,10 @@ use serde_json::Value;
 use tracing::instrument;
 
 use super::{Store, StoreError};
+use crate::domain::claim::{Claim, StoredAnswer};
 
 /// A claim older than this with no answer belongs to a process that died: take it over.
 const ABANDONED_AFTER_SECS: f64 = 60.0;
-
-/// The first answer, as the client got it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct StoredAnswer {
-    pub status: u16,
-    pub body: Value,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub enum Claim {
-    /// This request is the first: it runs, then records its answer.
-    Owned,
-    /// An earlier request answered this.
-    Answered(StoredAnswer),
-    /// An earlier request with this key is still running.
-    InProgress,
-    /// The key was used with another request body.
-    Mismatch,
-}
 
 impl Store {
     #[instrument(skip_all)]

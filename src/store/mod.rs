@@ -24,7 +24,6 @@ use tracing::{info, instrument, warn};
 use uuid::Uuid;
 
 pub use dead_letters::{DeadLetter, DeadLetterFilter};
-pub use idempotency::{Claim, StoredAnswer};
 
 pub use outbox::{ClaimedBatch, OutboxRow};
 pub use reads::{EventPage, PageCursor, StoredEvent};

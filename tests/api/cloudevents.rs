@@ -7,7 +7,7 @@ use crate::helpers::*;
 
 fn cloud_event(id: &str, event_type: &str) -> Value {
     json!({"specversion": "1.0", "id": id, "source": "/game/server-7", "type": event_type,
-        "time": "2026-11-26T10:00:00Z", "subject": "user-1",
+        "time": "2026-11-26T10:00:00Z", "subject": "user-1", "sequence": 7, "traced": true,
         "datacontenttype": "application/json", "data": valid_data(event_type)})
 }
 

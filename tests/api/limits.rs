@@ -26,10 +26,8 @@ async fn connect(app: &TestApp) -> TcpStream {
 /// keeps it open for `limit`.
 async fn read_until_closed(stream: &mut TcpStream, limit: Duration) -> String {
     let mut received = Vec::new();
-    tokio::time::timeout(limit, stream.read_to_end(&mut received))
-        .await
-        .expect("the server closed the connection")
-        .ok();
+    let closed = tokio::time::timeout(limit, stream.read_to_end(&mut received)).await;
+    assert!(closed.is_ok(), "the server kept the connection open");
     String::from_utf8_lossy(&received).into_owned()
 }
 
@@ -100,7 +98,14 @@ async fn big_heads_slow_heads_and_idle_connections_are_cut() {
         .send()
         .await
         .unwrap();
-    assert_eq!(response.status(), 431);
+    let (status, answer) = problem(response).await;
+    assert_eq!(status, 431);
+    assert!(
+        answer["detail"]
+            .as_str()
+            .unwrap()
+            .contains("MAX_HEADER_BYTES")
+    );
 
     let mut idle = connect(&app).await;
     let mut slow_head = connect(&app).await;

@@ -7,6 +7,7 @@ use serde_json::json;
 
 use crate::helpers::*;
 use crate::proxy::Proxy;
+use crate::webhooks::{now, signature};
 
 const BURST: usize = 5;
 
@@ -96,6 +97,55 @@ async fn a_batch_counts_as_its_number_of_events() {
     assert_eq!(header(&response, "ratelimit-remaining"), "1");
     let response = app.post_json("/v1/events/batch", &token, &four).await;
     assert_eq!(response.status(), 429, "4 more events do not fit in 1");
+
+    // More events than the burst can never fit: not a 429 to retry for ever.
+    let six = json!({"events": vec![event("analytics.event_tracked"); 6]});
+    let fresh = app.token("big-batcher", "events:publish");
+    let (status, answer) = problem(app.post_json("/v1/events/batch", &fresh, &six).await).await;
+    assert_eq!(status, 413);
+    assert!(
+        answer["detail"]
+            .as_str()
+            .unwrap()
+            .contains("RATE_LIMIT_BURST")
+    );
+    assert_eq!(app.depth(&app.queue("analytics")).await, 4);
+}
+
+#[tokio::test]
+async fn webhook_sources_and_forgers_have_budgets_of_their_own() {
+    let mut settings = limited_settings();
+    settings.webhook_secrets = "shop=shop-secret".parse().unwrap();
+    let app = spawn_app_with(settings).await;
+    let deliver = |id: &'static str, events: usize, secret: &'static [u8]| {
+        let body =
+            serde_json::to_vec(&json!({"events": vec![event("analytics.event_tracked"); events]}))
+                .unwrap();
+        let timestamp = now();
+        let request = app
+            .http
+            .post(format!("{}/v1/webhooks/shop", app.base))
+            .header("content-type", "application/json")
+            .header("webhook-id", id)
+            .header("webhook-timestamp", timestamp.to_string())
+            .header("webhook-signature", signature(secret, id, timestamp, &body))
+            .body(body);
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(deliver("msg_1", 4, b"shop-secret").await, 202);
+    assert_eq!(
+        deliver("msg_2", 2, b"shop-secret").await,
+        429,
+        "2 do not fit in 1"
+    );
+
+    // Forged deliveries are paid for by their address, not by the source they name.
+    let started = Instant::now();
+    let mut statuses = Vec::new();
+    for _ in 0..8 {
+        statuses.push(deliver("msg_3", 1, b"forged").await);
+    }
+    assert_budget_held(&statuses, started.elapsed(), 401);
     assert_eq!(app.depth(&app.queue("analytics")).await, 4);
 }
 

@@ -15,14 +15,14 @@ const CRM_SECRET: &str = "crm-plain-secret";
 
 /// A sender's signature, computed here from the scheme's definition, not by the gateway's
 /// code.
-fn signature(secret: &[u8], id: &str, timestamp: i64, body: &[u8]) -> String {
+pub fn signature(secret: &[u8], id: &str, timestamp: i64, body: &[u8]) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret).unwrap();
     mac.update(format!("{id}.{timestamp}.").as_bytes());
     mac.update(body);
     format!("v1,{}", STANDARD.encode(mac.finalize().into_bytes()))
 }
 
-fn now() -> i64 {
+pub fn now() -> i64 {
     OffsetDateTime::now_utc().unix_timestamp()
 }
 
