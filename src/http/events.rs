@@ -106,7 +106,7 @@ async fn publish_event(
         .or_else(|| event.correlation_id.clone())
         .unwrap_or_else(new_correlation_id);
     let subject = caller.subject.clone();
-    let publish = publish_one(state.clone(), caller, event, correlation_id);
+    let publish = Box::pin(publish_one(state.clone(), caller, event, correlation_id));
     once(
         &state,
         Ledger::Database,
@@ -184,7 +184,7 @@ async fn publish_typed_event(
         .map_err(ApiError::forbidden)?;
     let correlation_id = header.unwrap_or_else(new_correlation_id);
     let subject = caller.subject.clone();
-    let publish = publish_one(state.clone(), caller, event, correlation_id);
+    let publish = Box::pin(publish_one(state.clone(), caller, event, correlation_id));
     let key = IdempotencyKey::from_header(idempotency);
     once(
         &state,
@@ -265,7 +265,7 @@ async fn publish_batch(
     }
     let request_correlation = header.unwrap_or_else(new_correlation_id);
     let subject = caller.subject.clone();
-    let publish = publish_all(state.clone(), caller, events, request_correlation);
+    let publish = Box::pin(publish_all(state.clone(), caller, events, request_correlation));
     let key = IdempotencyKey::from_header(idempotency);
     let mut response = once(
         &state,

@@ -168,7 +168,8 @@ impl LedgerHandle {
 }
 
 /// Runs `publish` once per key: the first request runs it and stores its 202; a retry
-/// gets that 202; a concurrent duplicate waits for it; a failure frees the key.
+/// gets that 202; a concurrent duplicate waits for it; a failure frees the key. Callers
+/// pass `publish` boxed: handler futures are moved whole, so they are kept small.
 pub async fn once<Fut>(
     state: &AppState,
     ledger: Ledger,
@@ -186,7 +187,8 @@ where
     let hash = Sha256::digest(request.to_string().as_bytes()).to_vec();
     let deadline = tokio::time::Instant::now() + WAIT_FOR_FIRST;
     loop {
-        match ledger.claim(principal, &key, &hash).await? {
+        // Boxed, so a request without a key does not carry the claim's state around.
+        match Box::pin(ledger.claim(principal, &key, &hash)).await? {
             Claim::Owned => break,
             Claim::Answered(answer) => return Ok(replay(answer)),
             Claim::Mismatch => {

@@ -102,7 +102,7 @@ async fn receive_webhook(
         let event = events.into_iter().next().ok_or_else(|| {
             ApiError::Internal(anyhow::anyhow!("a single webhook event went missing"))
         })?;
-        let publish = publish_one(state.clone(), principal, event, correlation_id);
+        let publish = Box::pin(publish_one(state.clone(), principal, event, correlation_id));
         once(
             &state,
             Ledger::Cache,
@@ -112,7 +112,7 @@ async fn receive_webhook(
         )
         .await?
     } else {
-        let publish = publish_all(state.clone(), principal, events, correlation_id);
+        let publish = Box::pin(publish_all(state.clone(), principal, events, correlation_id));
         once(
             &state,
             Ledger::Cache,
