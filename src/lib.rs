@@ -42,13 +42,11 @@ use crate::bus::{BusSettings, Publisher, Topology};
 use crate::cache::Cache;
 use crate::config::{GatewayEnv, Settings};
 use crate::consumer::{CacheInvalidator, ConsumerSettings, Consumers};
-
 use crate::http::server::ConnectionLimits;
 use crate::http::{AppState, Dependencies};
 use crate::ingest::Ingest;
 use crate::metrics::Metrics;
 use crate::rate_limit::{Policy, RateLimiter};
-
 use crate::relay::{OutboxRelay, RelaySignal};
 use crate::store::{Store, StoreSettings};
 

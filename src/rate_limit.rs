@@ -5,10 +5,11 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tracing::warn;
+use tracing::{info, warn};
 
 use crate::cache::Cache;
 use crate::metrics::Metrics;
@@ -131,6 +132,8 @@ pub struct RateLimiter {
     policy: Option<Policy>,
     cache: Cache,
     local: Arc<Mutex<LocalBudgets>>,
+    /// Whether the last call to Redis failed.
+    degraded: Arc<AtomicBool>,
     metrics: Arc<Metrics>,
 }
 
@@ -143,6 +146,7 @@ impl RateLimiter {
                 epoch: Instant::now(),
                 tats: HashMap::new(),
             })),
+            degraded: Arc::new(AtomicBool::new(false)),
             metrics,
         }
     }
@@ -164,10 +168,16 @@ impl RateLimiter {
             .await
         {
             Ok((allowed, remaining, reset, retry)) => {
+                if self.degraded.swap(false, Ordering::Relaxed) {
+                    info!("Redis answers again: rate limits are shared again");
+                }
                 (decision(policy, allowed, remaining, reset, retry), "redis")
             }
             Err(error) => {
-                warn!(%error, "rate limit kept in process: Redis is unreachable");
+                // Once per outage, not once per request.
+                if !self.degraded.swap(true, Ordering::Relaxed) {
+                    warn!(%error, "Redis is unreachable: each process keeps rate limits itself");
+                }
                 let mut local = self.local.lock().unwrap_or_else(|p| p.into_inner());
                 (local.check(policy, &key, cost), "local")
             }

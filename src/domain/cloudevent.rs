@@ -146,30 +146,7 @@ fn read(
     if !missing.is_empty() {
         return Err(CloudEventError::Missing(missing));
     }
-    if spec_version.as_deref().is_some_and(|v| v != SPEC_VERSION) {
-        errors.push(FieldError::new(
-            mode.pointer("specversion"),
-            format!("must be \"{SPEC_VERSION}\""),
-        ));
-    }
-    if let Some(content_type) = attributes.get("datacontenttype")
-        && !is_json_media_type(content_type)
-    {
-        errors.push(FieldError::new(
-            mode.pointer("datacontenttype"),
-            "must be application/json: data is validated as JSON",
-        ));
-    }
-    let time = attributes.remove("time");
-    if time
-        .as_deref()
-        .is_some_and(|t| OffsetDateTime::parse(t, &Rfc3339).is_err())
-    {
-        errors.push(FieldError::new(
-            mode.pointer("time"),
-            "must be an RFC 3339 date-time",
-        ));
-    }
+    let time = check_attribute_values(&mut attributes, spec_version.as_deref(), mode, &mut errors);
     let (Some(id), Some(source), Some(event_type)) = (id, source, event_type) else {
         return Err(CloudEventError::Invalid(errors));
     };
@@ -181,7 +158,6 @@ fn read(
         Mode::Structured(at) => pointer_child(at, "data"),
         Mode::Binary => String::new(),
     };
-
     let data = match data {
         Some(data) => EventData::parse(event_type, data, &data_at),
         None => Err(vec![FieldError::new(&data_at, "is required")]),
@@ -206,6 +182,40 @@ fn read(
             Err(CloudEventError::Invalid(errors))
         }
     }
+}
+
+/// Checks the values of `specversion`, `datacontenttype` and `time`; returns `time`.
+fn check_attribute_values(
+    attributes: &mut HashMap<String, String>,
+    spec_version: Option<&str>,
+    mode: Mode<'_>,
+    errors: &mut Vec<FieldError>,
+) -> Option<String> {
+    if spec_version.is_some_and(|v| v != SPEC_VERSION) {
+        errors.push(FieldError::new(
+            mode.pointer("specversion"),
+            format!("must be \"{SPEC_VERSION}\""),
+        ));
+    }
+    if let Some(content_type) = attributes.get("datacontenttype")
+        && !is_json_media_type(content_type)
+    {
+        errors.push(FieldError::new(
+            mode.pointer("datacontenttype"),
+            "must be application/json: data is validated as JSON",
+        ));
+    }
+    let time = attributes.remove("time");
+    if time
+        .as_deref()
+        .is_some_and(|t| OffsetDateTime::parse(t, &Rfc3339).is_err())
+    {
+        errors.push(FieldError::new(
+            mode.pointer("time"),
+            "must be an RFC 3339 date-time",
+        ));
+    }
+    time
 }
 
 fn check_type(name: &str, mode: Mode<'_>, errors: &mut Vec<FieldError>) -> Option<EventType> {

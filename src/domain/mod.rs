@@ -4,7 +4,6 @@
 pub mod claim;
 pub mod cloudevent;
 pub mod data;
-
 pub mod envelope;
 pub mod event_type;
 pub mod problem;

@@ -15,11 +15,9 @@ use std::str::FromStr;
 
 use aes_gcm::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
-
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use serde_json::{Value, json};
-
 use uuid::Uuid;
 
 use super::data::EventData;

@@ -12,11 +12,9 @@ use utoipa::ToSchema;
 use crate::bus::PublishError;
 use crate::domain::cloudevent::CloudEventError;
 use crate::domain::webhook::Rejection;
-
 use crate::domain::{FieldError, Forbidden};
-use crate::rate_limit::Decision;
-
 use crate::ingest::{IngestError, Receipt};
+use crate::rate_limit::Decision;
 use crate::store::StoreError;
 
 pub const PROBLEM_JSON: &str = "application/problem+json";

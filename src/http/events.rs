@@ -1,7 +1,6 @@
 //! `POST /v1/events`, `POST /v1/events/{type}` and `POST /v1/events/batch`.
 
 use axum::extract::{Path, State};
-
 use axum::response::Response;
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -265,7 +264,12 @@ async fn publish_batch(
     }
     let request_correlation = header.unwrap_or_else(new_correlation_id);
     let subject = caller.subject.clone();
-    let publish = Box::pin(publish_all(state.clone(), caller, events, request_correlation));
+    let publish = Box::pin(publish_all(
+        state.clone(),
+        caller,
+        events,
+        request_correlation,
+    ));
     let key = IdempotencyKey::from_header(idempotency);
     let mut response = once(
         &state,

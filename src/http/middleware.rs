@@ -18,7 +18,6 @@ use tracing::info_span;
 
 use super::error::ApiError;
 use crate::config::CorsOrigin;
-
 use crate::metrics::Metrics;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");

@@ -2,7 +2,6 @@
 
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
-
 use axum::extract::{Path, Query, State};
 use axum::response::IntoResponse;
 use axum::routing::get;

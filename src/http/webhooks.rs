@@ -112,7 +112,12 @@ async fn receive_webhook(
         )
         .await?
     } else {
-        let publish = Box::pin(publish_all(state.clone(), principal, events, correlation_id));
+        let publish = Box::pin(publish_all(
+            state.clone(),
+            principal,
+            events,
+            correlation_id,
+        ));
         once(
             &state,
             Ledger::Cache,
