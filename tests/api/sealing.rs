@@ -7,6 +7,7 @@ use event_gateway::domain::sealing::Sealer;
 use serde_json::{Value, json};
 
 use crate::helpers::*;
+use crate::proxy::Proxy;
 
 const KEY: &str = "k2026=BwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyAhIiMkJSY=";
 const EMAIL: &str = "ada@example.com";
@@ -72,4 +73,27 @@ async fn sealed_fields_are_unreadable_on_the_bus_and_in_the_database_and_open_wi
     let mut stored = stored;
     consumer.open_event(&mut stored).unwrap();
     assert_eq!(stored["data"], data);
+}
+
+#[tokio::test]
+async fn an_event_held_in_the_outbox_is_sealed_there_too() {
+    let proxy = Proxy::start("127.0.0.1:5672").await;
+    let mut settings = through_broker_proxy(test_settings(), &proxy);
+    settings.sensitive_fields = vec!["/data/metadata/email".parse().unwrap()];
+    settings.encryption_keys = Some(KEY.parse().unwrap());
+    let app = spawn_app_with(settings).await;
+    proxy.cut().await;
+    let mut body = event("analytics.event_tracked");
+    body["data"]["metadata"] = json!({"email": EMAIL});
+    let response = app.publish(&body).await;
+    assert_eq!(response.status(), 202);
+    assert_eq!(response.json::<Value>().await.unwrap()["status"], "queued");
+
+    let (held,): (Vec<u8>,) = sqlx::query_as("SELECT body FROM outbox")
+        .fetch_one(&app.db().await)
+        .await
+        .unwrap();
+    let held = String::from_utf8(held).unwrap();
+    assert!(!held.contains(EMAIL), "{held}");
+    assert_eq!(decrypt_command(&held)["data"], body["data"]);
 }
