@@ -22,7 +22,19 @@ impl FromStr for CorsOrigin {
     type Err = String;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let origin = text.trim().trim_end_matches('/');
+        // Browsers send origins lower-case and without a default port.
+        let origin = text.trim().trim_end_matches('/').to_ascii_lowercase();
+        let origin = origin
+            .strip_prefix("https://")
+            .and_then(|host| host.strip_suffix(":443"))
+            .map(|host| format!("https://{host}"))
+            .or_else(|| {
+                origin
+                    .strip_prefix("http://")
+                    .and_then(|host| host.strip_suffix(":80"))
+                    .map(|host| format!("http://{host}"))
+            })
+            .unwrap_or(origin);
         let well_formed = origin == "*"
             || origin.split_once("://").is_some_and(|(scheme, host)| {
                 matches!(scheme, "http" | "https")
@@ -30,8 +42,7 @@ impl FromStr for CorsOrigin {
                     && !host.contains(['/', ' ', ','])
             });
         if well_formed {
-            // Browsers send origins lower-case.
-            Ok(CorsOrigin(origin.to_ascii_lowercase()))
+            Ok(CorsOrigin(origin))
         } else {
             Err(format!(
                 "'{text}' is not an origin like https://game.example or http://localhost:3000"
@@ -376,6 +387,24 @@ mod tests {
     fn secrets_do_not_show_in_debug_output() {
         let secret: Secret = "hunter2".parse().unwrap();
         assert!(!format!("{secret:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn cors_origins_are_read_as_browsers_send_them() {
+        let origin = |text: &str| text.parse::<CorsOrigin>().map(|o| o.0);
+        assert_eq!(
+            origin("HTTPS://Game.Example:443/"),
+            Ok("https://game.example".into())
+        );
+        assert_eq!(origin("http://localhost:80"), Ok("http://localhost".into()));
+        assert_eq!(
+            origin("http://localhost:3000"),
+            Ok("http://localhost:3000".into())
+        );
+        assert_eq!(origin("*"), Ok("*".into()));
+        for bad in ["game.example", "ftp://x", "https://", "https://a/b"] {
+            assert!(origin(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -117,12 +117,15 @@ impl Budget<'_> {
         match self {
             Budget::Subject(sub) => format!("sub:{sub}"),
             Budget::Webhook(source) => format!("webhook:{source}"),
-            Budget::Address(IpAddr::V4(ip)) => format!("ip:{ip}"),
-            // One host usually holds a whole /64: it is one caller.
-            Budget::Address(IpAddr::V6(ip)) => {
-                let network = u128::from(*ip) & !((1u128 << 64) - 1);
-                format!("ip:{}/64", Ipv6Addr::from(network))
-            }
+            // An IPv4 client of a dual-stack listener arrives as `::ffff:a.b.c.d`.
+            Budget::Address(ip) => match ip.to_canonical() {
+                IpAddr::V4(ip) => format!("ip:{ip}"),
+                // One host usually holds a whole /64: it is one caller.
+                IpAddr::V6(ip) => {
+                    let network = u128::from(ip) & !((1u128 << 64) - 1);
+                    format!("ip:{}/64", Ipv6Addr::from(network))
+                }
+            },
         }
     }
 }

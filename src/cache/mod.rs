@@ -12,6 +12,8 @@ use crate::breaker::{CircuitBreaker, CircuitState};
 
 mod claims;
 
+pub use claims::PendingClaim;
+
 /// Redis answers in microseconds; a second means it is in trouble.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(1);
 

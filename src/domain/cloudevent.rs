@@ -11,13 +11,12 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 use serde_json::{Map, Value};
-use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
 
 use super::data::EventData;
-use super::envelope::{ValidEvent, type_list};
+use super::envelope::{ValidEvent, derived_id, type_list};
 use super::event_type::EventType;
 use super::problem::{FieldError, pointer_child};
 
@@ -241,15 +240,10 @@ pub fn is_json_media_type(content_type: &str) -> bool {
         || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
-/// The CloudEvent's id when it is a UUID; otherwise a UUID (version 8) hashed from
-/// `source` and `id`, the pair CloudEvents defines as unique.
+/// The CloudEvent's id when it is a UUID; otherwise a UUID derived from `source` and `id`,
+/// the pair CloudEvents defines as unique.
 fn event_id(source: &str, id: &str) -> Uuid {
-    Uuid::parse_str(id).unwrap_or_else(|_| {
-        let digest = Sha256::digest(format!("{source}\n{id}").as_bytes());
-        let mut bytes = [0u8; 16];
-        bytes.copy_from_slice(&digest[..16]);
-        Uuid::new_v8(bytes)
-    })
+    Uuid::parse_str(id).unwrap_or_else(|_| derived_id(&[source, id]))
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 
 use serde::Serialize;
 use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 use time::macros::format_description;
 use uuid::Uuid;
@@ -96,6 +97,15 @@ impl ValidEvent {
             _ => Err(errors),
         }
     }
+}
+
+/// A UUID (version 8) hashed from `parts`: the same parts always give the same id, so a
+/// redelivered event keeps its id.
+pub fn derived_id(parts: &[&str]) -> Uuid {
+    let digest = Sha256::digest(parts.join("\n").as_bytes());
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    Uuid::new_v8(bytes)
 }
 
 /// The spec's event names, for error messages.

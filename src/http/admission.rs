@@ -35,10 +35,11 @@ pub async fn admit(State(state): State<AppState>, mut request: Request, next: Ne
         .headers()
         .get(header::AUTHORIZATION)
         .map(|value| authenticate(&state, value));
+    let path = request.uri().path();
     let budget = match &authentication {
+        _ if UNLIMITED.contains(&path) => None,
         Some(Authentication::Verified(principal)) => Some(Budget::Subject(&principal.subject)),
-        None if request.uri().path().starts_with(WEBHOOK_PREFIX) => None,
-        None if UNLIMITED.contains(&request.uri().path()) => None,
+        None if path.starts_with(WEBHOOK_PREFIX) => None,
         _ => peer(&request).map(|addr| Budget::Address(addr.ip())),
     };
     let decision = match budget {

@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 use super::AppState;
 use super::error::ApiError;
 use super::extract::CORRELATION_HEADER;
-use crate::cache::Cache;
+use crate::cache::{Cache, PendingClaim};
 use crate::domain::FieldError;
 use crate::domain::claim::{Claim, StoredAnswer};
 use crate::store::Store;
@@ -111,39 +111,53 @@ pub enum Ledger {
 /// A ledger with the handle it needs, to move into the task that settles a claim.
 enum LedgerHandle {
     Database(Store),
-    Cache(Cache, Duration),
+    /// Redis, how long answers are kept, and this request's claim once it holds one.
+    Cache(Cache, Duration, Option<PendingClaim>),
 }
+
+/// A webhook's replay window must outlast the 10 minutes a signature is valid, or a
+/// captured delivery could be sent again and published again.
+const MIN_WEBHOOK_REPLAY_WINDOW: Duration = Duration::from_secs(10 * 60);
 
 impl LedgerHandle {
     fn of(state: &AppState, ledger: Ledger) -> Self {
         match ledger {
             Ledger::Database => LedgerHandle::Database(state.store.clone()),
-            Ledger::Cache => LedgerHandle::Cache(state.cache.clone(), state.idempotency_ttl),
+            Ledger::Cache => LedgerHandle::Cache(
+                state.cache.clone(),
+                state.idempotency_ttl.max(MIN_WEBHOOK_REPLAY_WINDOW),
+                None,
+            ),
         }
     }
 
-    async fn claim(&self, principal: &str, key: &str, hash: &[u8]) -> Result<Claim, ApiError> {
+    async fn claim(&mut self, principal: &str, key: &str, hash: &[u8]) -> Result<Claim, ApiError> {
         match self {
             LedgerHandle::Database(store) => Ok(store
                 .claim_key(principal.to_owned(), key.to_owned(), hash.to_vec())
                 .await?),
-            LedgerHandle::Cache(cache, _) => cache
-                .claim(principal, key, hash)
-                .await
-                .map_err(ApiError::ReplayGuardUnavailable),
+            LedgerHandle::Cache(cache, _, held) => {
+                let (claim, pending) = cache
+                    .claim(principal, key, hash)
+                    .await
+                    .map_err(ApiError::ReplayGuardUnavailable)?;
+                *held = pending;
+                Ok(claim)
+            }
         }
     }
 
-    async fn record(&self, principal: String, key: String, hash: &[u8], answer: StoredAnswer) {
+    async fn record(&self, principal: String, key: String, answer: StoredAnswer) {
         let recorded = match self {
             LedgerHandle::Database(store) => store
                 .record_answer(principal, key, answer)
                 .await
                 .map_err(|e| e.to_string()),
-            LedgerHandle::Cache(cache, ttl) => cache
-                .record_answer(&principal, &key, hash, answer, *ttl)
+            LedgerHandle::Cache(cache, ttl, Some(claim)) => cache
+                .record_answer(claim, answer, *ttl)
                 .await
                 .map_err(|e| e.to_string()),
+            LedgerHandle::Cache(_, _, None) => Ok(()),
         };
         if let Err(error) = recorded {
             tracing::warn!(%error, "could not store an idempotent answer; a retry may publish again");
@@ -156,10 +170,10 @@ impl LedgerHandle {
                 .release_key(principal, key)
                 .await
                 .map_err(|e| e.to_string()),
-            LedgerHandle::Cache(cache, _) => cache
-                .release(&principal, &key)
-                .await
-                .map_err(|e| e.to_string()),
+            LedgerHandle::Cache(cache, _, Some(claim)) => {
+                cache.release(claim).await.map_err(|e| e.to_string())
+            }
+            LedgerHandle::Cache(_, _, None) => Ok(()),
         };
         if let Err(error) = released {
             tracing::warn!(%error, "could not free an idempotency key");
@@ -183,7 +197,7 @@ where
     let Some((IdempotencyKey { key, pointer }, request)) = key else {
         return publish.await.map(|accepted| accepted.into_response(false));
     };
-    let ledger = LedgerHandle::of(state, ledger);
+    let mut ledger = LedgerHandle::of(state, ledger);
     let hash = Sha256::digest(request.to_string().as_bytes()).to_vec();
     let deadline = tokio::time::Instant::now() + WAIT_FOR_FIRST;
     loop {
@@ -218,7 +232,7 @@ where
                     status: StatusCode::ACCEPTED.as_u16(),
                     body: json!({"correlationId": accepted.correlation_id, "body": accepted.body}),
                 };
-                ledger.record(principal, key, &hash, stored).await;
+                ledger.record(principal, key, stored).await;
             }
             Err(_) => ledger.release(principal, key).await,
         }

@@ -127,8 +127,16 @@ async fn only_for_allowed_origins(request: Request, next: Next) -> Response {
 /// Answers 431 as problem+json for a request head over `max` bytes. (Hyper itself cuts
 /// heads far beyond that, before a request exists, with a bare 431.)
 async fn limit_head(State(max): State<usize>, request: Request, next: Next) -> Response {
+    // Request line: method, target, " HTTP/1.1\r\n"; each header "name: value\r\n"; "\r\n".
+    let target = request
+        .uri()
+        .path_and_query()
+        .map_or(1, |target| target.as_str().len());
     let size = request.method().as_str().len()
-        + request.uri().to_string().len()
+        + 1
+        + target
+        + 11
+        + 2
         + request
             .headers()
             .iter()

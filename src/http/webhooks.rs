@@ -12,11 +12,12 @@ use utoipa_axum::routes;
 use super::AppState;
 use super::admission::charge_events;
 use super::docs::WebhookRequest;
-use super::error::{ApiError, Problem, set_rate_limit_headers};
+use super::error::{ApiError, Problem};
 use super::events::{BatchReceipt, new_correlation_id, parse_batch, publish_all, publish_one};
 use super::extract::{CorrelationHeader, MediaType, Peer, RawBody, parse_json};
 use super::idempotency::{IdempotencyKey, Ledger, once};
 use crate::domain::cloudevent::is_json_media_type;
+use crate::domain::envelope::derived_id;
 use crate::domain::webhook::{self, Rejection, SignedRequest};
 use crate::domain::{Principal, Scopes, ValidEvent};
 use crate::rate_limit::Budget;
@@ -86,8 +87,14 @@ async fn receive_webhook(
         }
     };
     let request = parse_json(&body)?;
-    let (events, single) = parse_events(request.clone())?;
-    let decision = charge_events(&state, Budget::Webhook(&source), events.len(), 0).await?;
+    let (mut events, single) = parse_events(request.clone())?;
+    // A retry of a delivery that failed half-way publishes the same event ids again, so
+    // consumers can drop what did get through the first time.
+    for (index, event) in events.iter_mut().enumerate() {
+        if !event.id_given {
+            event.id = derived_id(&[&source, &webhook_id, &index.to_string()]);
+        }
+    }
     let principal = Principal {
         subject: format!("webhook:{source}"),
         scopes: Scopes::parse("events:publish"),
@@ -98,39 +105,26 @@ async fn receive_webhook(
         key: format!("webhook-id:{webhook_id}"),
         pointer: "/headers/webhook-id",
     };
-    let mut response = if single {
-        let event = events.into_iter().next().ok_or_else(|| {
-            ApiError::Internal(anyhow::anyhow!("a single webhook event went missing"))
-        })?;
-        let publish = Box::pin(publish_one(state.clone(), principal, event, correlation_id));
-        once(
-            &state,
-            Ledger::Cache,
-            &subject,
-            Some((key, request)),
-            publish,
-        )
-        .await?
-    } else {
-        let publish = Box::pin(publish_all(
-            state.clone(),
-            principal,
-            events,
-            correlation_id,
-        ));
-        once(
-            &state,
-            Ledger::Cache,
-            &subject,
-            Some((key, request)),
-            publish,
-        )
-        .await?
-    };
-    if let Some(decision) = decision {
-        set_rate_limit_headers(response.headers_mut(), &decision);
-    }
-    Ok(response)
+    let publish = Box::pin({
+        let state = state.clone();
+        async move {
+            // Charged only when the delivery runs: a replay is answered, not charged.
+            charge_events(&state, Budget::Webhook(&source), events.len(), 0).await?;
+            if single && let Some(event) = events.pop() {
+                publish_one(state, principal, event, correlation_id).await
+            } else {
+                publish_all(state, principal, events, correlation_id).await
+            }
+        }
+    });
+    once(
+        &state,
+        Ledger::Cache,
+        &subject,
+        Some((key, request)),
+        publish,
+    )
+    .await
 }
 
 /// The verified `webhook-id`.

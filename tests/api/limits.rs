@@ -68,7 +68,9 @@ async fn oversized_and_deeply_nested_bodies_are_refused() {
 
 #[tokio::test]
 async fn a_slow_body_is_answered_408_while_other_requests_flow() {
-    let app = strict_app().await;
+    let mut settings = test_settings();
+    settings.body_read_timeout = Duration::from_secs(3);
+    let app = spawn_app_with(settings).await;
     let mut slow = connect(&app).await;
     let head = format!(
         "POST /v1/events HTTP/1.1\r\nhost: gateway\r\nauthorization: Bearer {}\r\n\
@@ -81,6 +83,11 @@ async fn a_slow_body_is_answered_408_while_other_requests_flow() {
     for _ in 0..3 {
         assert_eq!(app.publish(&event("quest.started")).await.status(), 202);
     }
+    let mut nothing = [0u8; 1];
+    assert!(
+        slow.try_read(&mut nothing).is_err(),
+        "the others were served while the slow body was still being waited for"
+    );
     let answer = read_until_closed(&mut slow, Duration::from_secs(5)).await;
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert!(answer.contains("application/problem+json"), "{answer}");

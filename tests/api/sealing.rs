@@ -3,6 +3,10 @@
 use std::io::Write;
 use std::process::{Command, Stdio};
 
+use aes_gcm::Aes256Gcm;
+use aes_gcm::aead::{Aead, KeyInit, Payload};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
 use event_gateway::domain::sealing::Sealer;
 use serde_json::{Value, json};
 
@@ -55,6 +59,23 @@ async fn sealed_fields_are_unreadable_on_the_bus_and_in_the_database_and_open_wi
         envelope["data"]["metadata"]["level"], 3,
         "other fields stay readable"
     );
+
+    // The format as the README documents it, opened without the gateway's code.
+    let decode = |name: &str| STANDARD.decode(sealed[name].as_str().unwrap()).unwrap();
+    let iv: [u8; 12] = decode("iv").try_into().unwrap();
+    let key = STANDARD.decode(KEY.split_once('=').unwrap().1).unwrap();
+    let aad = format!("{}|/data/metadata/email", envelope["id"].as_str().unwrap());
+    let plain = Aes256Gcm::new_from_slice(&key)
+        .unwrap()
+        .decrypt(
+            &iv.into(),
+            Payload {
+                msg: &decode("ciphertext"),
+                aad: aad.as_bytes(),
+            },
+        )
+        .unwrap();
+    assert_eq!(serde_json::from_slice::<Value>(&plain).unwrap(), EMAIL);
 
     assert_eq!(decrypt_command(&on_the_bus)["data"], data);
     let consumer = Sealer {

@@ -125,11 +125,12 @@ async fn unverified_webhooks_are_401_and_publish_nothing() {
     tampered.body = serde_json::to_vec(&event("reward.expired")).unwrap();
     let wrong_secret = Delivery::signed("shop", "msg_1", b"not-the-shop-key", &body);
     let unknown_source = Delivery::signed("nobody", "msg_1", NEW_KEY, &body);
+    // Well past the 5 minutes, so a clock tick during the test cannot bring them back in.
     let mut stale = good();
-    stale.timestamp -= 301;
+    stale.timestamp -= 330;
     stale.signature = signature(NEW_KEY, "msg_1", stale.timestamp, &stale.body);
     let mut future = good();
-    future.timestamp += 301;
+    future.timestamp += 330;
     future.signature = signature(NEW_KEY, "msg_1", future.timestamp, &future.body);
     let mut garbage = good();
     garbage.signature = "v1,not-base64!! v2,whatever".into();
@@ -188,4 +189,50 @@ async fn a_replayed_webhook_id_is_answered_as_before_and_published_once() {
         0,
         "published once"
     );
+}
+
+#[tokio::test]
+async fn concurrent_deliveries_of_one_webhook_id_publish_once() {
+    let app = webhook_app().await;
+    let delivery = Delivery::signed("shop", "msg_concurrent", NEW_KEY, &event("quest.started"));
+    let answers = futures_util::future::join_all((0..5).map(|_| delivery.send(&app))).await;
+    let mut receipts = Vec::new();
+    for response in answers {
+        assert_eq!(response.status(), 202);
+        receipts.push(response.json::<Value>().await.unwrap());
+    }
+    assert!(receipts.iter().all(|r| r == &receipts[0]), "{receipts:?}");
+    app.next_message(&app.queue("quest")).await;
+    assert_eq!(app.depth(&app.queue("quest")).await, 0, "published once");
+}
+
+#[tokio::test]
+async fn without_redis_webhooks_are_refused_rather_than_risk_a_double_publish() {
+    let proxy = crate::proxy::Proxy::start("127.0.0.1:6379").await;
+    let mut settings = test_settings();
+    settings.webhook_secrets = format!("shop=whsec_{}", STANDARD.encode(NEW_KEY))
+        .parse()
+        .unwrap();
+    settings.redis_host = proxy.addr.ip().to_string();
+    settings.redis_port = proxy.addr.port();
+    let app = spawn_app_with(settings).await;
+    proxy.cut().await;
+    let delivery = Delivery::signed("shop", "msg_1", NEW_KEY, &event("quest.started"));
+    let response = delivery.send(&app).await;
+    assert_eq!(header(&response, "retry-after"), "5");
+    let (status, answer) = problem(response).await;
+    assert_eq!(status, 503);
+    assert_eq!(
+        answer["type"],
+        "urn:problem:event-gateway:replay-guard-unavailable"
+    );
+    assert_eq!(app.total_depth().await, 0);
+
+    proxy.restore();
+    eventually(std::time::Duration::from_secs(15), || async {
+        delivery.send(&app).await.status() == 202
+    })
+    .await;
+    app.next_message(&app.queue("quest")).await;
+    assert_eq!(app.depth(&app.queue("quest")).await, 0, "published once");
 }
