@@ -146,18 +146,19 @@ impl EventData {
             }
         }
         for spec in specs {
-            let pointer = pointer_child(at, spec.name);
+            // Built only for an error: a valid event allocates no pointers.
+            let pointer = || pointer_child(at, spec.name);
             match fields.get(spec.name) {
                 None | Some(Value::Null) if is_required(event_type, spec) => {
                     errors.push(FieldError::new(
-                        pointer,
+                        pointer(),
                         format!("is required for {event_type}"),
                     ));
                 }
                 None | Some(Value::Null) => {}
                 Some(value) => {
                     if let Err(message) = check_kind(spec.kind, value) {
-                        errors.push(FieldError::new(pointer, message));
+                        errors.push(FieldError::new(pointer(), message));
                     }
                 }
             }

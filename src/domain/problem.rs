@@ -24,5 +24,9 @@ impl FieldError {
 
 /// The pointer to member `name` of the value at `parent`, with `~` and `/` escaped.
 pub fn pointer_child(parent: &str, name: &str) -> String {
-    format!("{parent}/{}", name.replace('~', "~0").replace('/', "~1"))
+    if name.contains(['~', '/']) {
+        format!("{parent}/{}", name.replace('~', "~0").replace('/', "~1"))
+    } else {
+        format!("{parent}/{name}")
+    }
 }

@@ -60,6 +60,7 @@ pub async fn serve(
             },
             () = shutdown.cancelled() => break,
         };
+        // Answers are small and latency matters; failing to set this only costs latency.
         let _ = stream.set_nodelay(true);
         let app = app.clone();
         let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
