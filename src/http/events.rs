@@ -104,16 +104,7 @@ async fn publish_event(
     let correlation_id = header
         .or_else(|| event.correlation_id.clone())
         .unwrap_or_else(new_correlation_id);
-    let subject = caller.subject.clone();
-    let publish = Box::pin(publish_one(state.clone(), caller, event, correlation_id));
-    once(
-        &state,
-        Ledger::Database,
-        &subject,
-        key.zip(request),
-        publish,
-    )
-    .await
+    publish_once(state, caller, event, correlation_id, key.zip(request)).await
 }
 
 /// Publish one event of the given type; the body is its `data`.
@@ -182,17 +173,21 @@ async fn publish_typed_event(
         .authorize_publish(event.event_type, event.data.user_id())
         .map_err(ApiError::forbidden)?;
     let correlation_id = header.unwrap_or_else(new_correlation_id);
+    let key = IdempotencyKey::from_header(idempotency);
+    publish_once(state, caller, event, correlation_id, key.zip(request)).await
+}
+
+/// Publishes one event, once per idempotency key (when there is one).
+async fn publish_once(
+    state: AppState,
+    caller: Principal,
+    event: ValidEvent,
+    correlation_id: String,
+    key: Option<(IdempotencyKey, Value)>,
+) -> Result<Response, ApiError> {
     let subject = caller.subject.clone();
     let publish = Box::pin(publish_one(state.clone(), caller, event, correlation_id));
-    let key = IdempotencyKey::from_header(idempotency);
-    once(
-        &state,
-        Ledger::Database,
-        &subject,
-        key.zip(request),
-        publish,
-    )
-    .await
+    once(&state, Ledger::Database, &subject, key, publish).await
 }
 
 /// Publish up to 500 events at once.

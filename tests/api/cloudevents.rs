@@ -149,74 +149,55 @@ async fn a_repeated_cloud_event_is_published_once_even_with_a_non_uuid_id() {
     assert_eq!(app.depth(&app.queue("reward")).await, 0, "published once");
 }
 
+/// A refused request's status and the pointers its problem names.
+async fn refused(
+    app: &TestApp,
+    path: &str,
+    content_type: &str,
+    headers: &[(&str, &str)],
+    body: &Value,
+) -> (u16, Vec<String>) {
+    let (status, answer) = problem(post(app, path, content_type, headers, body).await).await;
+    (status, pointers(&answer))
+}
+
 #[tokio::test]
 async fn bad_cloud_events_name_each_problem_and_publish_nothing() {
     let app = spawn_app().await;
+    let structured = "application/cloudevents+json";
     let mut bad_data = cloud_event(&Uuid::new_v4().to_string(), "achievement.completed");
     bad_data["data"]["points"] = json!(-5);
-    let (status, answer) = problem(
-        post(
-            &app,
-            "/v1/events",
-            "application/cloudevents+json",
-            &[],
-            &bad_data,
-        )
-        .await,
-    )
-    .await;
-    assert_eq!(status, 422);
-    assert_eq!(pointers(&answer), ["/data/points"]);
+    assert_eq!(
+        refused(&app, "/v1/events", structured, &[], &bad_data).await,
+        (422, vec!["/data/points".to_owned()])
+    );
 
-    let (status, answer) = problem(
-        post(
-            &app,
-            "/v1/events",
-            "application/json",
-            &[
-                ("ce-specversion", "1.0"),
-                ("ce-id", "1"),
-                ("ce-source", "/s"),
-            ],
-            &valid_data("quest.started"),
-        )
-        .await,
-    )
-    .await;
-    assert_eq!(status, 400, "missing ce-type");
-    assert_eq!(pointers(&answer), ["/headers/ce-type"]);
+    let attributes = [
+        ("ce-specversion", "1.0"),
+        ("ce-id", "1"),
+        ("ce-source", "/s"),
+    ];
+    let data = valid_data("quest.started");
+    assert_eq!(
+        refused(&app, "/v1/events", "application/json", &attributes, &data).await,
+        (400, vec!["/headers/ce-type".to_owned()]),
+        "missing ce-type"
+    );
 
     let mut missing = cloud_event("2", "quest.started");
     missing.as_object_mut().unwrap().remove("source");
     missing.as_object_mut().unwrap().remove("specversion");
     let batch = json!([cloud_event("3", "quest.started"), missing]);
-    let (status, answer) = problem(
-        post(
-            &app,
-            "/v1/events/batch",
-            "application/cloudevents-batch+json",
-            &[],
-            &batch,
-        )
-        .await,
-    )
-    .await;
-    assert_eq!(status, 400);
-    assert_eq!(pointers(&answer), ["/1/specversion", "/1/source"]);
+    let batched = "application/cloudevents-batch+json";
+    assert_eq!(
+        refused(&app, "/v1/events/batch", batched, &[], &batch).await,
+        (400, vec!["/1/specversion".to_owned(), "/1/source".into()])
+    );
 
     let unknown_type = cloud_event("4", "quest.exploded");
-    let (status, answer) = problem(
-        post(
-            &app,
-            "/v1/events",
-            "application/cloudevents+json",
-            &[],
-            &unknown_type,
-        )
-        .await,
-    )
-    .await;
-    assert_eq!(status, 422);
-    assert_eq!(pointers(&answer), ["/type"]);
+    assert_eq!(
+        refused(&app, "/v1/events", structured, &[], &unknown_type).await,
+        (422, vec!["/type".to_owned()])
+    );
     assert_eq!(app.total_depth().await, 0);
 }
