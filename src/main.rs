@@ -48,6 +48,10 @@ enum Command {
     Decrypt,
 }
 
+/// glibc's allocator was ~12 % of the gateway's CPU under load (BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let outcome = match cli.command.unwrap_or(Command::Serve) {
