@@ -47,8 +47,8 @@ pub struct Metrics {
     pub dead_letters: IntGauge,
     /// 1 while the circuit breaker in front of a dependency (`redis`, `postgres`) is open.
     pub circuit_open: IntGaugeVec,
-    /// Rate-limit decisions by outcome (`allowed`, `limited`) and where the budget was
-    /// kept (`redis`, or `local` while Redis is unreachable).
+    /// Rate-limit decisions by outcome (`allowed`, `limited`) and who made them (`redis`,
+    /// a `lease` this process holds, or `local` while Redis is unreachable).
     pub rate_limit_decisions: IntCounterVec,
     /// HTTP requests by method, matched route and status code.
     pub http_requests: IntCounterVec,

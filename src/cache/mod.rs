@@ -121,7 +121,8 @@ impl Cache {
         interval_micros: u64,
         burst: u32,
         cost: u32,
-    ) -> redis::RedisResult<(bool, u64, u64, u64)> {
+        extra: u64,
+    ) -> redis::RedisResult<(bool, u64, u64, u64, u64)> {
         static SCRIPT: LazyLock<redis::Script> =
             LazyLock::new(|| redis::Script::new(include_str!("gcra.lua")));
         let mut invocation = SCRIPT.prepare_invoke();
@@ -129,12 +130,13 @@ impl Cache {
             .key(format!("{}ratelimit:{key}", self.prefix))
             .arg(interval_micros)
             .arg(burst)
-            .arg(cost);
+            .arg(cost)
+            .arg(extra);
         let mut connection = self.connection.clone();
-        let (allowed, remaining, reset, retry): (u8, u64, u64, u64) = self
+        let (allowed, remaining, reset, retry, taken): (u8, u64, u64, u64, u64) = self
             .guarded(invocation.invoke_async(&mut connection))
             .await?;
-        Ok((allowed == 1, remaining, reset, retry))
+        Ok((allowed == 1, remaining, reset, retry, taken))
     }
 
     /// The hash holding a user's cached event listings, one field per query.

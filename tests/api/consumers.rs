@@ -72,14 +72,6 @@ async fn replay(app: &TestApp, id: &str) -> reqwest::Response {
         .unwrap()
 }
 
-fn metric(text: &str, line_start: &str) -> f64 {
-    text.lines()
-        .find(|line| line.starts_with(line_start))
-        .and_then(|line| line.rsplit(' ').next())
-        .and_then(|value| value.parse().ok())
-        .unwrap_or(0.0)
-}
-
 #[tokio::test]
 async fn each_family_deletes_exactly_the_keys_of_its_rule() {
     let app = spawn_app_with(consuming(test_settings())).await;

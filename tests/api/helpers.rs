@@ -378,3 +378,13 @@ pub fn header(response: &reqwest::Response, name: &str) -> String {
         .unwrap_or_default()
         .to_owned()
 }
+
+/// The value of the first line of a Prometheus text page that starts with `line_start`
+/// (a metric name with its labels); 0 when there is none.
+pub fn metric(text: &str, line_start: &str) -> f64 {
+    text.lines()
+        .find(|line| line.starts_with(line_start))
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(0.0)
+}

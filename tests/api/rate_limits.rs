@@ -185,6 +185,74 @@ async fn two_gateways_share_one_budget() {
 }
 
 #[tokio::test]
+async fn busy_callers_spend_leases_and_two_gateways_still_share_one_budget() {
+    // 100 events/s with a burst of 160: each process may lease 10 events (a tenth of a
+    // second's rate, under an eighth of the burst).
+    const RATE: usize = 100;
+    const LEASED: usize = 160;
+    const CAP: usize = 10;
+    let mut settings = test_settings();
+    settings.rate_limit_rps = RATE as u32;
+    settings.rate_limit_burst = LEASED as u32;
+    let one = spawn_app_with(settings.clone()).await;
+    let two = spawn_app_with(settings).await;
+    let token = one.token("busy-backend", "events:publish");
+    let started = Instant::now();
+    let workers = (0..16).map(|worker| {
+        let app = if worker % 2 == 0 { &one } else { &two };
+        let token = token.clone();
+        async move {
+            let mut statuses = Vec::new();
+            for _ in 0..25 {
+                let response = app
+                    .post_json("/v1/events", &token, &event("analytics.event_tracked"))
+                    .await;
+                statuses.push(response.status().as_u16());
+            }
+            statuses
+        }
+    });
+    let statuses: Vec<u16> = futures_util::future::join_all(workers)
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
+    let elapsed = started.elapsed();
+    let allowed = statuses.iter().filter(|s| **s == 202).count();
+    assert!(
+        statuses.iter().all(|s| *s == 202 || *s == 429),
+        "{statuses:?}"
+    );
+    // Leased events come out of the shared budget: never more than it holds, and what
+    // lapses unspent is at most one lease per process.
+    let refilled = (RATE as f64 * elapsed.as_secs_f64()).ceil() as usize + 1;
+    assert!(
+        (LEASED - 2 * CAP..=LEASED + refilled).contains(&allowed),
+        "{allowed} of 400 allowed in {elapsed:?}"
+    );
+    let mut from_leases = 0.0;
+    let mut from_redis = 0.0;
+    for app in [&one, &two] {
+        let text = app.get("/metrics").await.text().await.unwrap();
+        from_leases += metric(
+            &text,
+            r#"gateway_rate_limit_decisions_total{outcome="allowed",store="lease"}"#,
+        );
+        from_redis += metric(
+            &text,
+            r#"gateway_rate_limit_decisions_total{outcome="allowed",store="redis"}"#,
+        );
+    }
+    assert_eq!(from_leases + from_redis, allowed as f64);
+    // Once the burst is spent, refills come one at a time from Redis; within it, most
+    // requests need no Redis call.
+    assert!(
+        from_leases >= (LEASED / 2) as f64,
+        "{from_leases} allowed from leases, {from_redis} from Redis"
+    );
+}
+
+#[tokio::test]
 async fn with_redis_down_each_gateway_keeps_the_budget_itself() {
     let proxy = Proxy::start("127.0.0.1:6379").await;
     let mut settings = limited_settings();
