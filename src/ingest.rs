@@ -231,8 +231,13 @@ impl Ingest {
                 }
             }
         }
-        self.hold_first(&mut steps, &pendings, by_request).await;
-        self.send(&mut steps, &pendings).await;
+        let users = self.hold_first(&mut steps, &pendings, by_request).await;
+        // A user's cached listings miss the new events now: drop them before answering,
+        // so the client reads its own write; meanwhile the broker confirms.
+        tokio::join!(
+            self.forget_listings(users),
+            self.send(&mut steps, &pendings)
+        );
         self.hold_what_the_broker_refused(&mut steps, &pendings)
             .await;
         submissions
@@ -243,18 +248,18 @@ impl Ingest {
     }
 
     /// Critical events (all events, with a backlog) are committed before the broker sees
-    /// them, in one transaction for the whole request.
+    /// them, in one transaction for the whole request. Returns the users they belong to.
     async fn hold_first(
         &self,
         steps: &mut [Step],
         pendings: &[Option<PendingEvent>],
         by_request: bool,
-    ) {
+    ) -> HashSet<String> {
         let indexes: Vec<usize> = (0..steps.len())
             .filter(|&i| matches!(steps[i], Step::ToHold))
             .collect();
         if indexes.is_empty() {
-            return;
+            return HashSet::new();
         }
         let owner = if by_request {
             Owner::Request
@@ -288,8 +293,10 @@ impl Ingest {
                 }
             }
         }
-        // A user's cached listings miss the new events now: drop them before answering,
-        // so the client reads its own write.
+        users
+    }
+
+    async fn forget_listings(&self, users: HashSet<String>) {
         for user in users {
             self.cache.forget_user_events(&user).await;
         }
