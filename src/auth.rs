@@ -1,11 +1,14 @@
 //! Bearer tokens: verifying them into a [`Principal`], and minting them for the `token`
 //! command. The accepted algorithms follow the configured key; `none` never passes.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use crate::config::Settings;
 use crate::domain::{Principal, Scopes};
@@ -17,6 +20,9 @@ pub const DEVELOPMENT_SECRET: &str = "event-gateway-development-secret-change-me
 /// Leeway for `exp` and `nbf`, for clocks that disagree a little.
 const CLOCK_LEEWAY_SECS: u64 = 30;
 
+/// Verified tokens remembered at most; past it, expired ones go, or all of them.
+const VERIFIED_CAPACITY: usize = 10_000;
+
 /// What the gateway reads from a token; `exp`, `nbf`, `iss` and `aud` (a string or an
 /// array) are checked by the validation itself.
 #[derive(Debug, Deserialize)]
@@ -24,6 +30,14 @@ struct Claims {
     sub: String,
     #[serde(default)]
     scope: String,
+    /// Required and checked by the validation; read again to know how long to trust it.
+    exp: f64,
+}
+
+/// A token that passed verification, until its `exp` (with the leeway) passes.
+struct Verified {
+    principal: Principal,
+    valid_until: u64,
 }
 
 /// What the `token` command writes.
@@ -52,6 +66,10 @@ pub struct TokenVerifier {
     key: DecodingKey,
     validation: Validation,
     source: KeySource,
+    /// Tokens verified lately, by their SHA-256: a caller sends the same token with every
+    /// request, and its base64, JSON and signature (an RSA one costs tens of microseconds)
+    /// need checking only once.
+    verified: Mutex<HashMap<[u8; 32], Verified>>,
 }
 
 impl TokenVerifier {
@@ -102,6 +120,7 @@ impl TokenVerifier {
             key,
             validation,
             source,
+            verified: Mutex::new(HashMap::new()),
         })
     }
 
@@ -111,15 +130,56 @@ impl TokenVerifier {
 
     /// The principal a valid token speaks for; any failure is a reason to answer 401.
     pub fn verify(&self, token: &str) -> Result<Principal, jsonwebtoken::errors::Error> {
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let now = unix_now();
+        if let Some(principal) = self.recall(&digest, now) {
+            return Ok(principal);
+        }
         let claims = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)?.claims;
         if claims.sub.is_empty() || claims.sub.contains('\0') {
             return Err(jsonwebtoken::errors::ErrorKind::InvalidSubject.into());
         }
-        Ok(Principal {
+        let principal = Principal {
             scopes: Scopes::parse(&claims.scope),
             subject: claims.sub,
-        })
+        };
+        // The validation let it through, so this is the same test it made of `exp`.
+        let valid_until = (claims.exp.max(0.0) as u64).saturating_add(CLOCK_LEEWAY_SECS);
+        self.remember(digest, &principal, valid_until, now);
+        Ok(principal)
     }
+
+    /// The principal of a token verified before, while its `exp` holds.
+    fn recall(&self, digest: &[u8; 32], now: u64) -> Option<Principal> {
+        let verified = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+        verified
+            .get(digest)
+            .filter(|entry| now <= entry.valid_until)
+            .map(|entry| entry.principal.clone())
+    }
+
+    fn remember(&self, digest: [u8; 32], principal: &Principal, valid_until: u64, now: u64) {
+        let mut verified = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+        if verified.len() >= VERIFIED_CAPACITY {
+            verified.retain(|_, entry| now <= entry.valid_until);
+            if verified.len() >= VERIFIED_CAPACITY {
+                verified.clear();
+            }
+        }
+        verified.insert(
+            digest,
+            Verified {
+                principal: principal.clone(),
+                valid_until,
+            },
+        );
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs())
 }
 
 fn decoding_key_from_pem(pem: &[u8]) -> anyhow::Result<(DecodingKey, Algorithm)> {
@@ -202,5 +262,53 @@ impl TokenSigner {
             &claims,
             &self.key,
         )?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pair() -> (TokenVerifier, TokenSigner) {
+        let mut settings = Settings::from_env().expect("settings");
+        settings.jwt_public_key_file = None;
+        settings.jwt_secret = Some("a-unit-test-secret-of-some-length".parse().expect("secret"));
+        (
+            TokenVerifier::from_settings(&settings).expect("verifier"),
+            TokenSigner::from_settings(&settings).expect("signer"),
+        )
+    }
+
+    #[test]
+    fn a_verified_token_is_remembered_until_it_expires() {
+        let (verifier, signer) = pair();
+        let token = signer
+            .mint("backend", "events:publish", Duration::from_secs(60))
+            .expect("token");
+        let first = verifier.verify(&token).expect("valid");
+        assert_eq!(first.subject, "backend");
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let valid_until = verifier.verified.lock().unwrap()[&digest].valid_until;
+        let expected = unix_now() + 60 + CLOCK_LEEWAY_SECS;
+        assert!(
+            valid_until.abs_diff(expected) <= 2,
+            "{valid_until} vs {expected}"
+        );
+        assert_eq!(verifier.recall(&digest, valid_until), Some(first.clone()));
+        assert_eq!(verifier.recall(&digest, valid_until + 1), None, "expired");
+        assert_eq!(verifier.verify(&token).expect("remembered"), first);
+    }
+
+    #[test]
+    fn a_token_that_fails_is_not_remembered() {
+        let (verifier, signer) = pair();
+        let token = signer
+            .mint("backend", "events:publish", Duration::from_secs(60))
+            .expect("token");
+        let forged = format!("{}x", &token[..token.len() - 1]);
+        for _ in 0..2 {
+            assert!(verifier.verify(&forged).is_err());
+        }
+        assert!(verifier.verified.lock().unwrap().is_empty());
     }
 }
