@@ -4,10 +4,11 @@ FROM rust:1.95-bookworm AS build
 WORKDIR /src
 # Dependencies first, so source changes do not rebuild them.
 COPY Cargo.toml Cargo.lock ./
-RUN mkdir -p src/bin/bench tests/api \
+RUN mkdir -p src/bin/bench tests/api benches \
     && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
     && echo 'fn main() {}' > src/bin/bench/main.rs \
     && echo 'fn main() {}' > tests/api/main.rs \
+    && echo 'fn main() {}' > benches/amqp_clients.rs \
     && cargo build --release --locked --bin event-gateway \
     && rm -rf src tests
 COPY src ./src
