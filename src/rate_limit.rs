@@ -4,10 +4,10 @@
 //! one budget per process) instead of failing open or refusing everyone.
 //!
 //! A busy caller does not cost a Redis call per request: when Redis grants a charge it
-//! also grants up to one window's worth of the caller's recent demand as a lease, which
-//! later requests spend in memory. Leased events are taken from the shared budget up
-//! front, so a lease never lets more through than the budget; what a process does not
-//! spend within [`LEASE_WINDOW`] lapses (at most [`Policy::lease_cap`] events per caller).
+//! also grants a lease of the caller's demand in the last window (one at a time per
+//! caller), which later requests spend in memory. Leased events are taken from the shared
+//! budget up front, so over time a lease never lets more through than the budget; what a
+//! process does not spend within [`LEASE_WINDOW`] is given back with its next call.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr};
@@ -133,6 +133,10 @@ struct Lease {
     tokens: u64,
     /// When unspent events lapse.
     until: Instant,
+    /// Lapsed events, given back to the shared budget with the next call to Redis.
+    owed_back: u64,
+    /// Whether a call to Redis that takes a lease is under way (one at a time).
+    refilling: bool,
     /// What Redis reported at the grant, for the headers of requests the lease serves.
     remaining: u64,
     reset_at: Instant,
@@ -142,17 +146,67 @@ struct Lease {
     last_demand: u64,
 }
 
+/// What a charge the lease could not serve asks of Redis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Ask {
+    /// Events still to charge, after those the lease held (`reserved`).
+    cost: u32,
+    reserved: u64,
+    /// Events to take beyond `cost`, as the next lease.
+    extra: u64,
+    /// Lapsed events to give back first.
+    refund: u64,
+}
+
 impl Lease {
     fn new(now: Instant) -> Self {
         Lease {
             tokens: 0,
             until: now,
+            owed_back: 0,
+            refilling: false,
             remaining: 0,
             reset_at: now,
             window_start: now,
             demand: 0,
             last_demand: 0,
         }
+    }
+
+    /// Serves `cost` events from the lease; else reserves what it holds and says what to
+    /// ask Redis for.
+    fn charge(&mut self, policy: Policy, now: Instant, cost: u32) -> Result<Decision, Ask> {
+        self.record(now, u64::from(cost));
+        if now >= self.until {
+            self.owed_back += std::mem::take(&mut self.tokens);
+        }
+        let wanted = u64::from(cost);
+        if self.tokens >= wanted {
+            self.tokens -= wanted;
+            return Ok(decision(
+                policy,
+                true,
+                self.remaining + self.tokens,
+                self.reset_at.saturating_duration_since(now).as_micros() as u64,
+                0,
+            ));
+        }
+        let reserved = std::mem::take(&mut self.tokens);
+        // The demand of the last full window, less this charge; one refill at a time.
+        let extra = if self.refilling {
+            0
+        } else {
+            self.last_demand
+                .saturating_sub(wanted)
+                .min(policy.lease_cap())
+        };
+        self.refilling |= extra > 0;
+        Err(Ask {
+            cost: (wanted - reserved) as u32,
+            reserved,
+            extra,
+            refund: std::mem::take(&mut self.owed_back),
+        })
     }
 
     /// Counts `cost` towards this window's demand, starting a new window when it is due.
@@ -171,34 +225,32 @@ impl Lease {
         self.demand += cost;
     }
 
-    /// Spends `cost` leased events, if the lease still holds them.
-    fn spend(&mut self, policy: Policy, now: Instant, cost: u64) -> Option<Decision> {
-        if now >= self.until || self.tokens < cost {
-            return None;
+    /// Takes the answer to `ask`, with the events Redis took (`None`: Redis was not
+    /// reached and this process decided alone). A grant's events beyond the charge are
+    /// the new lease; a refusal leaves the reserved events this caller's.
+    fn settle(&mut self, now: Instant, ask: Ask, decision: &Decision, taken: Option<u64>) {
+        if ask.extra > 0 {
+            self.refilling = false;
         }
-        self.tokens -= cost;
-        Some(decision(
-            policy,
-            true,
-            self.remaining + self.tokens,
-            self.reset_at.saturating_duration_since(now).as_micros() as u64,
-            0,
-        ))
+        if !decision.allowed {
+            self.tokens += ask.reserved;
+        }
+        match taken {
+            Some(taken) if decision.allowed => {
+                self.tokens += taken.saturating_sub(u64::from(ask.cost));
+                self.until = now + LEASE_WINDOW;
+                self.remaining = decision.remaining;
+                self.reset_at = now + decision.reset;
+            }
+            Some(_) => {}
+            None => self.owed_back += ask.refund,
+        }
     }
+}
 
-    /// How many events to ask for beyond the charge: the recent demand, capped.
-    fn wanted(&self, policy: Policy) -> u64 {
-        self.last_demand.max(self.demand).min(policy.lease_cap())
-    }
-
-    /// Keeps what Redis granted beyond `cost`, with what is left of the current lease.
-    fn grant(&mut self, now: Instant, granted: u64, cost: u64, remaining: u64, reset: Duration) {
-        let left = if now < self.until { self.tokens } else { 0 };
-        self.tokens = left + granted.saturating_sub(cost);
-        self.until = now + LEASE_WINDOW;
-        self.remaining = remaining;
-        self.reset_at = now + reset;
-    }
+/// Who made a decision: Redis, or this process alone while Redis was unreachable.
+fn store(taken: Option<u64>) -> &'static str {
+    if taken.is_some() { "redis" } else { "local" }
 }
 
 /// Who a budget belongs to.
@@ -267,9 +319,11 @@ impl RateLimiter {
         let policy = self.policy?;
         let cost = cost.max(1);
         let key = budget.key();
-        let (decision, store) = match self.spend_lease(policy, &key, cost) {
-            Ok(decision) => (decision, "lease"),
-            Err(extra) => self.charge_shared(policy, &key, cost, extra).await,
+        let (decision, store) = if policy.lease_cap() == 0 {
+            let (decision, taken) = self.charge_shared(policy, &key, cost, 0, 0).await;
+            (decision, store(taken))
+        } else {
+            self.charge_leased(policy, &key, cost).await
         };
         let outcome = if decision.allowed {
             "allowed"
@@ -283,58 +337,75 @@ impl RateLimiter {
         Some(decision)
     }
 
-    /// Serves a charge from this process's lease; else says how many events to lease.
-    fn spend_lease(&self, policy: Policy, key: &str, cost: u32) -> Result<Decision, u64> {
-        if policy.lease_cap() == 0 {
-            return Err(0);
-        }
+    /// A charge served from this process's lease when it holds enough; else from Redis,
+    /// which also grants the next lease.
+    async fn charge_leased(
+        &self,
+        policy: Policy,
+        key: &str,
+        cost: u32,
+    ) -> (Decision, &'static str) {
         let now = Instant::now();
-        let mut leases = self.leases.lock().unwrap_or_else(|p| p.into_inner());
-        if leases.len() >= LOCAL_SWEEP_AT {
-            leases.retain(|_, lease| now.duration_since(lease.window_start) < 2 * LEASE_WINDOW);
-        }
-        let lease = match leases.get_mut(key) {
-            Some(lease) => lease,
-            None => leases.entry(key.to_owned()).or_insert(Lease::new(now)),
+        let ask = {
+            let mut leases = self.leases();
+            if leases.len() >= LOCAL_SWEEP_AT {
+                leases.retain(|_, lease| {
+                    lease.refilling || now.duration_since(lease.window_start) < 2 * LEASE_WINDOW
+                });
+            }
+            let lease = match leases.get_mut(key) {
+                Some(lease) => lease,
+                None => leases.entry(key.to_owned()).or_insert(Lease::new(now)),
+            };
+            match lease.charge(policy, now, cost) {
+                Ok(decision) => return (decision, "lease"),
+                Err(ask) => ask,
+            }
         };
-        lease.record(now, u64::from(cost));
-        lease
-            .spend(policy, now, u64::from(cost))
-            .ok_or_else(|| lease.wanted(policy))
+        let (mut decision, taken) = self
+            .charge_shared(policy, key, ask.cost, ask.extra, ask.refund)
+            .await;
+        let mut leases = self.leases();
+        let lease = leases.entry(key.to_owned()).or_insert(Lease::new(now));
+        lease.settle(Instant::now(), ask, &decision, taken);
+        if decision.allowed {
+            // The caller may still send what its lease holds.
+            decision.remaining += lease.tokens;
+        }
+        (decision, store(taken))
     }
 
-    /// Charges the budget shared in Redis (taking `extra` events as a lease), or this
-    /// process's own budget while Redis is unreachable.
+    /// Charges the budget shared in Redis (taking up to `extra` more events as a lease,
+    /// after giving `refund` back), with the events taken; or, while Redis is unreachable,
+    /// this process's own budget (`None` taken).
     async fn charge_shared(
         &self,
         policy: Policy,
         key: &str,
         cost: u32,
         extra: u64,
-    ) -> (Decision, &'static str) {
+        refund: u64,
+    ) -> (Decision, Option<u64>) {
         match self
             .cache
-            .gcra(key, policy.interval_micros(), policy.burst, cost, extra)
+            .gcra(
+                key,
+                policy.interval_micros(),
+                policy.burst,
+                cost,
+                extra,
+                refund,
+            )
             .await
         {
             Ok((allowed, remaining, reset, retry, taken)) => {
                 if self.degraded.swap(false, Ordering::Relaxed) {
                     info!("Redis answers again: rate limits are shared again");
                 }
-                let decision = decision(policy, allowed, remaining, reset, retry);
-                if taken > u64::from(cost) {
-                    let mut leases = self.leases.lock().unwrap_or_else(|p| p.into_inner());
-                    if let Some(lease) = leases.get_mut(key) {
-                        lease.grant(
-                            Instant::now(),
-                            taken,
-                            u64::from(cost),
-                            remaining,
-                            decision.reset,
-                        );
-                    }
-                }
-                (decision, "redis")
+                (
+                    decision(policy, allowed, remaining, reset, retry),
+                    Some(taken),
+                )
             }
             Err(error) => {
                 // Once per outage, not once per request.
@@ -342,9 +413,13 @@ impl RateLimiter {
                     warn!(%error, "Redis is unreachable: each process keeps rate limits itself");
                 }
                 let mut local = self.local.lock().unwrap_or_else(|p| p.into_inner());
-                (local.check(policy, key, cost), "local")
+                (local.check(policy, key, cost), None)
             }
         }
+    }
+
+    fn leases(&self) -> std::sync::MutexGuard<'_, HashMap<String, Lease>> {
+        self.leases.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -406,58 +481,82 @@ mod tests {
         assert_eq!((third.allowed, taken), (false, 0));
     }
 
-    #[test]
-    fn a_lease_serves_charges_until_it_runs_out_or_lapses() {
-        let policy = Policy {
-            per_second: 1000,
-            burst: 2000,
-        };
-        assert_eq!(policy.lease_cap(), 100);
-        let start = Instant::now();
-        let mut lease = Lease::new(start);
-        lease.record(start, 1);
-        assert!(
-            lease.spend(policy, start, 1).is_none(),
-            "nothing leased yet"
-        );
-        assert_eq!(lease.wanted(policy), 1);
-        // Redis took 1 + 3 and said 1996 remain.
-        lease.grant(start, 4, 1, 1996, Duration::from_millis(4));
-        for left in [2, 1, 0] {
-            let decision = lease.spend(policy, start, 1).expect("leased");
-            assert!(decision.allowed);
-            assert_eq!(decision.remaining, 1996 + left);
-        }
-        assert!(lease.spend(policy, start, 1).is_none(), "spent");
-        lease.grant(start, 10, 1, 1980, Duration::from_millis(20));
-        assert!(
-            lease.spend(policy, start, 10).is_none(),
-            "a batch larger than the lease"
-        );
-        let lapsed = start + LEASE_WINDOW;
-        assert!(lease.spend(policy, lapsed, 1).is_none(), "lapsed");
+    const BUSY: Policy = Policy {
+        per_second: 1000,
+        burst: 2000,
+    };
+
+    fn granted(remaining: u64) -> Decision {
+        decision(BUSY, true, remaining, 5_000, 0)
     }
 
     #[test]
-    fn a_lease_follows_recent_demand_within_the_cap() {
-        let policy = Policy {
-            per_second: 1000,
-            burst: 2000,
-        };
+    fn a_lease_serves_charges_until_it_runs_out_and_lapsed_events_are_given_back() {
+        assert_eq!(BUSY.lease_cap(), 100);
+        let start = Instant::now();
+        let mut lease = Lease::new(start);
+        let ask = lease
+            .charge(BUSY, start, 1)
+            .expect_err("nothing leased yet");
+        assert_eq!(ask.extra, 0, "a caller with no recent demand gets no lease");
+        // Redis took 1 + 3 and says 1996 remain.
+        let ask = Ask { extra: 3, ..ask };
+        lease.settle(start, ask, &granted(1996), Some(4));
+        for left in [2, 1, 0] {
+            let decision = lease.charge(BUSY, start, 1).expect("leased");
+            assert!(decision.allowed);
+            assert_eq!(decision.remaining, 1996 + left);
+        }
+        // A batch larger than the lease reserves what is left and asks only for the rest.
+        lease.settle(start, ask, &granted(1990), Some(4));
+        let ask = lease
+            .charge(BUSY, start, 5)
+            .expect_err("larger than the lease");
+        assert_eq!((ask.cost, ask.reserved), (2, 3));
+        // Refused: the reserved events stay the caller's.
+        lease.settle(start, ask, &decision(BUSY, false, 0, 0, 1), Some(0));
+        assert!(lease.charge(BUSY, start, 3).is_ok());
+        // Events not spent within the window are given back with the next call.
+        lease.settle(start, ask, &granted(1980), Some(6));
+        let lapsed = start + LEASE_WINDOW;
+        let ask = lease.charge(BUSY, lapsed, 1).expect_err("lapsed");
+        assert_eq!((ask.reserved, ask.refund), (0, 4));
+        // Redis was not reached: the refund waits for the next call.
+        lease.settle(lapsed, ask, &granted(0), None);
+        let ask = lease
+            .charge(BUSY, lapsed, 1)
+            .expect_err("still nothing leased");
+        assert_eq!(ask.refund, 4);
+    }
+
+    #[test]
+    fn a_lease_is_the_last_windows_demand_within_the_cap_one_refill_at_a_time() {
         let start = Instant::now();
         let mut lease = Lease::new(start);
         for _ in 0..30 {
-            lease.record(start, 1);
+            let ask = lease.charge(BUSY, start, 1).expect_err("no lease");
+            assert_eq!(ask.extra, 0, "the current window does not size the lease");
+            lease.settle(start, ask, &decision(BUSY, false, 0, 0, 1), Some(0));
         }
-        assert_eq!(lease.wanted(policy), 30);
-        // The next window remembers the last one's demand.
-        lease.record(start + LEASE_WINDOW, 1);
-        assert_eq!(lease.wanted(policy), 30);
-        lease.record(start + LEASE_WINDOW, 500);
-        assert_eq!(lease.wanted(policy), policy.lease_cap());
-        // After a pause, a caller starts small again.
-        lease.record(start + 5 * LEASE_WINDOW, 1);
-        assert_eq!(lease.wanted(policy), 1);
+        let next = start + LEASE_WINDOW;
+        let ask = lease.charge(BUSY, next, 1).expect_err("no lease");
+        assert_eq!(ask.extra, 29, "the last window's 30, less this charge");
+        let concurrent = lease.charge(BUSY, next, 1).expect_err("refill under way");
+        assert_eq!(concurrent.extra, 0, "one refill at a time");
+        lease.settle(next, concurrent, &granted(100), Some(1));
+        lease.settle(next, ask, &granted(100), Some(30));
+        assert_eq!(lease.tokens, 29);
+        // Demand beyond the cap is capped.
+        let mut busy = Lease::new(start);
+        busy.record(start, 500);
+        let ask = busy.charge(BUSY, next, 1).expect_err("no lease");
+        assert_eq!(ask.extra, BUSY.lease_cap());
+        busy.settle(next, ask, &decision(BUSY, false, 0, 0, 1), Some(0));
+        // After a pause, a caller starts with no lease again.
+        let ask = busy
+            .charge(BUSY, start + 5 * LEASE_WINDOW, 1)
+            .expect_err("no lease");
+        assert_eq!(ask.extra, 0);
         // Small budgets are never leased.
         assert_eq!(POLICY.lease_cap(), 0);
     }

@@ -122,6 +122,7 @@ impl Cache {
         burst: u32,
         cost: u32,
         extra: u64,
+        refund: u64,
     ) -> redis::RedisResult<(bool, u64, u64, u64, u64)> {
         static SCRIPT: LazyLock<redis::Script> =
             LazyLock::new(|| redis::Script::new(include_str!("gcra.lua")));
@@ -131,7 +132,8 @@ impl Cache {
             .arg(interval_micros)
             .arg(burst)
             .arg(cost)
-            .arg(extra);
+            .arg(extra)
+            .arg(refund);
         let mut connection = self.connection.clone();
         let (allowed, remaining, reset, retry, taken): (u8, u64, u64, u64, u64) = self
             .guarded(invocation.invoke_async(&mut connection))

@@ -203,7 +203,8 @@ async fn busy_callers_spend_leases_and_two_gateways_still_share_one_budget() {
         let token = token.clone();
         async move {
             let mut statuses = Vec::new();
-            for _ in 0..25 {
+            // Long enough for several lease windows (100 ms) to pass.
+            while started.elapsed() < Duration::from_millis(500) {
                 let response = app
                     .post_json("/v1/events", &token, &event("analytics.event_tracked"))
                     .await;
@@ -223,12 +224,13 @@ async fn busy_callers_spend_leases_and_two_gateways_still_share_one_budget() {
         statuses.iter().all(|s| *s == 202 || *s == 429),
         "{statuses:?}"
     );
-    // Leased events come out of the shared budget: never more than it holds, and what
-    // lapses unspent is at most one lease per process.
+    // Leased events come out of the shared budget, so no more pass than it holds; a
+    // process holds at most one lease, and lapsed events are given back.
     let refilled = (RATE as f64 * elapsed.as_secs_f64()).ceil() as usize + 1;
     assert!(
         (LEASED - 2 * CAP..=LEASED + refilled).contains(&allowed),
-        "{allowed} of 400 allowed in {elapsed:?}"
+        "{allowed} of {} allowed in {elapsed:?}",
+        statuses.len()
     );
     let mut from_leases = 0.0;
     let mut from_redis = 0.0;
@@ -244,12 +246,55 @@ async fn busy_callers_spend_leases_and_two_gateways_still_share_one_budget() {
         );
     }
     assert_eq!(from_leases + from_redis, allowed as f64);
-    // Once the burst is spent, refills come one at a time from Redis; within it, most
-    // requests need no Redis call.
+    // Leases are sized from the last window's demand: from the second window on, each
+    // process serves requests without a Redis call.
     assert!(
-        from_leases >= (LEASED / 2) as f64,
+        from_leases >= CAP as f64,
         "{from_leases} allowed from leases, {from_redis} from Redis"
     );
+}
+
+#[tokio::test]
+async fn leases_charge_only_what_was_sent_and_a_refusal_charges_nothing() {
+    // Leasing on (as above): after a run of single events and a batch, the budget left is
+    // the burst less what was sent (plus what refilled meanwhile), not less leased extras.
+    const RATE: u64 = 100;
+    const LEASED: u64 = 160;
+    let mut settings = test_settings();
+    settings.rate_limit_rps = RATE as u32;
+    settings.rate_limit_burst = LEASED as u32;
+    let app = spawn_app_with(settings).await;
+    let token = app.token("steady-backend", "events:publish");
+    let batch = |count: u64| json!({"events": (0..count).map(|_| event("analytics.event_tracked")).collect::<Vec<_>>()});
+    let started = Instant::now();
+    for _ in 0..30 {
+        let response = app
+            .post_json("/v1/events", &token, &event("analytics.event_tracked"))
+            .await;
+        assert_eq!(response.status(), 202);
+    }
+    let response = app.post_json("/v1/events/batch", &token, &batch(20)).await;
+    assert_eq!(response.status(), 202);
+    let remaining: u64 = header(&response, "ratelimit-remaining").parse().unwrap();
+    let refilled = (RATE as f64 * started.elapsed().as_secs_f64()).ceil() as u64 + 1;
+    assert!(
+        (LEASED - 50..=LEASED - 50 + refilled).contains(&remaining),
+        "{remaining} left of {LEASED} after 50 events in {:?}",
+        started.elapsed()
+    );
+    // A batch that does not fit is refused and takes nothing: a small one still passes.
+    let too_many = (remaining + 40).min(LEASED);
+    let refused = app
+        .post_json("/v1/events/batch", &token, &batch(too_many))
+        .await;
+    assert_eq!(
+        refused.status(),
+        429,
+        "{too_many} events with {remaining} left"
+    );
+    let small = app.post_json("/v1/events/batch", &token, &batch(5)).await;
+    assert_eq!(small.status(), 202);
+    assert_eq!(app.depth(&app.queue("analytics")).await, 55);
 }
 
 #[tokio::test]
