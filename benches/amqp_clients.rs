@@ -61,9 +61,11 @@ async fn main() -> anyhow::Result<()> {
         args.concurrency,
         args.channels,
         body.len(),
-        broker
-            .as_ref()
-            .map_or("n/a".to_owned(), |b| b.pid.to_string()),
+        // The process that owns the port: a proxy in front of the broker would show here.
+        broker.as_ref().map_or("n/a".to_owned(), |b| {
+            let name = std::fs::read_to_string(format!("/proc/{}/comm", b.pid)).unwrap_or_default();
+            format!("{} ({})", b.pid, name.trim())
+        }),
     );
     let topology = Topology::connect(&args.amqp_url).await?;
     let bench = Bench {
@@ -81,7 +83,7 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The command line; flags it does not know, such as cargo's `--bench`, are ignored.
+/// The command line; cargo's own `--bench` is ignored, any other unknown flag refused.
 struct Args {
     duration: Duration,
     runs: usize,
@@ -124,7 +126,9 @@ impl Args {
                 "--concurrency" => args.concurrency = number(value()?, &name)?,
                 "--channels" => args.channels = number(value()?, &name)?,
                 "--amqp-url" => args.amqp_url = value()?,
-                _ => {}
+                // cargo bench passes it to every bench target.
+                "--bench" => {}
+                _ => bail!("unknown flag {name}; see the comment at the top of the file"),
             }
         }
         if args.duration.is_zero() || args.runs == 0 || args.concurrency == 0 || args.channels == 0
@@ -198,7 +202,13 @@ impl Bench<'_> {
         self.topology.declare().await?;
         let mut samples = Vec::new();
         for run in 1..=self.args.runs {
-            for client in [Client::Lapin, Client::Amqprs] {
+            // Each client goes first every other run, so neither always runs warm.
+            let order = if run % 2 == 1 {
+                [Client::Lapin, Client::Amqprs]
+            } else {
+                [Client::Amqprs, Client::Lapin]
+            };
+            for client in order {
                 let sample = self.run(client).await?;
                 println!("run {run} {}", sample.describe());
                 samples.push(sample);
