@@ -26,6 +26,10 @@ const LOCAL_SWEEP_AT: usize = 100_000;
 /// How long leased events stay spendable, and the window a caller's demand is measured in.
 const LEASE_WINDOW: Duration = Duration::from_millis(100);
 
+/// A refill not settled by then is taken as lost (its request was dropped mid-call), so
+/// it no longer stops the next one.
+const REFILL_LOST_AFTER: Duration = Duration::from_secs(1);
+
 /// The budget each caller gets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Policy {
@@ -135,8 +139,8 @@ struct Lease {
     until: Instant,
     /// Lapsed events, given back to the shared budget with the next call to Redis.
     owed_back: u64,
-    /// Whether a call to Redis that takes a lease is under way (one at a time).
-    refilling: bool,
+    /// Since when a call to Redis that takes a lease is under way (one at a time).
+    refilling: Option<Instant>,
     /// What Redis reported at the grant, for the headers of requests the lease serves.
     remaining: u64,
     reset_at: Instant,
@@ -164,7 +168,7 @@ impl Lease {
             tokens: 0,
             until: now,
             owed_back: 0,
-            refilling: false,
+            refilling: None,
             remaining: 0,
             reset_at: now,
             window_start: now,
@@ -193,14 +197,19 @@ impl Lease {
         }
         let reserved = std::mem::take(&mut self.tokens);
         // The demand of the last full window, less this charge; one refill at a time.
-        let extra = if self.refilling {
+        let refilling = self
+            .refilling
+            .is_some_and(|since| now.duration_since(since) < REFILL_LOST_AFTER);
+        let extra = if refilling {
             0
         } else {
             self.last_demand
                 .saturating_sub(wanted)
                 .min(policy.lease_cap())
         };
-        self.refilling |= extra > 0;
+        if extra > 0 {
+            self.refilling = Some(now);
+        }
         Err(Ask {
             cost: (wanted - reserved) as u32,
             reserved,
@@ -230,7 +239,7 @@ impl Lease {
     /// the new lease; a refusal leaves the reserved events this caller's.
     fn settle(&mut self, now: Instant, ask: Ask, decision: &Decision, taken: Option<u64>) {
         if ask.extra > 0 {
-            self.refilling = false;
+            self.refilling = None;
         }
         if !decision.allowed {
             self.tokens += ask.reserved;
@@ -350,7 +359,8 @@ impl RateLimiter {
             let mut leases = self.leases();
             if leases.len() >= LOCAL_SWEEP_AT {
                 leases.retain(|_, lease| {
-                    lease.refilling || now.duration_since(lease.window_start) < 2 * LEASE_WINDOW
+                    lease.refilling.is_some()
+                        || now.duration_since(lease.window_start) < 2 * LEASE_WINDOW
                 });
             }
             let lease = match leases.get_mut(key) {
@@ -543,6 +553,18 @@ mod tests {
         assert_eq!(ask.extra, 29, "the last window's 30, less this charge");
         let concurrent = lease.charge(BUSY, next, 1).expect_err("refill under way");
         assert_eq!(concurrent.extra, 0, "one refill at a time");
+        // A refill whose request was dropped mid-call stops blocking after a while.
+        let mut dropped = Lease {
+            refilling: Some(next),
+            ..Lease::new(start)
+        };
+        dropped.record(start, 30);
+        let ask = dropped.charge(BUSY, next, 1).expect_err("no lease");
+        assert_eq!(ask.extra, 0, "the first refill may still answer");
+        let later = next + REFILL_LOST_AFTER;
+        dropped.record(later - LEASE_WINDOW, 30);
+        let ask_later = dropped.charge(BUSY, later, 1).expect_err("no lease");
+        assert_eq!(ask_later.extra, 29, "a lost refill no longer blocks");
         lease.settle(next, concurrent, &granted(100), Some(1));
         lease.settle(next, ask, &granted(100), Some(30));
         assert_eq!(lease.tokens, 29);
