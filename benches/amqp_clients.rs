@@ -17,7 +17,7 @@
 //! cargo bench --bench amqp_clients -- --duration 5 --runs 3
 //! ```
 //!
-//! Other flags: `--concurrency 32`, `--channels 4`,
+//! Other flags: `--concurrency 32`, `--channels 1`,
 //! `--amqp-url amqp://guest:guest@127.0.0.1:5672/%2f`.
 
 use std::collections::BTreeMap;
@@ -98,7 +98,7 @@ impl Default for Args {
             duration: Duration::from_secs(5),
             runs: 3,
             concurrency: 32,
-            channels: 4,
+            channels: 1,
             amqp_url: "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned(),
         }
     }

@@ -1,5 +1,5 @@
-//! The app-owned handle in front of lapin: one connection, several channels in confirm
-//! mode, and a supervisor that reconnects with backoff and redeclares the topology.
+//! The app-owned handle in front of lapin: one connection, confirm-mode channels (one by
+//! default), and a supervisor that reconnects with backoff and redeclares the topology.
 //!
 //! Every request publishes and then awaits its own confirm, so many confirms are in flight
 //! at once (bounded by a semaphore); no lock is held across the wait.

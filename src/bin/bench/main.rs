@@ -61,8 +61,8 @@ pub struct Args {
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub raw_window: u32,
 
-    /// Confirm-mode channels the raw publishers share (the gateway's default is 4).
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
+    /// Confirm-mode channels the raw publishers share (the gateway's default is 1).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub raw_channels: u16,
 
     /// RabbitMQ's AMQP port on 127.0.0.1 (user guest/guest).
