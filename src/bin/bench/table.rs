@@ -16,7 +16,7 @@ pub fn render(report: &Report) -> String {
     );
     let _ = writeln!(
         out,
-        "plan: {} runs x {:.0}s per scenario, each after a raw run; concurrency {}; batch {} events; raw window {} per publisher on {} channels",
+        "plan: {} runs x {:.0}s per scenario, each after a raw run; concurrency {}; batch {} events; raw window {} per publisher; raw channels {}",
         s.runs, s.seconds_per_run, s.concurrency, s.batch_size, s.raw_window, s.raw_channels,
     );
     let _ = writeln!(out, "peer: {}\n", s.peer.as_deref().unwrap_or("absent"));
