@@ -288,6 +288,56 @@ async fn a_users_events_in_a_batch_reach_the_bus_in_request_order() {
     );
 }
 
+/// One channel is the default; with several, requests share them out and each request's
+/// events still go out on one channel, in order.
+#[tokio::test]
+async fn with_several_publish_channels_concurrent_batches_keep_their_order() {
+    let mut settings = test_settings();
+    settings.amqp_publish_channels = 3;
+    let app = spawn_app_with(settings).await;
+    let batch = |user: usize| {
+        let events: Vec<Value> = (0..15)
+            .map(|step| json!({"type": "quest.progress_updated",
+                "data": {"questId": format!("q-{user}-{step}"), "userId": format!("user-{user}"), "progress": step}}))
+            .collect();
+        json!({"events": events})
+    };
+    let token = app.backend_token();
+    let bodies: Vec<Value> = (0..6).map(batch).collect();
+    let answers = futures_util::future::join_all(
+        bodies
+            .iter()
+            .map(|body| app.post_json("/v1/events/batch", &token, body)),
+    )
+    .await;
+    for response in answers {
+        let status = response.status();
+        let answer: Value = response.json().await.unwrap();
+        assert_eq!(status, 202, "{answer}");
+        assert!(
+            answer["results"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|r| r["status"] == "published"),
+            "{answer}"
+        );
+    }
+    let mut arrived: Vec<Vec<String>> = vec![Vec::new(); 6];
+    for _ in 0..90 {
+        let delivery = app.next_message(&app.queue("quest")).await;
+        let body: Value = serde_json::from_slice(&delivery.data).unwrap();
+        let quest = body["data"]["questId"].as_str().unwrap().to_owned();
+        let user: usize = quest.split('-').nth(1).unwrap().parse().unwrap();
+        arrived[user].push(quest);
+    }
+    for (user, quests) in arrived.iter().enumerate() {
+        let expected: Vec<String> = (0..15).map(|step| format!("q-{user}-{step}")).collect();
+        assert_eq!(quests, &expected, "user-{user}'s batch, in request order");
+    }
+    assert_eq!(app.depth(&app.queue("quest")).await, 0, "nothing more");
+}
+
 #[tokio::test]
 async fn a_batch_may_not_repeat_an_event_id() {
     let app = spawn_app().await;
