@@ -131,7 +131,8 @@ impl TokenVerifier {
     /// The principal a valid token speaks for; any failure is a reason to answer 401.
     pub fn verify(&self, token: &str) -> Result<Principal, jsonwebtoken::errors::Error> {
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        let now = unix_now();
+        // The clock the validation reads `exp` on.
+        let now = jsonwebtoken::get_current_timestamp();
         if let Some(principal) = self.recall(&digest, now) {
             return Ok(principal);
         }
@@ -174,12 +175,6 @@ impl TokenVerifier {
             },
         );
     }
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_secs())
 }
 
 fn decoding_key_from_pem(pem: &[u8]) -> anyhow::Result<(DecodingKey, Algorithm)> {
@@ -289,7 +284,7 @@ mod tests {
         assert_eq!(first.subject, "backend");
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         let valid_until = verifier.verified.lock().unwrap()[&digest].valid_until;
-        let expected = unix_now() + 60 + CLOCK_LEEWAY_SECS;
+        let expected = jsonwebtoken::get_current_timestamp() + 60 + CLOCK_LEEWAY_SECS;
         assert!(
             valid_until.abs_diff(expected) <= 2,
             "{valid_until} vs {expected}"

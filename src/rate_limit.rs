@@ -197,10 +197,7 @@ impl Lease {
         }
         let reserved = std::mem::take(&mut self.tokens);
         // The demand of the last full window, less this charge; one refill at a time.
-        let refilling = self
-            .refilling
-            .is_some_and(|since| now.duration_since(since) < REFILL_LOST_AFTER);
-        let extra = if refilling {
+        let extra = if self.refill_under_way(now) {
             0
         } else {
             self.last_demand
@@ -216,6 +213,12 @@ impl Lease {
             extra,
             refund: std::mem::take(&mut self.owed_back),
         })
+    }
+
+    /// Whether a refill is under way: started, not settled, and not yet taken as lost.
+    fn refill_under_way(&self, now: Instant) -> bool {
+        self.refilling
+            .is_some_and(|since| now.duration_since(since) < REFILL_LOST_AFTER)
     }
 
     /// Counts `cost` towards this window's demand, starting a new window when it is due.
@@ -359,7 +362,7 @@ impl RateLimiter {
             let mut leases = self.leases();
             if leases.len() >= LOCAL_SWEEP_AT {
                 leases.retain(|_, lease| {
-                    lease.refilling.is_some()
+                    lease.refill_under_way(now)
                         || now.duration_since(lease.window_start) < 2 * LEASE_WINDOW
                 });
             }
