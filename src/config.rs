@@ -10,9 +10,9 @@ use std::time::Duration;
 use clap::{Args, Parser, ValueEnum};
 
 use crate::domain::EventType;
-use crate::domain::retry::RetryPolicy;
 use crate::domain::sealing::{Sealer, SealingKeys, SensitiveField};
 use crate::domain::webhook::WebhookSecrets;
+use crate::runtime::backoff::{Backoff, RetryPolicy};
 
 /// One `CORS_ORIGINS` entry: `*`, or a `scheme://host[:port]` origin.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -339,11 +339,20 @@ impl Settings {
         EnvOnly::try_parse_from(["event-gateway"]).map(|parsed| parsed.settings)
     }
 
+    /// The consumers' retries: `RETRY_MAX_ATTEMPTS` attempts, with [`Self::retry_backoff`].
     pub fn retry_policy(&self) -> RetryPolicy {
         RetryPolicy {
             max_attempts: self.retry_max_attempts,
-            initial_delay: self.retry_initial_delay,
-            max_delay: self.retry_max_delay,
+            backoff: self.retry_backoff(),
+        }
+    }
+
+    /// `RETRY_INITIAL_DELAY`, doubling up to `RETRY_MAX_DELAY`: between a consumer's
+    /// attempts, and between the outbox relay's attempts at one row.
+    pub fn retry_backoff(&self) -> Backoff {
+        Backoff {
+            initial: self.retry_initial_delay,
+            max: self.retry_max_delay,
         }
     }
 

@@ -1,33 +1,37 @@
 //! event-gateway: an HTTP gateway that puts authenticated, validated gamification events
-//! onto a RabbitMQ topic exchange and answers only once the broker has confirmed them.
+//! onto a RabbitMQ topic exchange and answers only once they are safe.
 //!
-//! Layout:
-//! - [`domain`]: event types, their schemas, the envelope, scopes. No I/O.
-//! - [`http`]: the edge: routes, extractors, problem+json errors, middleware, OpenAPI.
-//! - [`bus`], [`cache`], [`store`]: adapters for RabbitMQ, Redis and PostgreSQL. They
-//!   never import [`http`].
-//! - [`ingest`]: turns a valid event into a safe one (confirmed, or held in the outbox);
-//!   shared by every endpoint. [`relay`] publishes what the outbox holds.
-//! - [`auth`], [`config`], [`metrics`]: tokens, settings, Prometheus.
+//! Layout (where a change goes):
+//! - [`domain`]: event types and their field table (one table for validation, OpenAPI and
+//!   routing: a new event type goes here), the envelope, scopes, CloudEvents, webhook
+//!   signatures, sealing. Pure: no I/O.
+//! - [`app`]: the use cases (publishing, idempotency, webhooks, dead-letter replay, cached
+//!   reads, rate limits, health) and the [`app::ports`] they need. Another limiter store
+//!   (or any other backend) is a new implementation of a port.
+//! - [`bus`], [`store`], [`cache`]: the adapters for RabbitMQ, PostgreSQL and Redis,
+//!   implementing the ports. They never import [`http`].
+//! - [`workers`]: the outbox relay, the cache-invalidating consumers, the gauges.
+//! - [`http`]: transport only: routes, extractors, problem+json errors, middleware, the
+//!   OpenAPI document. A new endpoint is a handler here calling a function of [`app`].
+//! - [`runtime`]: what everything shares: the backoff schedule (the retry schedule),
+//!   circuit breakers, detached work, background workers, and the metrics (a new metric
+//!   is one line in `runtime/metrics.rs`).
+//! - [`auth`], [`config`]: tokens, settings.
 //!
 //! [`run`] takes an already bound listener and a shutdown token, so tests start a whole
 //! gateway on port 0 in one line.
 #![forbid(unsafe_code)]
 
+pub mod app;
 pub mod auth;
-pub mod breaker;
 pub mod bus;
 pub mod cache;
 pub mod config;
-pub mod consumer;
 pub mod domain;
-pub mod gauges;
 pub mod http;
-pub mod ingest;
-pub mod metrics;
-pub mod rate_limit;
-pub mod relay;
+pub mod runtime;
 pub mod store;
+pub mod workers;
 
 use std::sync::Arc;
 
@@ -36,19 +40,26 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::app::App;
+use crate::app::health::Health;
+use crate::app::idempotency::Idempotency;
+use crate::app::publish::{Backlog, Publishing, PublishingParts};
+use crate::app::rate_limit::{Policy, RateLimiter};
+use crate::app::reads::Reads;
+use crate::app::replay::Replay;
+use crate::app::webhooks::MIN_REPLAY_WINDOW;
 use crate::auth::{KeySource, TokenVerifier};
-use crate::breaker::CircuitBreaker;
 use crate::bus::{BusSettings, Publisher, Topology};
-use crate::cache::Cache;
+use crate::cache::{Cache, ClaimLedger};
 use crate::config::{GatewayEnv, Settings};
-use crate::consumer::{CacheInvalidator, ConsumerSettings, Consumers};
 use crate::http::server::ConnectionLimits;
 use crate::http::{AppState, Dependencies};
-use crate::ingest::Ingest;
-use crate::metrics::Metrics;
-use crate::rate_limit::{Policy, RateLimiter};
-use crate::relay::{OutboxRelay, RelaySignal};
+use crate::runtime::breaker::CircuitBreaker;
+use crate::runtime::metrics::{Dependency, Metrics};
+use crate::runtime::worker::Workers;
 use crate::store::{Store, StoreSettings};
+use crate::workers::consumers::{CacheInvalidator, ConsumerSettings, Consumers};
+use crate::workers::relay::OutboxRelay;
 
 /// The exchanges and queues these settings name.
 pub fn topology(settings: &Settings) -> Topology {
@@ -70,14 +81,51 @@ pub fn store_settings(settings: &Settings) -> StoreSettings {
     }
 }
 
+/// The adapters, connected (or connecting) in the background.
+struct Adapters {
+    publisher: Publisher,
+    store: Store,
+    cache: Cache,
+}
+
 /// Serves the gateway on `listener` until `shutdown` is cancelled, then finishes the
-/// requests in flight (and their publishes) before closing the broker connection.
+/// requests in flight (and their publishes), stops the workers, and closes the
+/// connections.
 pub async fn run(
     listener: TcpListener,
     settings: Settings,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let verifier = TokenVerifier::from_settings(&settings)?;
+    let verifier = verifier(&settings)?;
+    let metrics = Arc::new(Metrics::new().context("registering metrics")?);
+    // Stopped last: what the workers and requests publish and write through.
+    let connections = Workers::default();
+    let adapters = connect(&settings, &metrics, &connections)?;
+    let backlog = Backlog::default();
+    let background = Workers::default();
+    start_workers(&settings, &adapters, &backlog, &metrics, &background);
+    let state = AppState::new(Dependencies {
+        app: application(&settings, &adapters, backlog, &metrics),
+        verifier,
+        metrics,
+        webhooks: settings.webhook_secrets.clone(),
+        body_read_timeout: settings.body_read_timeout,
+    });
+    let app = http::router(state, &settings);
+    info!(addr = %listener.local_addr()?, "serving");
+    let limits = ConnectionLimits {
+        header_read_timeout: settings.header_read_timeout,
+        max_header_bytes: settings.max_header_bytes as usize,
+    };
+    let served = http::server::serve(listener, app, limits, shutdown).await;
+    background.stop().await;
+    connections.stop().await;
+    info!("stopped");
+    served.context("HTTP server failed")
+}
+
+fn verifier(settings: &Settings) -> anyhow::Result<TokenVerifier> {
+    let verifier = TokenVerifier::from_settings(settings)?;
     if verifier.source() == KeySource::DevelopmentSecret {
         if settings.gateway_env == GatewayEnv::Production {
             bail!(
@@ -88,98 +136,128 @@ pub async fn run(
             "!!! No JWT_SECRET or JWT_PUBLIC_KEY_FILE: tokens are checked with the PUBLIC DEVELOPMENT SECRET. Anyone can mint tokens. Never run this way in production. !!!"
         );
     }
-    let metrics = Arc::new(Metrics::new().context("registering metrics")?);
-    let publisher = Publisher::start(
-        BusSettings {
-            url: settings.amqp_url.expose().to_owned(),
-            topology: topology(&settings),
-            channels: settings.amqp_publish_channels,
-            max_in_flight: settings.amqp_max_in_flight,
-            confirm_timeout: settings.amqp_confirm_timeout,
-        },
-        metrics.clone(),
-    );
-    let breaker = |dependency: &str| {
-        CircuitBreaker::new(metrics.circuit_open.with_label_values(&[dependency]))
+    Ok(verifier)
+}
+
+fn connect(
+    settings: &Settings,
+    metrics: &Arc<Metrics>,
+    workers: &Workers,
+) -> anyhow::Result<Adapters> {
+    let bus = BusSettings {
+        url: settings.amqp_url.expose().to_owned(),
+        topology: topology(settings),
+        channels: settings.amqp_publish_channels,
+        max_in_flight: settings.amqp_max_in_flight,
+        confirm_timeout: settings.amqp_confirm_timeout,
     };
+    let breaker = |dependency| CircuitBreaker::new(metrics.circuit(dependency));
     let cache = Cache::new(
         &settings.redis_url(),
         &settings.redis_key_prefix,
-        breaker("redis"),
+        breaker(Dependency::Redis),
     )
     .context("REDIS_HOST/REDIS_PORT/REDIS_PASSWORD/REDIS_DB do not form a valid Redis URL")?;
-    let store = Store::start(&store_settings(&settings), breaker("postgres"))?;
-    let signal = RelaySignal::default();
-    let background_stop = CancellationToken::new();
-    let relay = OutboxRelay {
-        store: store.clone(),
-        publisher: publisher.clone(),
-        signal: signal.clone(),
+    Ok(Adapters {
+        publisher: Publisher::start(bus, metrics.clone(), workers),
+        store: Store::start(
+            &store_settings(settings),
+            breaker(Dependency::Postgres),
+            workers,
+        )?,
+        cache,
+    })
+}
+
+fn start_workers(
+    settings: &Settings,
+    adapters: &Adapters,
+    backlog: &Backlog,
+    metrics: &Arc<Metrics>,
+    workers: &Workers,
+) {
+    OutboxRelay {
+        store: adapters.store.clone(),
+        publisher: adapters.publisher.clone(),
+        backlog: backlog.clone(),
         metrics: metrics.clone(),
+        backoff: settings.retry_backoff(),
         idempotency_ttl: settings.idempotency_ttl,
     }
-    .spawn(background_stop.clone());
-    let gauges = gauges::spawn(
-        publisher.clone(),
-        store.clone(),
+    .spawn(workers);
+    workers::gauges::spawn(
+        adapters.publisher.clone(),
+        adapters.store.clone(),
         metrics.clone(),
-        background_stop.clone(),
+        workers,
     );
-    let consumers = settings.consumers_enabled.then(|| {
-        Consumers::start(
-            ConsumerSettings {
-                url: settings.amqp_url.expose().to_owned(),
-                topology: topology(&settings),
-                prefetch: settings.consumer_prefetch,
-                retry: settings.retry_policy(),
-            },
-            CacheInvalidator::new(cache.clone()),
-            store.clone(),
+    if settings.consumers_enabled {
+        let consumer_settings = ConsumerSettings {
+            url: settings.amqp_url.expose().to_owned(),
+            topology: topology(settings),
+            prefetch: settings.consumer_prefetch,
+            retry: settings.retry_policy(),
+        };
+        let invalidator = CacheInvalidator::new(adapters.cache.clone());
+        Consumers::new(
+            consumer_settings,
+            invalidator,
+            adapters.store.clone(),
             metrics.clone(),
         )
+        .spawn(workers);
+    }
+}
+
+/// The use cases, each given the ports it needs.
+fn application(
+    settings: &Settings,
+    adapters: &Adapters,
+    backlog: Backlog,
+    metrics: &Arc<Metrics>,
+) -> App {
+    let (bus, store, cache) = (
+        Arc::new(adapters.publisher.clone()),
+        Arc::new(adapters.store.clone()),
+        Arc::new(adapters.cache.clone()),
+    );
+    let publishing = Publishing::new(PublishingParts {
+        bus: bus.clone(),
+        outbox: store.clone(),
+        listings: cache.clone(),
+        backlog: backlog.clone(),
+        metrics: metrics.clone(),
+        critical: settings.critical_events.iter().copied().collect(),
+        sealer: settings.sealer(),
     });
-    let critical = settings.critical_events.iter().copied().collect();
-    let state = AppState::new(Dependencies {
-        verifier,
-        ingest: Ingest::new(
-            publisher.clone(),
-            store.clone(),
-            cache.clone(),
-            signal,
-            metrics.clone(),
-            critical,
-            settings.sealer(),
-        ),
-        publisher: publisher.clone(),
-        store,
+    let webhook_claims = ClaimLedger {
+        cache: adapters.cache.clone(),
+        ttl: settings.idempotency_ttl.max(MIN_REPLAY_WINDOW),
+    };
+    App {
+        idempotency: Idempotency {
+            database: store.clone(),
+            cache: Arc::new(webhook_claims),
+        },
+        replay: Replay {
+            letters: store.clone(),
+            publishing: publishing.clone(),
+        },
+        reads: Reads {
+            archive: store.clone(),
+            cache: cache.clone(),
+        },
         limiter: RateLimiter::new(
             Policy::new(settings.rate_limit_rps, settings.rate_limit_burst),
             cache.clone(),
             metrics.clone(),
         ),
-        cache,
-        metrics,
-        webhooks: settings.webhook_secrets.clone(),
-        body_read_timeout: settings.body_read_timeout,
-        idempotency_ttl: settings.idempotency_ttl,
-    });
-    let app = http::router(state, &settings);
-    info!(addr = %listener.local_addr()?, "serving");
-    let limits = ConnectionLimits {
-        header_read_timeout: settings.header_read_timeout,
-        max_header_bytes: settings.max_header_bytes as usize,
-    };
-    let served = http::server::serve(listener, app, limits, shutdown).await;
-    background_stop.cancel();
-    for (name, task) in [("outbox relay", relay), ("gauge refresher", gauges)] {
-        if let Err(error) = task.await {
-            warn!(%error, task = name, "a background task ended abnormally");
-        }
+        health: Health {
+            bus,
+            store,
+            cache,
+            backlog,
+        },
+        publishing,
     }
-    if let Some(consumers) = consumers {
-        consumers.stop().await;
-    }
-    publisher.close().await;
-    info!("stopped");
-    served.context("HTTP server failed")
 }

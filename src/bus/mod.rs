@@ -1,7 +1,15 @@
-//! The RabbitMQ adapter: topology and the confirmed publisher.
+//! The RabbitMQ adapter: the topology, the confirmed publisher (the [`EventBus`] port)
+//! with its supervised connection, and the consumers' side of the broker (subscribing,
+//! acking, confirmed republishing to retry queues and the dead-letter exchange, and the
+//! header codec those use).
+//!
+//! [`EventBus`]: crate::app::ports::EventBus
 
+pub mod consume;
+mod link;
 pub mod publisher;
 pub mod topology;
 
-pub use publisher::{BusSettings, OutgoingMessage, PublishError, Publisher, QueueDepth};
+pub use crate::app::ports::PublishError;
+pub use publisher::{BusSettings, Publisher, confirmation_outcome};
 pub use topology::Topology;

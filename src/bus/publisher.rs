@@ -1,30 +1,28 @@
 //! The app-owned handle in front of lapin: one connection, confirm-mode channels (one by
-//! default), and a supervisor that reconnects with backoff and redeclares the topology.
+//! default), and a supervisor (`link.rs`) that reconnects with backoff and redeclares
+//! the topology.
 //!
 //! Every request publishes and then awaits its own confirm, so many confirms are in flight
 //! at once (bounded by a semaphore); no lock is held across the wait.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
+use async_trait::async_trait;
 use futures_util::future::join_all;
-use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
+use lapin::options::{BasicPublishOptions, QueueDeclareOptions};
 use lapin::types::{FieldTable, ShortString};
-use lapin::{BasicProperties, Channel, Confirmation, Connection};
-use serde::Serialize;
+use lapin::{BasicProperties, Channel, Confirmation, PublisherConfirm};
 use tokio::sync::{Notify, Semaphore};
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
-use tracing::{info, instrument, warn};
-use uuid::Uuid;
+use tracing::instrument;
 
+use super::link::{Link, supervise};
 use super::topology::Topology;
-use crate::metrics::Metrics;
-
-const BACKOFF_MIN: Duration = Duration::from_millis(100);
-const BACKOFF_MAX: Duration = Duration::from_secs(10);
+use crate::app::ports::{EventBus, PublishError};
+use crate::app::records::{OutgoingMessage, QueueDepth};
+use crate::runtime::metrics::Metrics;
+use crate::runtime::worker::Workers;
 
 /// How the publisher reaches the broker.
 #[derive(Debug, Clone)]
@@ -36,91 +34,12 @@ pub struct BusSettings {
     pub confirm_timeout: Duration,
 }
 
-/// One message to publish; the body is the serialized envelope. It is owned so that the
-/// publish can finish even if the caller stops waiting.
-#[derive(Debug, Clone)]
-pub struct OutgoingMessage {
-    pub message_id: Uuid,
-    pub routing_key: &'static str,
-    pub correlation_id: String,
-    pub timestamp_secs: u64,
-    pub body: Vec<u8>,
-}
-
-/// Why a message was not confirmed; none of these may be answered 202.
-#[derive(Debug, thiserror::Error)]
-pub enum PublishError {
-    #[error("the broker is unreachable")]
-    Unavailable(#[source] Option<lapin::Error>),
-    #[error("the broker refused the message (nack)")]
-    Nacked,
-    #[error("no queue is bound for routing key {routing_key}")]
-    Unroutable { routing_key: String },
-    #[error("the broker did not confirm within {0:?}")]
-    ConfirmTimeout(Duration),
-    #[error("the channel is not in confirm mode, so delivery is unknown")]
-    NotConfirmed,
-    #[error("the event could not be encoded")]
-    Encode(#[source] serde_json::Error),
-}
-
-impl PublishError {
-    /// The broker may take the message later (unreachable, refused for now, slow); the
-    /// others will fail the same way every time.
-    pub fn is_transient(&self) -> bool {
-        matches!(
-            self,
-            PublishError::Unavailable(_) | PublishError::Nacked | PublishError::ConfirmTimeout(_)
-        )
-    }
-
-    /// A closed label for metrics.
-    pub fn outcome(&self) -> &'static str {
-        match self {
-            PublishError::Unavailable(_) => "unavailable",
-            PublishError::Nacked => "nacked",
-            PublishError::Unroutable { .. } => "unroutable",
-            PublishError::ConfirmTimeout(_) => "timeout",
-            PublishError::NotConfirmed => "not_confirmed",
-            PublishError::Encode(_) => "encode_failed",
-        }
-    }
-}
-
-/// Messages and consumers of one queue, as the broker reports them.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct QueueDepth {
-    pub name: String,
-    pub message_count: u32,
-    pub consumer_count: u32,
-}
-
-struct Link {
-    connection: Connection,
-    channels: Vec<Channel>,
-    next: AtomicUsize,
-}
-
-impl Link {
-    fn pick(&self) -> &Channel {
-        let index = self.next.fetch_add(1, Ordering::Relaxed) % self.channels.len();
-        &self.channels[index]
-    }
-
-    fn is_healthy(&self) -> bool {
-        self.connection.status().connected() && self.channels.iter().all(|c| c.status().connected())
-    }
-}
-
-struct Shared {
-    settings: BusSettings,
-    stop: CancellationToken,
-    supervisor: Mutex<Option<JoinHandle<()>>>,
-    link: RwLock<Option<Arc<Link>>>,
-    broken: Notify,
+pub(super) struct Shared {
+    pub(super) settings: BusSettings,
+    pub(super) link: RwLock<Option<Arc<Link>>>,
+    pub(super) broken: Notify,
     in_flight: Semaphore,
-    metrics: Arc<Metrics>,
+    pub(super) metrics: Arc<Metrics>,
 }
 
 /// Cheap to clone; all clones share one connection.
@@ -132,44 +51,27 @@ pub struct Publisher {
 impl Publisher {
     /// Starts the supervisor that connects (and reconnects) in the background; publishing
     /// answers [`PublishError::Unavailable`] until the first connection is up.
-    pub fn start(settings: BusSettings, metrics: Arc<Metrics>) -> Self {
+    /// The connection closes when `workers` stop, once the callers are done.
+    pub fn start(settings: BusSettings, metrics: Arc<Metrics>, workers: &Workers) -> Self {
         let shared = Arc::new(Shared {
             in_flight: Semaphore::new(settings.max_in_flight as usize),
             settings,
-            stop: CancellationToken::new(),
-            supervisor: Mutex::new(None),
             link: RwLock::new(None),
             broken: Notify::new(),
             metrics,
         });
-        let supervisor = tokio::spawn(supervise(shared.clone()));
-        if let Ok(mut slot) = shared.supervisor.lock() {
-            *slot = Some(supervisor);
-        }
+        workers.spawn(
+            "broker connection",
+            supervise(shared.clone(), workers.token()),
+        );
         Publisher { shared }
-    }
-
-    /// Closes the connection once the callers are done; publishes after this fail.
-    pub async fn close(&self) {
-        self.shared.stop.cancel();
-        let supervisor = self
-            .shared
-            .supervisor
-            .lock()
-            .ok()
-            .and_then(|mut s| s.take());
-        if let Some(supervisor) = supervisor
-            && let Err(error) = supervisor.await
-        {
-            warn!(%error, "the broker supervisor ended abnormally");
-        }
     }
 
     pub fn topology(&self) -> &Topology {
         &self.shared.settings.topology
     }
 
-    pub fn is_connected(&self) -> bool {
+    fn connected(&self) -> bool {
         self.current().is_some_and(|link| link.is_healthy())
     }
 
@@ -179,7 +81,7 @@ impl Publisher {
 
     /// Publishes persistent and mandatory, and returns once the broker confirmed it.
     pub async fn publish_confirmed(&self, message: OutgoingMessage) -> Result<(), PublishError> {
-        self.publish_in_order(vec![message])
+        self.publish_all_in_order(vec![message])
             .await
             .pop()
             .unwrap_or(Err(PublishError::Unavailable(None)))
@@ -191,8 +93,7 @@ impl Publisher {
     ///
     /// The work runs in its own task: if the caller stops waiting (confirm timeout, client
     /// disconnect) the confirms are still awaited, so lapin never keeps an orphaned one.
-    #[instrument(skip_all, fields(messages = messages.len()))]
-    pub async fn publish_in_order(
+    async fn publish_all_in_order(
         &self,
         messages: Vec<OutgoingMessage>,
     ) -> Vec<Result<(), PublishError>> {
@@ -221,55 +122,21 @@ impl Publisher {
         messages: Vec<OutgoingMessage>,
         abandoned: &AtomicBool,
     ) -> Vec<Result<(), PublishError>> {
+        let all = |error: fn(Duration) -> PublishError| {
+            let timeout = self.shared.settings.confirm_timeout;
+            messages.iter().map(|_| Err(error(timeout))).collect()
+        };
         let slots = (messages.len() as u32).min(self.shared.settings.max_in_flight);
         let Ok(_slots) = self.shared.in_flight.acquire_many(slots).await else {
-            return messages
-                .iter()
-                .map(|_| Err(PublishError::Unavailable(None)))
-                .collect();
+            return all(|_| PublishError::Unavailable(None));
         };
         let link = match self.current() {
             Some(link) if !abandoned.load(Ordering::Acquire) => link,
-            Some(_) => {
-                let timeout = self.shared.settings.confirm_timeout;
-                return messages
-                    .iter()
-                    .map(|_| Err(PublishError::ConfirmTimeout(timeout)))
-                    .collect();
-            }
-            None => {
-                return messages
-                    .iter()
-                    .map(|_| Err(PublishError::Unavailable(None)))
-                    .collect();
-            }
+            Some(_) => return all(PublishError::ConfirmTimeout),
+            None => return all(|_| PublishError::Unavailable(None)),
         };
-        let channel = link.pick();
         let started = Instant::now();
-        let mut confirms = Vec::with_capacity(messages.len());
-        let mut broken = false;
-        for message in &messages {
-            if broken {
-                // A later message must not overtake one that failed.
-                confirms.push(Err(PublishError::Unavailable(None)));
-                continue;
-            }
-            let sent = channel
-                .basic_publish(
-                    self.topology().exchange.as_str().into(),
-                    message.routing_key.into(),
-                    BasicPublishOptions {
-                        mandatory: true,
-                        immediate: false,
-                    },
-                    &message.body,
-                    properties(message),
-                )
-                .await
-                .map_err(|error| self.lost(error));
-            broken = sent.is_err();
-            confirms.push(sent);
-        }
+        let confirms = self.send_all(link.pick(), &messages).await;
         join_all(
             confirms
                 .into_iter()
@@ -286,15 +153,44 @@ impl Publisher {
         .await
     }
 
+    /// Publishes each message on `channel` in turn; after a failure the rest are not sent,
+    /// so a later message never overtakes one that failed.
+    async fn send_all(
+        &self,
+        channel: &Channel,
+        messages: &[OutgoingMessage],
+    ) -> Vec<Result<PublisherConfirm, PublishError>> {
+        let mut confirms = Vec::with_capacity(messages.len());
+        let mut broken = false;
+        for message in messages {
+            if broken {
+                confirms.push(Err(PublishError::Unavailable(None)));
+                continue;
+            }
+            let sent = channel
+                .basic_publish(
+                    self.topology().exchange.as_str().into(),
+                    message.routing_key.into(),
+                    MANDATORY,
+                    &message.body,
+                    properties(message),
+                )
+                .await
+                .map_err(|error| self.lost(error));
+            broken = sent.is_err();
+            confirms.push(sent);
+        }
+        confirms
+    }
+
     /// A channel or connection failed: wake the supervisor to check and rebuild.
     fn lost(&self, error: lapin::Error) -> PublishError {
         self.shared.broken.notify_one();
-        PublishError::Unavailable(Some(error))
+        PublishError::Unavailable(Some(Arc::new(error)))
     }
 
     /// Message and consumer counts of every declared queue, by passive declares.
-    #[instrument(skip_all)]
-    pub async fn queue_depths(&self) -> Result<Vec<QueueDepth>, PublishError> {
+    async fn read_queue_depths(&self) -> Result<Vec<QueueDepth>, PublishError> {
         let link = self.current().ok_or(PublishError::Unavailable(None))?;
         let channel = link
             .connection
@@ -326,6 +222,32 @@ impl Publisher {
     }
 }
 
+#[async_trait]
+impl EventBus for Publisher {
+    fn is_connected(&self) -> bool {
+        self.connected()
+    }
+
+    #[instrument(skip_all, fields(messages = messages.len()))]
+    async fn publish_in_order(
+        &self,
+        messages: Vec<OutgoingMessage>,
+    ) -> Vec<Result<(), PublishError>> {
+        self.publish_all_in_order(messages).await
+    }
+
+    #[instrument(skip_all)]
+    async fn queue_depths(&self) -> Result<Vec<QueueDepth>, PublishError> {
+        self.read_queue_depths().await
+    }
+}
+
+/// Persistent delivery needs `mandatory`: an unroutable message is returned, not dropped.
+pub(super) const MANDATORY: BasicPublishOptions = BasicPublishOptions {
+    mandatory: true,
+    immediate: false,
+};
+
 /// Judges the broker's answer. Only a plain ack means the message is safe.
 pub fn confirmation_outcome(
     confirmation: Confirmation,
@@ -352,83 +274,4 @@ fn properties(message: &OutgoingMessage) -> BasicProperties {
         .with_timestamp(message.timestamp_secs)
         .with_type(message.routing_key.into())
         .with_app_id("event-gateway".into())
-}
-
-/// Keeps one healthy link in `shared.link`, reconnecting with exponential backoff.
-async fn supervise(shared: Arc<Shared>) {
-    let shutdown = &shared.stop;
-    let mut backoff = BACKOFF_MIN;
-    while !shutdown.is_cancelled() {
-        match connect(&shared.settings).await {
-            Ok(link) => {
-                backoff = BACKOFF_MIN;
-                let link = Arc::new(link);
-                let mut events = link.connection.events_listener();
-                set_link(&shared, Some(link.clone()));
-                info!(channels = link.channels.len(), "connected to the broker");
-                loop {
-                    tokio::select! {
-                        () = shutdown.cancelled() => break,
-                        event = events.next() => match event {
-                            Some(lapin::Event::Error(error)) => {
-                                warn!(%error, "broker connection failed");
-                                break;
-                            }
-                            Some(_) => {}
-                            None => break,
-                        },
-                        () = shared.broken.notified() => if !link.is_healthy() {
-                            warn!("a broker channel failed; reconnecting");
-                            break;
-                        },
-                    }
-                }
-                set_link(&shared, None);
-                // A failed close only means the connection was already gone.
-                let _ = link
-                    .connection
-                    .close(200, "event-gateway reconnecting or stopping".into())
-                    .await;
-            }
-            Err(error) => {
-                warn!(%error, retry_in_ms = backoff.as_millis() as u64, "cannot reach the broker");
-                tokio::select! {
-                    () = shutdown.cancelled() => break,
-                    () = tokio::time::sleep(backoff) => {}
-                }
-                backoff = (backoff * 2).min(BACKOFF_MAX);
-            }
-        }
-    }
-}
-
-fn set_link(shared: &Shared, link: Option<Arc<Link>>) {
-    shared
-        .metrics
-        .broker_connected
-        .set(i64::from(link.is_some()));
-    if let Ok(mut slot) = shared.link.write() {
-        *slot = link;
-    }
-}
-
-#[instrument(skip_all)]
-async fn connect(settings: &BusSettings) -> anyhow::Result<Link> {
-    let connection = settings
-        .topology
-        .connect(&settings.url, "event-gateway")
-        .await?;
-    let mut channels = Vec::with_capacity(usize::from(settings.channels));
-    for _ in 0..settings.channels {
-        let channel = connection.create_channel().await?;
-        channel
-            .confirm_select(ConfirmSelectOptions::default())
-            .await?;
-        channels.push(channel);
-    }
-    Ok(Link {
-        connection,
-        channels,
-        next: AtomicUsize::new(0),
-    })
 }

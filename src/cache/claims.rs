@@ -7,14 +7,15 @@
 use std::sync::LazyLock;
 use std::time::Duration;
 
+use async_trait::async_trait;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use serde_json::{Value, json};
 use tracing::instrument;
-use uuid::Uuid;
 
-use super::Cache;
-use crate::domain::claim::{Claim, StoredAnswer};
+use super::{Cache, cache_error};
+use crate::app::idempotency::{Claim, StoredAnswer, Ticket};
+use crate::app::ports::{IdempotencyLedger, LedgerError};
 
 /// A claim with no answer after this belongs to a process that died: it expires and the
 /// sender's next retry runs.
@@ -30,78 +31,95 @@ static IF_STILL_OURS: LazyLock<redis::Script> = LazyLock::new(|| {
     )
 });
 
-/// One request's hold on a key.
-pub struct PendingClaim {
-    name: String,
-    marker: String,
-    hash: String,
+/// Webhook claims, kept in Redis for `ttl` once answered.
+#[derive(Clone)]
+pub struct ClaimLedger {
+    pub cache: Cache,
+    pub ttl: Duration,
 }
 
-impl Cache {
-    /// Claims `key` for `principal`; `Ok((Claim::Owned, Some(claim)))` when this request
-    /// is the first.
-    #[instrument(skip_all)]
-    pub async fn claim(
+impl ClaimLedger {
+    fn name(&self, ticket: &Ticket) -> String {
+        format!(
+            "{}claim:{}:{}",
+            self.cache.prefix, ticket.principal, ticket.key
+        )
+    }
+
+    /// What the key holds while this request runs.
+    fn marker(ticket: &Ticket) -> String {
+        format!(
+            "pending {} {}",
+            ticket.token.simple(),
+            STANDARD.encode(&ticket.hash)
+        )
+    }
+
+    /// Replaces (with `value`) or deletes (`value` empty) the claim only while it is ours.
+    async fn if_still_ours(
         &self,
-        principal: &str,
-        key: &str,
-        hash: &[u8],
-    ) -> redis::RedisResult<(Claim, Option<PendingClaim>)> {
-        let name = format!("{}claim:{principal}:{key}", self.prefix);
-        let hash = STANDARD.encode(hash);
-        let marker = format!("pending {} {hash}", Uuid::new_v4().simple());
+        ticket: &Ticket,
+        value: &str,
+        ttl: Duration,
+    ) -> Result<(), LedgerError> {
+        let mut invocation = IF_STILL_OURS.prepare_invoke();
+        invocation
+            .key(self.name(ticket))
+            .arg(Self::marker(ticket))
+            .arg(value)
+            .arg(ttl.as_millis() as u64);
+        let mut connection = self.cache.connection.clone();
+        let _: i64 = self
+            .cache
+            .guarded(invocation.invoke_async(&mut connection))
+            .await
+            .map_err(cache_error)?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl IdempotencyLedger for ClaimLedger {
+    #[instrument(skip_all)]
+    async fn claim(&self, ticket: &Ticket) -> Result<Claim, LedgerError> {
+        let name = self.name(ticket);
         let claimed: Option<String> = self
+            .cache
             .run(
                 redis::cmd("SET")
                     .arg(&name)
-                    .arg(&marker)
+                    .arg(Self::marker(ticket))
                     .arg("NX")
                     .arg("PX")
                     .arg(PENDING_TTL.as_millis() as u64),
             )
-            .await?;
+            .await
+            .map_err(cache_error)?;
         if claimed.is_some() {
-            return Ok((Claim::Owned, Some(PendingClaim { name, marker, hash })));
+            return Ok(Claim::Owned);
         }
-        let existing: Option<String> = self.run(redis::cmd("GET").arg(&name)).await?;
-        Ok((read_claim(existing.as_deref(), &hash), None))
+        let existing: Option<String> = self
+            .cache
+            .run(redis::cmd("GET").arg(&name))
+            .await
+            .map_err(cache_error)?;
+        Ok(read_claim(
+            existing.as_deref(),
+            &STANDARD.encode(&ticket.hash),
+        ))
     }
 
-    /// Replaces the claim with its answer, kept for `ttl`.
     #[instrument(skip_all)]
-    pub async fn record_answer(
-        &self,
-        claim: &PendingClaim,
-        answer: StoredAnswer,
-        ttl: Duration,
-    ) -> redis::RedisResult<()> {
-        let value = json!({"hash": claim.hash, "status": answer.status, "body": answer.body});
-        self.if_still_ours(claim, &value.to_string(), ttl).await
+    async fn record(&self, ticket: &Ticket, answer: StoredAnswer) -> Result<(), LedgerError> {
+        let hash = STANDARD.encode(&ticket.hash);
+        let value = json!({"hash": hash, "status": answer.status, "body": answer.body});
+        self.if_still_ours(ticket, &value.to_string(), self.ttl)
+            .await
     }
 
-    /// The request failed: drop its claim so a retry runs again.
     #[instrument(skip_all)]
-    pub async fn release(&self, claim: &PendingClaim) -> redis::RedisResult<()> {
-        self.if_still_ours(claim, "", Duration::ZERO).await
-    }
-
-    async fn if_still_ours(
-        &self,
-        claim: &PendingClaim,
-        value: &str,
-        ttl: Duration,
-    ) -> redis::RedisResult<()> {
-        let mut invocation = IF_STILL_OURS.prepare_invoke();
-        invocation
-            .key(&claim.name)
-            .arg(&claim.marker)
-            .arg(value)
-            .arg(ttl.as_millis() as u64);
-        let mut connection = self.connection.clone();
-        let _: i64 = self
-            .guarded(invocation.invoke_async(&mut connection))
-            .await?;
-        Ok(())
+    async fn release(&self, ticket: &Ticket) -> Result<(), LedgerError> {
+        self.if_still_ours(ticket, "", Duration::ZERO).await
     }
 }
 

@@ -1,18 +1,24 @@
-//! The Redis adapter: health facts, and the gateway's own cached reads. Every call is
-//! bounded by a short timeout, and a cache that fails is bypassed, never fatal.
+//! The Redis adapter: health facts, the gateway's own cached reads ([`ReadCache`]), the
+//! shared rate-limit budgets (`limiter.rs`, with `gcra.lua`) and webhook claims
+//! (`claims.rs`). Every call is bounded by a short timeout, and a cache that fails is
+//! bypassed, never fatal.
 
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 use std::time::Duration;
 
+use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tracing::{debug, instrument};
 use uuid::Uuid;
 
-use crate::breaker::{CircuitBreaker, CircuitState};
+use crate::app::ports::{CacheError, CacheProbe, ReadCache};
+use crate::app::records::CacheStats;
+use crate::runtime::breaker::{CircuitBreaker, CircuitState};
 
 mod claims;
+mod limiter;
 
-pub use claims::PendingClaim;
+pub use claims::ClaimLedger;
 
 /// Redis answers in microseconds; a second means it is in trouble.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(1);
@@ -20,13 +26,6 @@ const RESPONSE_TIMEOUT: Duration = Duration::from_secs(1);
 /// The spec's TTLs: a user's data 10 minutes, anything else 5 minutes.
 pub const USER_DATA_TTL_SECS: u64 = 600;
 pub const DEFAULT_TTL_SECS: u64 = 300;
-
-/// Health facts read from Redis `INFO`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RedisStats {
-    pub used_memory: String,
-    pub hit_rate: f64,
-}
 
 /// A lazily connected, self-reconnecting Redis handle.
 #[derive(Clone)]
@@ -52,10 +51,6 @@ impl Cache {
         })
     }
 
-    pub fn circuit(&self) -> CircuitState {
-        self.breaker.state()
-    }
-
     /// Runs a call unless the circuit is open, and records how it went.
     async fn guarded<T>(
         &self,
@@ -70,23 +65,6 @@ impl Cache {
         let outcome = call.await;
         self.breaker.record(&outcome);
         outcome
-    }
-
-    #[instrument(skip_all)]
-    pub async fn stats(&self) -> redis::RedisResult<RedisStats> {
-        let mut connection = self.connection.clone();
-        let info: redis::InfoDict = redis::cmd("INFO").query_async(&mut connection).await?;
-        let hits: u64 = info.get("keyspace_hits").unwrap_or(0);
-        let misses: u64 = info.get("keyspace_misses").unwrap_or(0);
-        let lookups = hits + misses;
-        Ok(RedisStats {
-            used_memory: info.get("used_memory_human").unwrap_or_default(),
-            hit_rate: if lookups == 0 {
-                0.0
-            } else {
-                hits as f64 / lookups as f64
-            },
-        })
     }
 
     /// One command, through the circuit breaker.
@@ -112,35 +90,6 @@ impl Cache {
             .await
     }
 
-    /// One GCRA step for `key` (below the prefix), atomically in Redis: the shared
-    /// budget of every gateway process. Returns the script's four numbers.
-    #[instrument(skip_all)]
-    pub async fn gcra(
-        &self,
-        key: &str,
-        interval_micros: u64,
-        burst: u32,
-        cost: u32,
-        extra: u64,
-        refund: u64,
-    ) -> redis::RedisResult<(bool, u64, u64, u64, u64)> {
-        static SCRIPT: LazyLock<redis::Script> =
-            LazyLock::new(|| redis::Script::new(include_str!("gcra.lua")));
-        let mut invocation = SCRIPT.prepare_invoke();
-        invocation
-            .key(format!("{}ratelimit:{key}", self.prefix))
-            .arg(interval_micros)
-            .arg(burst)
-            .arg(cost)
-            .arg(extra)
-            .arg(refund);
-        let mut connection = self.connection.clone();
-        let (allowed, remaining, reset, retry, taken): (u8, u64, u64, u64, u64) = self
-            .guarded(invocation.invoke_async(&mut connection))
-            .await?;
-        Ok((allowed == 1, remaining, reset, retry, taken))
-    }
-
     /// The hash holding a user's cached event listings, one field per query.
     pub fn user_events_key(&self, user_id: &str) -> String {
         format!("{}user_events:{user_id}", self.prefix)
@@ -150,9 +99,39 @@ impl Cache {
     pub fn event_key(&self, id: Uuid) -> String {
         format!("{}event:{id}", self.prefix)
     }
+}
+
+#[async_trait]
+impl CacheProbe for Cache {
+    fn circuit(&self) -> CircuitState {
+        self.breaker.state()
+    }
 
     #[instrument(skip_all)]
-    pub async fn user_events(&self, user_id: &str, query: &str) -> Option<String> {
+    async fn stats(&self) -> Result<CacheStats, CacheError> {
+        let mut connection = self.connection.clone();
+        let info: redis::InfoDict = redis::cmd("INFO")
+            .query_async(&mut connection)
+            .await
+            .map_err(cache_error)?;
+        let hits: u64 = info.get("keyspace_hits").unwrap_or(0);
+        let misses: u64 = info.get("keyspace_misses").unwrap_or(0);
+        let lookups = hits + misses;
+        Ok(CacheStats {
+            used_memory: info.get("used_memory_human").unwrap_or_default(),
+            hit_rate: if lookups == 0 {
+                0.0
+            } else {
+                hits as f64 / lookups as f64
+            },
+        })
+    }
+}
+
+#[async_trait]
+impl ReadCache for Cache {
+    #[instrument(skip_all)]
+    async fn user_events(&self, user_id: &str, query: &str) -> Option<String> {
         let command = redis::cmd("HGET")
             .arg(self.user_events_key(user_id))
             .arg(query)
@@ -161,7 +140,7 @@ impl Cache {
     }
 
     #[instrument(skip_all)]
-    pub async fn put_user_events(&self, user_id: &str, query: &str, page: &str) {
+    async fn put_user_events(&self, user_id: &str, query: &str, page: &str) {
         let key = self.user_events_key(user_id);
         let mut connection = self.connection.clone();
         let mut pipeline = redis::pipe();
@@ -176,9 +155,8 @@ impl Cache {
         bypass_on_error(stored);
     }
 
-    /// Drops every cached listing of this user's events.
     #[instrument(skip_all)]
-    pub async fn forget_user_events(&self, user_id: &str) {
+    async fn forget_user_events(&self, user_id: &str) {
         let deleted: redis::RedisResult<()> = self
             .run(redis::cmd("DEL").arg(self.user_events_key(user_id)))
             .await;
@@ -186,12 +164,12 @@ impl Cache {
     }
 
     #[instrument(skip_all)]
-    pub async fn event(&self, id: Uuid) -> Option<String> {
+    async fn event(&self, id: Uuid) -> Option<String> {
         bypass_on_error(self.run(redis::cmd("GET").arg(self.event_key(id))).await).flatten()
     }
 
     #[instrument(skip_all)]
-    pub async fn put_event(&self, id: Uuid, event: &str) {
+    async fn put_event(&self, id: Uuid, event: &str) {
         let command = redis::cmd("SET")
             .arg(self.event_key(id))
             .arg(event)
@@ -201,6 +179,10 @@ impl Cache {
         let stored: redis::RedisResult<()> = self.run(&command).await;
         bypass_on_error(stored);
     }
+}
+
+pub(crate) fn cache_error(error: redis::RedisError) -> CacheError {
+    CacheError(Arc::new(error))
 }
 
 /// The cache is an optimisation: a failure is logged and read as a miss.

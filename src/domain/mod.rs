@@ -1,13 +1,11 @@
 //! The domain: event types, their schemas, the envelope, and who may publish what.
 //! Nothing here knows about HTTP or the broker.
 
-pub mod claim;
 pub mod cloudevent;
 pub mod data;
 pub mod envelope;
 pub mod event_type;
 pub mod problem;
-pub mod retry;
 pub mod scope;
 pub mod sealing;
 pub mod webhook;

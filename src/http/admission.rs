@@ -1,9 +1,9 @@
 //! Admission: who is calling, and whether their rate limit lets them in now. One
 //! middleware verifies the bearer token once (the `Caller` extractor reads the outcome)
 //! and charges the request to the token's `sub`, or, for calls without valid credentials,
-//! to the client address. Webhooks are charged to their source by their handler, once
-//! the signature checks out, and batches pay for their other events there
-//! ([`charge_events`]).
+//! to the client address. Webhooks are charged to their source once the signature checks
+//! out, and batches pay for their other events in their handler
+//! (`RateLimiter::charge_events`).
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, header};
@@ -13,8 +13,8 @@ use axum::response::{IntoResponse, Response};
 use super::AppState;
 use super::error::{ApiError, set_rate_limit_headers};
 use super::server::peer;
+use crate::app::rate_limit::Budget;
 use crate::domain::Principal;
-use crate::rate_limit::{Budget, Decision};
 
 /// What the middleware found in the `Authorization` header.
 #[derive(Clone)]
@@ -43,7 +43,7 @@ pub async fn admit(State(state): State<AppState>, mut request: Request, next: Ne
         _ => peer(&request).map(|addr| Budget::Address(addr.ip())),
     };
     let decision = match budget {
-        Some(budget) => state.limiter.charge(budget, 1).await,
+        Some(budget) => state.app.limiter.charge(budget, 1).await,
         None => None,
     };
     if let Some(decision) = decision.filter(|d| !d.allowed) {
@@ -75,31 +75,5 @@ fn authenticate(state: &AppState, value: &HeaderValue) -> Authentication {
     match state.verifier.verify(token.trim()) {
         Ok(principal) => Authentication::Verified(principal),
         Err(error) => Authentication::Refused(format!("invalid token: {error}")),
-    }
-}
-
-/// Charges a request of `count` events to `budget`, of which `paid` were charged at
-/// admission. More events than the burst can never fit: that is a 413, not a 429 a
-/// client would retry for ever.
-pub async fn charge_events(
-    state: &AppState,
-    budget: Budget<'_>,
-    count: usize,
-    paid: usize,
-) -> Result<Option<Decision>, ApiError> {
-    if let Some(burst) = state.limiter.burst()
-        && count > burst as usize
-    {
-        return Err(ApiError::PayloadTooLarge(format!(
-            "{count} events at once exceed this caller's burst of {burst} (RATE_LIMIT_BURST); split the batch"
-        )));
-    }
-    let rest = u32::try_from(count.saturating_sub(paid)).unwrap_or(u32::MAX);
-    if rest == 0 {
-        return Ok(None);
-    }
-    match state.limiter.charge(budget, rest).await {
-        Some(decision) if !decision.allowed => Err(ApiError::RateLimited(decision)),
-        decision => Ok(decision),
     }
 }

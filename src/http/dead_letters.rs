@@ -6,7 +6,6 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -16,11 +15,10 @@ use super::AppState;
 use super::error::{ApiError, Problem};
 use super::extract::Caller;
 use super::paging::{page, readable};
-use crate::bus::OutgoingMessage;
+use super::responses::{DatabaseDown, RateLimited, Unauthorized};
+use crate::app::publish::ReceiptStatus;
+use crate::app::records::{DeadLetter, DeadLetterFilter};
 use crate::domain::envelope::rfc3339_millis;
-use crate::domain::{EventType, FieldError};
-use crate::ingest::IngestError;
-use crate::store::{DeadLetter, DeadLetterFilter, PageCursor};
 
 /// A message the consumers gave up on.
 #[derive(Debug, Serialize, ToSchema)]
@@ -72,6 +70,8 @@ pub struct DeadLetterList {
 #[serde(rename_all = "camelCase")]
 pub struct Replayed {
     pub id: Uuid,
+    /// `replayed` (the broker confirmed it), or `queued` (held in the outbox while the
+    /// broker is unreachable; published when it returns).
     #[schema(example = "replayed")]
     pub status: &'static str,
 }
@@ -98,11 +98,11 @@ pub struct DeadLetterQuery {
     params(DeadLetterQuery),
     responses(
         (status = 200, description = "A page of dead letters", body = DeadLetterList),
-        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "The caller's rate limit is spent; retry after Retry-After", body = Problem, content_type = "application/problem+json"),
+        Unauthorized,
+        RateLimited,
         (status = 403, description = "The token lacks the admin scope", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid limit or cursor", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The database is unavailable", body = Problem, content_type = "application/problem+json"),
+        DatabaseDown,
     ),
     security(("bearer" = []))
 )]
@@ -118,24 +118,15 @@ async fn list_dead_letters(
     if !errors.is_empty() {
         return Err(ApiError::invalid(errors));
     }
-    let limit = limit as usize;
     let filter = DeadLetterFilter {
         routing_key: query.routing_key,
         replayed: query.replayed,
         before: cursor.and_then(|c| c.position()),
     };
-    let mut letters = state.store.dead_letters(filter, limit as i64 + 1).await?;
-    let next_cursor = (letters.len() > limit)
-        .then(|| {
-            letters
-                .get(limit - 1)
-                .map(|l| PageCursor::after(l.failed_at, l.id).encode())
-        })
-        .flatten();
-    letters.truncate(limit);
+    let (letters, next) = state.app.replay.list(filter, limit as usize).await?;
     Ok(Json(DeadLetterList {
         dead_letters: letters.into_iter().map(DeadLetterOut::from).collect(),
-        next_cursor,
+        next_cursor: next.map(|cursor| cursor.encode()),
     }))
 }
 
@@ -147,9 +138,9 @@ async fn list_dead_letters(
     tag = "dead letters",
     params(("id" = Uuid, Path, description = "The dead letter's id")),
     responses(
-        (status = 202, description = "The broker confirmed the replayed event", body = Replayed),
-        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "The caller's rate limit is spent; retry after Retry-After", body = Problem, content_type = "application/problem+json"),
+        (status = 202, description = "The broker confirmed the replayed event, or it is held in the outbox until the broker returns", body = Replayed),
+        Unauthorized,
+        RateLimited,
         (status = 403, description = "The token lacks the admin scope", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such dead letter", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Already replayed", body = Problem, content_type = "application/problem+json"),
@@ -165,59 +156,11 @@ async fn replay_dead_letter(
 ) -> Result<(StatusCode, Json<Replayed>), ApiError> {
     caller.authorize_admin().map_err(ApiError::forbidden)?;
     let id: Uuid = id.parse().map_err(|_| ApiError::NotFound)?;
-    let letter = state
-        .store
-        .dead_letter(id)
-        .await?
-        .ok_or(ApiError::NotFound)?;
-    let event_type: EventType = letter.routing_key.parse().map_err(|error| {
-        ApiError::invalid(vec![FieldError::new(
-            "/routingKey",
-            format!("{error}: cannot replay"),
-        )])
-    })?;
-    if !state.store.claim_replay(id).await? {
-        return Err(ApiError::Conflict(
-            "this dead letter was already replayed".into(),
-        ));
-    }
-    let body: Value = serde_json::from_slice(&letter.body).unwrap_or(Value::Null);
-    let message = OutgoingMessage {
-        message_id: letter
-            .event_id
-            .as_deref()
-            .and_then(|e| e.parse().ok())
-            .unwrap_or_else(Uuid::now_v7),
-        routing_key: event_type.as_str(),
-        correlation_id: body["metadata"]["correlationId"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned(),
-        timestamp_secs: OffsetDateTime::now_utc().unix_timestamp().unsigned_abs(),
-        body: letter.body,
+    let status = match state.app.replay.replay(id).await? {
+        ReceiptStatus::Queued => "queued",
+        _ => "replayed",
     };
-    // Claimed: settle it even if the client goes away, or it would stay marked replayed
-    // without having been published.
-    let (publisher, store) = (state.publisher.clone(), state.store.clone());
-    let settled = tokio::spawn(async move {
-        match publisher.publish_confirmed(message).await {
-            Ok(()) => Ok(()),
-            Err(error) => {
-                store.unclaim_replay(id).await?;
-                Err(ApiError::from(IngestError::Publish(error)))
-            }
-        }
-    });
-    settled
-        .await
-        .map_err(|error| ApiError::Internal(error.into()))??;
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(Replayed {
-            id,
-            status: "replayed",
-        }),
-    ))
+    Ok((StatusCode::ACCEPTED, Json(Replayed { id, status })))
 }
 
 pub fn router() -> OpenApiRouter<AppState> {

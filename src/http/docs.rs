@@ -11,7 +11,7 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::openapi::{OpenApi, Ref, RefOr};
 use utoipa::{Modify, PartialSchema, ToSchema};
 
-use super::events::MAX_BATCH_EVENTS;
+use super::batch::MAX_BATCH_EVENTS;
 use crate::domain::cloudevent;
 use crate::domain::data::{
     FieldKind, FieldSpec, MAX_ID_CHARS, MAX_TEXT_CHARS, METADATA_MAX_BYTES, METADATA_MAX_DEPTH,

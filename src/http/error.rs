@@ -9,13 +9,16 @@ use serde::Serialize;
 use tracing::{error, warn};
 use utoipa::ToSchema;
 
-use crate::bus::PublishError;
+use crate::app::idempotency::OnceError;
+use crate::app::ports::{CacheError, LedgerError, PublishError, StoreError};
+use crate::app::publish::{BatchNotTaken, NotTaken, Receipt};
+use crate::app::rate_limit::{ChargeRefused, Decision};
+use crate::app::replay::ReplayError;
+use crate::app::webhooks::WebhookRefused;
 use crate::domain::cloudevent::CloudEventError;
 use crate::domain::webhook::Rejection;
 use crate::domain::{FieldError, Forbidden};
-use crate::ingest::{IngestError, Receipt};
-use crate::rate_limit::Decision;
-use crate::store::StoreError;
+use crate::runtime::detached::Panicked;
 
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
@@ -70,13 +73,13 @@ pub enum ApiError {
     #[error("the event was not taken")]
     NotTaken {
         #[source]
-        source: IngestError,
+        source: NotTaken,
         results: Option<Vec<Receipt>>,
     },
     #[error("the database is unavailable")]
     StoreUnavailable(#[from] StoreError),
     #[error("webhook replay protection is unavailable")]
-    ReplayGuardUnavailable(#[source] redis::RedisError),
+    ReplayGuardUnavailable(#[source] CacheError),
     #[error("idempotency key conflict: {0}")]
     Conflict(String),
     #[error("the request took too long")]
@@ -122,102 +125,76 @@ impl ApiError {
 
     fn parts(&self) -> (StatusCode, &'static str, &'static str) {
         use ApiError::*;
+        use StatusCode as S;
         match self {
-            BadRequest { title, .. } => (StatusCode::BAD_REQUEST, "bad-request", title),
-            Unauthorized(_) => (
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "Authentication required",
-            ),
-            Forbidden { .. } => (StatusCode::FORBIDDEN, "forbidden", "Not allowed"),
-            NotFound => (StatusCode::NOT_FOUND, "not-found", "Not found"),
+            BadRequest { title, .. } => (S::BAD_REQUEST, "bad-request", title),
+            Unauthorized(_) => (S::UNAUTHORIZED, "unauthorized", "Authentication required"),
+            Forbidden { .. } => (S::FORBIDDEN, "forbidden", "Not allowed"),
+            NotFound => (S::NOT_FOUND, "not-found", "Not found"),
             MethodNotAllowed => (
-                StatusCode::METHOD_NOT_ALLOWED,
+                S::METHOD_NOT_ALLOWED,
                 "method-not-allowed",
                 "Method not allowed",
             ),
             PayloadTooLarge(_) => (
-                StatusCode::PAYLOAD_TOO_LARGE,
+                S::PAYLOAD_TOO_LARGE,
                 "payload-too-large",
                 "Request body too large",
             ),
             UnsupportedMediaType(_) => (
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                S::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported-media-type",
                 "Unsupported media type",
             ),
             Invalid { .. } => (
-                StatusCode::UNPROCESSABLE_ENTITY,
+                S::UNPROCESSABLE_ENTITY,
                 "validation",
                 "The request is invalid",
             ),
-            NotTaken { source, .. } => match source {
-                IngestError::Publish(PublishError::Unroutable { .. }) => (
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "unroutable",
-                    "Event could not be routed to any queue",
-                ),
-                IngestError::Publish(PublishError::NotConfirmed | PublishError::Encode(_)) => (
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "not-confirmed",
-                    "Event delivery could not be confirmed",
-                ),
-                IngestError::Publish(_) | IngestError::Unavailable(_) => (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "unavailable",
-                    "The event could not be made safe now; retry later",
-                ),
-                IngestError::Duplicate => {
-                    (StatusCode::CONFLICT, "duplicate", "Event already accepted")
-                }
-            },
+            NotTaken { source, .. } => not_taken_parts(source),
             StoreUnavailable(_) => (
-                StatusCode::SERVICE_UNAVAILABLE,
+                S::SERVICE_UNAVAILABLE,
                 "database-unavailable",
                 "The database is unavailable",
             ),
             ReplayGuardUnavailable(_) => (
-                StatusCode::SERVICE_UNAVAILABLE,
+                S::SERVICE_UNAVAILABLE,
                 "replay-guard-unavailable",
                 "Webhook replay protection is unavailable",
             ),
             Conflict(_) => (
-                StatusCode::CONFLICT,
+                S::CONFLICT,
                 "idempotency-in-progress",
                 "A request with this Idempotency-Key is in progress",
             ),
             Timeout => (
-                StatusCode::SERVICE_UNAVAILABLE,
+                S::SERVICE_UNAVAILABLE,
                 "timeout",
                 "The request took too long",
             ),
             HeadTooLarge(_) => (
-                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                S::REQUEST_HEADER_FIELDS_TOO_LARGE,
                 "head-too-large",
                 "Request headers too large",
             ),
             BodyTimeout(_) => (
-                StatusCode::REQUEST_TIMEOUT,
+                S::REQUEST_TIMEOUT,
                 "body-timeout",
                 "The request body arrived too slowly",
             ),
-            RateLimited(_) => (
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate-limited",
-                "Too many requests",
-            ),
+            RateLimited(_) => (S::TOO_MANY_REQUESTS, "rate-limited", "Too many requests"),
             MissingAttributes(_) => (
-                StatusCode::BAD_REQUEST,
+                S::BAD_REQUEST,
                 "cloudevent-attributes",
                 "Required CloudEvents attributes are missing",
             ),
             WebhookRefused(_) => (
-                StatusCode::UNAUTHORIZED,
+                S::UNAUTHORIZED,
                 "webhook-signature",
                 "Webhook signature not verified",
             ),
             Internal(_) => (
-                StatusCode::INTERNAL_SERVER_ERROR,
+                S::INTERNAL_SERVER_ERROR,
                 "internal",
                 "Internal server error",
             ),
@@ -235,13 +212,13 @@ impl ApiError {
             ApiError::NotFound => "no such resource; the API is described at /openapi.json".into(),
             ApiError::MethodNotAllowed => "this resource does not take that method".into(),
             ApiError::NotTaken {
-                source: IngestError::Publish(PublishError::Unroutable { routing_key }),
+                source: NotTaken::Publish(PublishError::Unroutable { routing_key }),
                 ..
             } => format!(
                 "no queue is bound for routing key {routing_key}; the event was not accepted"
             ),
             ApiError::NotTaken {
-                source: IngestError::Duplicate,
+                source: NotTaken::Duplicate,
                 ..
             } => "an event with this id was already accepted with another request".into(),
             ApiError::NotTaken { source, .. } => {
@@ -293,11 +270,113 @@ fn cause_chain(error: &dyn std::error::Error) -> String {
     chain
 }
 
-impl From<IngestError> for ApiError {
-    fn from(source: IngestError) -> Self {
+/// Why an event was not taken, as a status, a problem type and a title.
+fn not_taken_parts(source: &NotTaken) -> (StatusCode, &'static str, &'static str) {
+    match source {
+        NotTaken::Publish(PublishError::Unroutable { .. }) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "unroutable",
+            "Event could not be routed to any queue",
+        ),
+        NotTaken::Publish(PublishError::NotConfirmed | PublishError::Encode(_)) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "not-confirmed",
+            "Event delivery could not be confirmed",
+        ),
+        NotTaken::Publish(_) | NotTaken::Unavailable(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "The event could not be made safe now; retry later",
+        ),
+        NotTaken::Duplicate => (StatusCode::CONFLICT, "duplicate", "Event already accepted"),
+    }
+}
+
+impl From<NotTaken> for ApiError {
+    fn from(source: NotTaken) -> Self {
         ApiError::NotTaken {
             source,
             results: None,
+        }
+    }
+}
+
+impl From<BatchNotTaken> for ApiError {
+    fn from(batch: BatchNotTaken) -> Self {
+        ApiError::NotTaken {
+            source: batch.first,
+            results: Some(batch.results),
+        }
+    }
+}
+
+impl From<ChargeRefused> for ApiError {
+    fn from(refused: ChargeRefused) -> Self {
+        match refused {
+            ChargeRefused::OverBurst { .. } => {
+                ApiError::PayloadTooLarge(format!("{refused} (RATE_LIMIT_BURST); split the batch"))
+            }
+            ChargeRefused::Limited(decision) => ApiError::RateLimited(decision),
+        }
+    }
+}
+
+impl From<WebhookRefused> for ApiError {
+    fn from(refused: WebhookRefused) -> Self {
+        match refused {
+            WebhookRefused::Charge(refused) => refused.into(),
+            WebhookRefused::NotTaken(source) => source.into(),
+            WebhookRefused::Batch(batch) => batch.into(),
+        }
+    }
+}
+
+impl From<LedgerError> for ApiError {
+    fn from(error: LedgerError) -> Self {
+        match error {
+            LedgerError::Store(error) => ApiError::StoreUnavailable(error),
+            LedgerError::Cache(error) => ApiError::ReplayGuardUnavailable(error),
+        }
+    }
+}
+
+impl From<Panicked> for ApiError {
+    fn from(panicked: Panicked) -> Self {
+        ApiError::Internal(panicked.into())
+    }
+}
+
+impl<E: Into<ApiError>> From<OnceError<E>> for ApiError {
+    fn from(error: OnceError<E>) -> Self {
+        match error {
+            OnceError::Failed(error) => error.into(),
+            OnceError::Mismatch { pointer } => ApiError::invalid(vec![FieldError::new(
+                pointer,
+                "was already used with a different request",
+            )]),
+            OnceError::InProgress => ApiError::Conflict(
+                "the first request with this key has not finished yet; retry shortly".into(),
+            ),
+            OnceError::Ledger(error) => error.into(),
+            OnceError::Panicked(panicked) => panicked.into(),
+        }
+    }
+}
+
+impl From<ReplayError> for ApiError {
+    fn from(error: ReplayError) -> Self {
+        match error {
+            ReplayError::NotFound => ApiError::NotFound,
+            ReplayError::NotAnEventType(reason) => ApiError::invalid(vec![FieldError::new(
+                "/routingKey",
+                format!("{reason}: cannot replay"),
+            )]),
+            ReplayError::AlreadyReplayed => {
+                ApiError::Conflict("this dead letter was already replayed".into())
+            }
+            ReplayError::Store(error) => ApiError::StoreUnavailable(error),
+            ReplayError::NotTaken(source) => source.into(),
+            ReplayError::Panicked(panicked) => panicked.into(),
         }
     }
 }

@@ -1,39 +1,29 @@
 //! `POST /v1/events`, `POST /v1/events/{type}` and `POST /v1/events/batch`.
 
 use axum::extract::{Path, State};
-use axum::response::Response;
-use serde::Serialize;
-use serde_json::{Value, json};
-use utoipa::ToSchema;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::AppState;
-use super::admission::charge_events;
+use super::batch::{parse_batch, parse_cloud_event_batch};
 use super::docs::{
     BatchRequest, CloudEventBatch, CloudEventRequest, EventData, EventRequest, EventTypeName,
 };
-use super::error::set_rate_limit_headers;
-use super::error::{ApiError, Problem};
+use super::error::{ApiError, Problem, set_rate_limit_headers};
 use super::extract::{Caller, CloudEventHeaders, CorrelationHeader, JsonBody, MediaType};
-use super::idempotency::{Accepted, IdempotencyHeader, IdempotencyKey, Ledger, once};
-use crate::domain::cloudevent::{self, CloudEventError};
+use super::idempotency::IdempotencyHeader;
+use super::responses::{BodyTooLarge, Malformed, NotJson, RateLimited, SlowBody, Unauthorized};
+use crate::app::idempotency::IdempotencyKey;
+use crate::app::publish::{BatchReceipt, Receipt};
+use crate::app::rate_limit::Budget;
+use crate::domain::cloudevent;
 use crate::domain::{EventType, FieldError, Principal, ValidEvent};
-use crate::ingest::{IngestError, Receipt, ReceiptStatus, Submission};
-use crate::rate_limit::Budget;
-
-/// Most events in one batch.
-pub const MAX_BATCH_EVENTS: usize = 500;
 
 const CLOUDEVENT: &str = "application/cloudevents+json";
 const CLOUDEVENT_BATCH: &str = "application/cloudevents-batch+json";
-
-/// Every event of an accepted batch, in request order.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct BatchReceipt {
-    pub results: Vec<Receipt>,
-}
 
 /// Publish one event.
 ///
@@ -56,13 +46,13 @@ pub struct BatchReceipt {
     params(("X-Correlation-Id" = Option<String>, Header, description = "Correlates this event with others; echoed in the response")),
     responses(
         (status = 202, description = "The broker confirmed the event", body = Receipt),
-        (status = 400, description = "Malformed JSON or header, or missing CloudEvents attributes", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
+        Malformed,
+        Unauthorized,
         (status = 403, description = "The token may not publish this event", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body over 256 KiB", body = Problem, content_type = "application/problem+json"),
-        (status = 408, description = "The body arrived too slowly", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "The caller's rate limit is spent; retry after Retry-After", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        BodyTooLarge,
+        SlowBody,
+        RateLimited,
+        NotJson,
         (status = 422, description = "Invalid event; every bad field is named", body = Problem, content_type = "application/problem+json"),
         (status = 500, description = "No queue is bound for the event's routing key", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The broker did not take the event; retry after Retry-After", body = Problem, content_type = "application/problem+json"),
@@ -104,7 +94,11 @@ async fn publish_event(
     let correlation_id = header
         .or_else(|| event.correlation_id.clone())
         .unwrap_or_else(new_correlation_id);
-    publish_once(state, caller, event, correlation_id, key.zip(request)).await
+    let answer = state
+        .app
+        .publish_event(caller, event, correlation_id, key.zip(request))
+        .await?;
+    Ok(answer.into_response())
 }
 
 /// Publish one event of the given type; the body is its `data`.
@@ -122,13 +116,13 @@ async fn publish_event(
     request_body(content = EventData, content_type = "application/json"),
     responses(
         (status = 202, description = "The broker confirmed the event", body = Receipt),
-        (status = 400, description = "Malformed JSON or header, or missing CloudEvents attributes", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
+        Malformed,
+        Unauthorized,
         (status = 403, description = "The token may not publish this event", body = Problem, content_type = "application/problem+json"),
-        (status = 408, description = "The body arrived too slowly", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body over 256 KiB", body = Problem, content_type = "application/problem+json"),
+        SlowBody,
+        BodyTooLarge,
         (status = 422, description = "Unknown type or invalid data; every bad field is named", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "The caller's rate limit is spent; retry after Retry-After", body = Problem, content_type = "application/problem+json"),
+        RateLimited,
         (status = 503, description = "The broker did not take the event", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
@@ -174,20 +168,11 @@ async fn publish_typed_event(
         .map_err(ApiError::forbidden)?;
     let correlation_id = header.unwrap_or_else(new_correlation_id);
     let key = IdempotencyKey::from_header(idempotency);
-    publish_once(state, caller, event, correlation_id, key.zip(request)).await
-}
-
-/// Publishes one event, once per idempotency key (when there is one).
-async fn publish_once(
-    state: AppState,
-    caller: Principal,
-    event: ValidEvent,
-    correlation_id: String,
-    key: Option<(IdempotencyKey, Value)>,
-) -> Result<Response, ApiError> {
-    let subject = caller.subject.clone();
-    let publish = Box::pin(publish_one(state.clone(), caller, event, correlation_id));
-    once(&state, Ledger::Database, &subject, key, publish).await
+    let answer = state
+        .app
+        .publish_event(caller, event, correlation_id, key.zip(request))
+        .await?;
+    Ok(answer.into_response())
 }
 
 /// Publish up to 500 events at once.
@@ -208,12 +193,12 @@ async fn publish_once(
     params(("X-Correlation-Id" = Option<String>, Header, description = "Correlation id for every event that does not state its own")),
     responses(
         (status = 202, description = "The broker confirmed every event", body = BatchReceipt),
-        (status = 400, description = "Malformed JSON or header, or missing CloudEvents attributes", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
+        Malformed,
+        Unauthorized,
         (status = 403, description = "The token may not publish one of the events", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body over 256 KiB, or more events than the caller's burst", body = Problem, content_type = "application/problem+json"),
-        (status = 408, description = "The body arrived too slowly", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "The caller's rate limit is spent; retry after Retry-After", body = Problem, content_type = "application/problem+json"),
+        SlowBody,
+        RateLimited,
         (status = 422, description = "Invalid batch; every bad field is named under /events/<index>", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Some events were not taken; `results` says which were published", body = Problem, content_type = "application/problem+json"),
     ),
@@ -236,8 +221,28 @@ async fn publish_batch(
     } else {
         parse_batch(body)?
     };
-    let rate_limit =
-        charge_events(&state, Budget::Subject(&caller.subject), events.len(), 1).await?;
+    let budget = Budget::Subject(&caller.subject);
+    let rate_limit = state
+        .app
+        .limiter
+        .charge_events(budget, events.len(), 1)
+        .await?;
+    authorize_each(&caller, &events)?;
+    let correlation_id = header.unwrap_or_else(new_correlation_id);
+    let key = IdempotencyKey::from_header(idempotency);
+    let answer = state
+        .app
+        .publish_batch(caller, events, correlation_id, key.zip(request))
+        .await?;
+    let mut response = answer.into_response();
+    if let Some(decision) = rate_limit {
+        set_rate_limit_headers(response.headers_mut(), &decision);
+    }
+    Ok(response)
+}
+
+/// Every event of a batch must be the caller's to publish; each that is not is named.
+fn authorize_each(caller: &Principal, events: &[ValidEvent]) -> Result<(), ApiError> {
     let forbidden: Vec<FieldError> = events
         .iter()
         .enumerate()
@@ -248,218 +253,20 @@ async fn publish_batch(
                 .map(|reason| FieldError::new(format!("/events/{index}"), reason.0))
         })
         .collect();
-    if !forbidden.is_empty() {
-        return Err(ApiError::Forbidden {
-            detail: format!(
-                "the token may not publish {} of the events",
-                forbidden.len()
-            ),
-            errors: forbidden,
-        });
+    if forbidden.is_empty() {
+        return Ok(());
     }
-    let request_correlation = header.unwrap_or_else(new_correlation_id);
-    let subject = caller.subject.clone();
-    let publish = Box::pin(publish_all(
-        state.clone(),
-        caller,
-        events,
-        request_correlation,
-    ));
-    let key = IdempotencyKey::from_header(idempotency);
-    let mut response = once(
-        &state,
-        Ledger::Database,
-        &subject,
-        key.zip(request),
-        publish,
-    )
-    .await?;
-    if let Some(decision) = rate_limit {
-        set_rate_limit_headers(response.headers_mut(), &decision);
-    }
-    Ok(response)
-}
-
-/// A `{"events": [...]}` body, every event validated and named by index.
-pub(super) fn parse_batch(body: Value) -> Result<Vec<ValidEvent>, ApiError> {
-    let items = batch_items(body)?;
-    let mut events = Vec::with_capacity(items.len());
-    let mut errors = Vec::new();
-    for (index, item) in items.into_iter().enumerate() {
-        match ValidEvent::parse(item, &format!("/events/{index}")) {
-            Ok(event) => events.push(event),
-            Err(found) => errors.extend(found),
-        }
-    }
-    errors.extend(repeated_ids(&events, "/events"));
-    if !errors.is_empty() {
-        return Err(ApiError::invalid(errors));
-    }
-    Ok(events)
-}
-
-/// A CloudEvents batch: a JSON array of structured CloudEvents, named by index.
-fn parse_cloud_event_batch(body: Value) -> Result<Vec<ValidEvent>, ApiError> {
-    let items = match body {
-        Value::Array(items) if (1..=MAX_BATCH_EVENTS).contains(&items.len()) => items,
-        _ => {
-            return Err(ApiError::invalid(vec![FieldError::new(
-                "",
-                format!("must be an array of 1 to {MAX_BATCH_EVENTS} CloudEvents"),
-            )]));
-        }
-    };
-    let mut events = Vec::with_capacity(items.len());
-    let (mut missing, mut invalid) = (Vec::new(), Vec::new());
-    for (index, item) in items.into_iter().enumerate() {
-        match cloudevent::parse_structured(item, &format!("/{index}")) {
-            Ok(event) => events.push(event),
-            Err(CloudEventError::Missing(found)) => missing.extend(found),
-            Err(CloudEventError::Invalid(found)) => invalid.extend(found),
-        }
-    }
-    invalid.extend(repeated_ids(&events, ""));
-    if !missing.is_empty() {
-        // Malformed items make the batch a 400; the invalid ones are named too.
-        missing.extend(invalid);
-        return Err(ApiError::MissingAttributes(missing));
-    }
-    if !invalid.is_empty() {
-        return Err(ApiError::invalid(invalid));
-    }
-    Ok(events)
-}
-
-/// The same event id twice in one batch would be one event published twice.
-fn repeated_ids(events: &[ValidEvent], at: &str) -> Vec<FieldError> {
-    events
-        .iter()
-        .enumerate()
-        .filter(|(index, event)| {
-            events[..*index]
-                .iter()
-                .any(|earlier| earlier.id == event.id)
-        })
-        .map(|(index, _)| {
-            FieldError::new(format!("{at}/{index}/id"), "repeats an earlier event's id")
-        })
-        .collect()
-}
-
-/// The `events` array of a batch body, with its size checked.
-fn batch_items(body: Value) -> Result<Vec<Value>, ApiError> {
-    let Value::Object(mut object) = body else {
-        return Err(ApiError::invalid(vec![FieldError::new(
-            "",
-            "must be an object with an `events` array",
-        )]));
-    };
-    let unknown: Vec<FieldError> = object
-        .keys()
-        .filter(|name| name.as_str() != "events")
-        .map(|name| {
-            FieldError::new(
-                crate::domain::problem::pointer_child("", name),
-                "unknown field",
-            )
-        })
-        .collect();
-    if !unknown.is_empty() {
-        return Err(ApiError::invalid(unknown));
-    }
-    match object.remove("events") {
-        Some(Value::Array(items)) if (1..=MAX_BATCH_EVENTS).contains(&items.len()) => Ok(items),
-        Some(Value::Array(_)) => Err(ApiError::invalid(vec![FieldError::new(
-            "/events",
-            format!("must hold 1 to {MAX_BATCH_EVENTS} events"),
-        )])),
-        _ => Err(ApiError::invalid(vec![FieldError::new(
-            "/events",
-            "must be an array of events",
-        )])),
-    }
-}
-
-/// 202 when every event was confirmed; otherwise the first failure's problem, listing what
-/// happened to each event so the client can retry exactly the ones that failed.
-fn batch_answer(
-    correlation_id: &str,
-    events: &[ValidEvent],
-    outcomes: Vec<Result<Receipt, IngestError>>,
-) -> Result<Accepted, ApiError> {
-    let mut results = Vec::with_capacity(outcomes.len());
-    let mut first_failure = None;
-    for (event, outcome) in events.iter().zip(outcomes) {
-        match outcome {
-            Ok(receipt) => results.push(receipt),
-            Err(error) => {
-                results.push(Receipt {
-                    id: event.id,
-                    event_type: event.event_type.as_str().to_owned(),
-                    correlation_id: event
-                        .correlation_id
-                        .clone()
-                        .unwrap_or_else(|| correlation_id.to_owned()),
-                    status: ReceiptStatus::Failed,
-                    persisted: false,
-                    error: Some(error.to_string()),
-                });
-                first_failure.get_or_insert(error);
-            }
-        }
-    }
-    match first_failure {
-        None => Ok(Accepted {
-            correlation_id: correlation_id.to_owned(),
-            body: serde_json::to_value(BatchReceipt { results }).map_err(anyhow::Error::from)?,
-        }),
-        Some(source) => Err(ApiError::NotTaken {
-            source,
-            results: Some(results),
-        }),
-    }
+    Err(ApiError::Forbidden {
+        detail: format!(
+            "the token may not publish {} of the events",
+            forbidden.len()
+        ),
+        errors: forbidden,
+    })
 }
 
 pub(super) fn new_correlation_id() -> String {
     Uuid::new_v4().to_string()
-}
-
-pub(super) async fn publish_one(
-    state: AppState,
-    caller: Principal,
-    event: ValidEvent,
-    correlation_id: String,
-) -> Result<Accepted, ApiError> {
-    let receipt = state
-        .ingest
-        .publish(&caller, &event, &correlation_id)
-        .await?;
-    Ok(Accepted {
-        correlation_id,
-        body: json!(receipt),
-    })
-}
-
-/// Publishes a batch in request order (so each user's events reach the bus in that
-/// order), critical events committed together first.
-pub(super) async fn publish_all(
-    state: AppState,
-    caller: Principal,
-    events: Vec<ValidEvent>,
-    request_correlation: String,
-) -> Result<Accepted, ApiError> {
-    let submissions = events
-        .iter()
-        .map(|event| Submission {
-            correlation_id: event
-                .correlation_id
-                .clone()
-                .unwrap_or_else(|| request_correlation.clone()),
-            event: event.clone(),
-        })
-        .collect();
-    let outcomes = state.ingest.publish_all(&caller, submissions).await;
-    batch_answer(&request_correlation, &events, outcomes)
 }
 
 pub fn router() -> OpenApiRouter<AppState> {

@@ -1,7 +1,5 @@
 //! `/health` (the spec's `EventSystemHealth`), `/health/live`, `/health/ready`, `/metrics`.
 
-use std::time::Duration;
-
 use axum::Json;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
@@ -13,53 +11,7 @@ use utoipa_axum::routes;
 
 use super::AppState;
 use super::error::ApiError;
-use crate::bus::QueueDepth;
-
-/// A hung dependency must not hang the health check.
-const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
-
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct RabbitMqHealth {
-    pub connected: bool,
-    pub queues: Vec<QueueDepth>,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct RedisHealth {
-    pub connected: bool,
-    /// Redis `used_memory_human`, e.g. `1.2M`.
-    pub used_memory: String,
-    /// keyspace hits / (hits + misses) since Redis started; 0 when nothing was looked up.
-    pub hit_rate: f64,
-    /// The circuit breaker in front of Redis: `closed`, or `open` (failing fast).
-    #[schema(example = "closed")]
-    pub circuit: &'static str,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct PostgresHealth {
-    /// The database answers and its schema is migrated.
-    pub connected: bool,
-    /// The circuit breaker in front of PostgreSQL: `closed`, or `open` (failing fast).
-    #[schema(example = "closed")]
-    pub circuit: &'static str,
-}
-
-/// The spec's `EventSystemHealth` plus PostgreSQL, with an overall status.
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct HealthReport {
-    /// `ok` when every dependency is up, else `degraded`.
-    #[schema(example = "ok")]
-    pub status: &'static str,
-    #[serde(rename = "rabbitMQ")]
-    pub rabbit_mq: RabbitMqHealth,
-    pub redis: RedisHealth,
-    pub postgres: PostgresHealth,
-}
+use crate::app::health::{HealthReport, Readiness};
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Status {
@@ -79,51 +31,11 @@ pub struct Status {
     )
 )]
 async fn health(State(state): State<AppState>) -> Response {
-    let (queues, redis, postgres) = tokio::join!(
-        tokio::time::timeout(CHECK_TIMEOUT, state.publisher.queue_depths()),
-        tokio::time::timeout(CHECK_TIMEOUT, state.cache.stats()),
-        tokio::time::timeout(CHECK_TIMEOUT, state.store.ping()),
-    );
-    let postgres = PostgresHealth {
-        connected: matches!(postgres, Ok(Ok(()))),
-        circuit: state.store.circuit().as_str(),
-    };
-    let redis_circuit = state.cache.circuit().as_str();
-    let rabbit_mq = match queues {
-        Ok(Ok(queues)) => RabbitMqHealth {
-            connected: true,
-            queues,
-        },
-        _ => RabbitMqHealth {
-            connected: false,
-            queues: Vec::new(),
-        },
-    };
-    let redis = match redis {
-        Ok(Ok(stats)) => RedisHealth {
-            connected: true,
-            used_memory: stats.used_memory,
-            hit_rate: stats.hit_rate,
-            circuit: redis_circuit,
-        },
-        _ => RedisHealth {
-            connected: false,
-            used_memory: String::new(),
-            hit_rate: 0.0,
-            circuit: redis_circuit,
-        },
-    };
-    let healthy = rabbit_mq.connected && redis.connected && postgres.connected;
-    let status = if healthy {
+    let report = state.app.health.report().await;
+    let status = if report.is_healthy() {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
-    };
-    let report = HealthReport {
-        status: if healthy { "ok" } else { "degraded" },
-        rabbit_mq,
-        redis,
-        postgres,
     };
     (status, Json(report)).into_response()
 }
@@ -142,16 +54,15 @@ async fn live() -> Json<Status> {
         (status = 503, description = "The broker is unreachable or the database not ready", body = Status),
     ))]
 async fn ready(State(state): State<AppState>) -> Response {
-    let status = if !state.publisher.is_connected() {
-        "broker_unreachable"
-    } else if !state.store.is_ready() {
-        "database_not_ready"
-    } else if !state.ingest.outbox_counted() {
-        "outbox_not_counted"
+    let readiness = state.app.health.readiness();
+    let status = Json(Status {
+        status: readiness.as_str(),
+    });
+    if readiness == Readiness::Ready {
+        status.into_response()
     } else {
-        return Json(Status { status: "ready" }).into_response();
-    };
-    (StatusCode::SERVICE_UNAVAILABLE, Json(Status { status })).into_response()
+        (StatusCode::SERVICE_UNAVAILABLE, status).into_response()
+    }
 }
 
 /// Prometheus metrics in the text exposition format.

@@ -18,7 +18,7 @@ use tracing::info_span;
 
 use super::error::ApiError;
 use crate::config::CorsOrigin;
-use crate::metrics::Metrics;
+use crate::runtime::metrics::Metrics;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -167,21 +167,14 @@ async fn record_metrics(
     next: Next,
 ) -> Response {
     let started = Instant::now();
-    let method = request.method().as_str().to_owned();
+    let method = request.method().clone();
     let route = request
         .extensions()
         .get::<MatchedPath>()
         .map_or("unmatched", |path| path.as_str())
         .to_owned();
     let response = next.run(request).await;
-    let status = response.status().as_u16().to_string();
-    metrics
-        .http_requests
-        .with_label_values(&[method.as_str(), route.as_str(), status.as_str()])
-        .inc();
-    metrics
-        .http_request_seconds
-        .with_label_values(&[method.as_str(), route.as_str()])
-        .observe(started.elapsed().as_secs_f64());
+    let seconds = started.elapsed().as_secs_f64();
+    metrics.http_request(method.as_str(), &route, response.status().as_u16(), seconds);
     response
 }

@@ -1,7 +1,9 @@
-//! The HTTP edge: routes, extractors, errors and middleware. Handlers stay thin: parse,
-//! authorise, call the domain or an adapter, answer.
+//! The HTTP edge, transport only: routes, extractors, errors and middleware. A handler
+//! parses, authorises, calls one function of the application ([`crate::app::App`]) and
+//! maps its result to an answer; it never reaches an adapter.
 
 pub mod admission;
+pub mod batch;
 pub mod dead_letters;
 pub mod docs;
 pub mod error;
@@ -12,6 +14,7 @@ pub mod idempotency;
 pub mod middleware;
 pub mod paging;
 pub mod reads;
+pub mod responses;
 pub mod server;
 pub mod webhooks;
 
@@ -25,33 +28,22 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_swagger_ui::SwaggerUi;
 
 use self::error::ApiError;
+use crate::app::App;
 use crate::auth::TokenVerifier;
-use crate::bus::Publisher;
-use crate::cache::Cache;
 use crate::config::Settings;
 use crate::domain::webhook::WebhookSecrets;
-use crate::ingest::Ingest;
-use crate::metrics::Metrics;
-use crate::rate_limit::RateLimiter;
-use crate::store::Store;
+use crate::runtime::metrics::Metrics;
 
 /// Largest request body; larger ones are answered 413.
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
 
 /// What every handler can reach.
 pub struct Dependencies {
+    pub app: App,
     pub verifier: TokenVerifier,
-    pub publisher: Publisher,
-    pub ingest: Ingest,
-    pub store: Store,
-    pub cache: Cache,
     pub metrics: Arc<Metrics>,
-    pub limiter: RateLimiter,
     pub webhooks: WebhookSecrets,
     pub body_read_timeout: Duration,
-    /// How long idempotent answers are kept (webhook ids in Redis; see the store for
-    /// PostgreSQL's).
-    pub idempotency_ttl: Duration,
 }
 
 /// The handlers' state: one pointer, so the clone every request makes is one increment.

@@ -6,8 +6,8 @@ use axum::extract::rejection::QueryRejection;
 use validator::ValidateRange;
 
 use super::error::ApiError;
+use crate::app::records::PageCursor;
 use crate::domain::FieldError;
-use crate::store::PageCursor;
 
 pub const DEFAULT_PAGE: u32 = 20;
 pub const MAX_PAGE: u32 = 100;

@@ -5,9 +5,9 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::response::IntoResponse;
 use axum::routing::get;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::Value;
-use utoipa::{IntoParams, ToSchema};
+use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
@@ -16,64 +16,11 @@ use super::AppState;
 use super::error::{ApiError, Problem};
 use super::extract::Caller;
 use super::paging::{page, readable};
+use super::responses::{DatabaseDown, RateLimited, Unauthorized};
+use crate::app::reads::{EventList, PersistedEvent, UserEventsQuery};
+use crate::app::records::PageCursor;
 use crate::domain::data::check_id;
-use crate::domain::envelope::rfc3339_millis;
 use crate::domain::{EventType, FieldError};
-use crate::store::{PageCursor, StoredEvent};
-
-/// Where a persisted event is on its way to the broker.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct Delivery {
-    /// `accepted` (in the outbox) or `published` (the broker confirmed it).
-    #[schema(example = "published")]
-    pub state: String,
-    pub accepted_at: String,
-    pub published_at: Option<String>,
-}
-
-/// A persisted event: the envelope that went on the bus, and its delivery state.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct PersistedEvent {
-    pub id: Uuid,
-    #[serde(rename = "type")]
-    pub event_type: String,
-    #[schema(value_type = Object)]
-    pub data: Value,
-    #[schema(value_type = Object)]
-    pub metadata: Value,
-    pub delivery: Delivery,
-}
-
-impl PersistedEvent {
-    fn from_stored(stored: StoredEvent) -> Self {
-        let mut envelope = stored.envelope;
-        PersistedEvent {
-            id: stored.id,
-            event_type: envelope["type"].as_str().unwrap_or_default().to_owned(),
-            data: envelope["data"].take(),
-            metadata: envelope["metadata"].take(),
-            delivery: Delivery {
-                state: stored.state,
-                accepted_at: rfc3339_millis(stored.accepted_at),
-                published_at: stored.published_at.map(rfc3339_millis),
-            },
-        }
-    }
-
-    fn user_id(&self) -> Option<&str> {
-        self.metadata["userId"].as_str()
-    }
-}
-
-/// One page of a user's events, newest first.
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct EventList {
-    pub events: Vec<PersistedEvent>,
-    /// Pass as `cursor` for the next page; absent on the last page.
-    pub next_cursor: Option<String>,
-}
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -96,11 +43,11 @@ pub struct ListQuery {
     params(("id" = Uuid, Path, description = "The event id")),
     responses(
         (status = 200, description = "The event", body = PersistedEvent),
-        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "The caller's rate limit is spent; retry after Retry-After", body = Problem, content_type = "application/problem+json"),
+        Unauthorized,
+        RateLimited,
         (status = 403, description = "The token lacks events:read", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No persisted event with this id (or not the player's own)", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The database is unavailable", body = Problem, content_type = "application/problem+json"),
+        DatabaseDown,
     ),
     security(("bearer" = []))
 )]
@@ -111,21 +58,7 @@ pub(super) async fn get_event(
 ) -> Result<Json<PersistedEvent>, ApiError> {
     caller.authorize_read_scope().map_err(ApiError::forbidden)?;
     let id: Uuid = id.parse().map_err(|_| ApiError::NotFound)?;
-    let cached = state.cache.event(id).await;
-    let event = match cached.and_then(|json| serde_json::from_str::<PersistedEvent>(&json).ok()) {
-        Some(event) => event,
-        None => {
-            let stored = state.store.event(id).await?.ok_or(ApiError::NotFound)?;
-            let event = PersistedEvent::from_stored(stored);
-            // Only a published event is final; an accepted one is about to change.
-            if event.delivery.state == "published"
-                && let Ok(json) = serde_json::to_string(&event)
-            {
-                state.cache.put_event(id, &json).await;
-            }
-            event
-        }
-    };
+    let event = state.app.reads.event(id).await?.ok_or(ApiError::NotFound)?;
     if let Err(forbidden) = caller.authorize_read(event.user_id()) {
         // A player asking for someone else's event learns nothing about it.
         return Err(if caller.is_player() {
@@ -146,11 +79,11 @@ pub(super) async fn get_event(
     responses(
         (status = 200, description = "A page of events", body = EventList),
         (status = 400, description = "Unreadable query", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "The caller's rate limit is spent; retry after Retry-After", body = Problem, content_type = "application/problem+json"),
+        Unauthorized,
+        RateLimited,
         (status = 403, description = "The token lacks events:read, or is another player's", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid user id, type, limit or cursor", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The database is unavailable", body = Problem, content_type = "application/problem+json"),
+        DatabaseDown,
     ),
     security(("bearer" = []))
 )]
@@ -165,38 +98,14 @@ async fn list_user_events(
     caller
         .authorize_read(Some(&user_id))
         .map_err(ApiError::forbidden)?;
-    let field = format!(
-        "type={}&limit={limit}&cursor={}",
-        event_type.map_or("", EventType::as_str),
-        query.cursor.as_deref().unwrap_or("")
-    );
-    if let Some(page) = state.cache.user_events(&user_id, &field).await {
-        return Ok(json_response(page));
-    }
-    let page = state
-        .store
-        .user_events(
-            user_id.clone(),
-            event_type.map(EventType::as_str),
-            i64::from(limit),
-            cursor,
-        )
-        .await?;
-    let list = EventList {
-        events: page
-            .events
-            .into_iter()
-            .map(PersistedEvent::from_stored)
-            .collect(),
-        next_cursor: page.next.map(|c| c.encode()),
+    let query = UserEventsQuery {
+        user_id,
+        event_type,
+        limit,
+        cursor,
+        cursor_text: query.cursor,
     };
-    let json = serde_json::to_string(&list).map_err(anyhow::Error::from)?;
-    // A page with an event still on its way would go stale when it is published.
-    if list.events.iter().all(|e| e.delivery.state == "published") {
-        state.cache.put_user_events(&user_id, &field, &json).await;
-    }
-
-    Ok(json_response(json))
+    Ok(json_response(state.app.reads.user_events(query).await?))
 }
 
 fn parse_list_query(

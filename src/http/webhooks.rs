@@ -3,24 +3,25 @@
 
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 use time::OffsetDateTime;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::AppState;
-use super::admission::charge_events;
+use super::batch::parse_batch;
 use super::docs::WebhookRequest;
 use super::error::{ApiError, Problem};
-use super::events::{BatchReceipt, new_correlation_id, parse_batch, publish_all, publish_one};
+use super::events::new_correlation_id;
 use super::extract::{CorrelationHeader, MediaType, Peer, RawBody, parse_json};
-use super::idempotency::{IdempotencyKey, Ledger, once};
+use super::responses::{NotJson, SlowBody};
+use crate::app::publish::BatchReceipt;
+use crate::app::rate_limit::Budget;
+use crate::app::webhooks::Delivery;
+use crate::domain::ValidEvent;
 use crate::domain::cloudevent::is_json_media_type;
-use crate::domain::envelope::derived_id;
 use crate::domain::webhook::{self, Rejection, SignedRequest};
-use crate::domain::{Principal, Scopes, ValidEvent};
-use crate::rate_limit::Budget;
 
 const ID: &str = "webhook-id";
 const TIMESTAMP: &str = "webhook-timestamp";
@@ -49,9 +50,9 @@ const SIGNATURE: &str = "webhook-signature";
         (status = 202, description = "Taken: a Receipt for one event, a BatchReceipt for a batch", body = BatchReceipt),
         (status = 400, description = "Malformed JSON or header", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Missing header, bad signature, unknown source or stale timestamp", body = Problem, content_type = "application/problem+json"),
-        (status = 408, description = "The body arrived too slowly", body = Problem, content_type = "application/problem+json"),
+        SlowBody,
         (status = 413, description = "Body over 256 KiB, or more events than the source's burst", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        NotJson,
         (status = 422, description = "Invalid event; every bad field is named", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "The source's rate limit is spent; retry after Retry-After", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The events were not taken; retry after Retry-After", body = Problem, content_type = "application/problem+json"),
@@ -72,59 +73,36 @@ async fn receive_webhook(
             "expected Content-Type application/json, got '{media_type}'"
         )));
     }
-    let verified = verify(&state, &source, &headers, &body);
-    let webhook_id = match verified {
+    let webhook_id = match verify(&state, &source, &headers, &body) {
         Ok(id) => id,
-        Err(rejection) => {
-            // Forgeries are paid for by their address, not by the source they name.
-            if let Some(ip) = peer
-                && let Some(decision) = state.limiter.charge(Budget::Address(ip), 1).await
-                && !decision.allowed
-            {
-                return Err(ApiError::RateLimited(decision));
-            }
-            return Err(ApiError::WebhookRefused(rejection));
-        }
+        Err(rejection) => return Err(refuse(&state, peer, rejection).await),
     };
     let request = parse_json(&body)?;
-    let (mut events, single) = parse_events(request.clone())?;
-    // A retry of a delivery that failed half-way publishes the same event ids again, so
-    // consumers can drop what did get through the first time.
-    for (index, event) in events.iter_mut().enumerate() {
-        if !event.id_given {
-            event.id = derived_id(&[&source, &webhook_id, &index.to_string()]);
-        }
+    let (events, single) = parse_events(request.clone())?;
+    let delivery = Delivery {
+        source,
+        webhook_id,
+        request,
+        events,
+        single,
+        correlation_id: correlation.unwrap_or_else(new_correlation_id),
+    };
+    Ok(state.app.receive_webhook(delivery).await?.into_response())
+}
+
+/// Forgeries are paid for by their address, not by the source they name.
+async fn refuse(
+    state: &AppState,
+    peer: Option<std::net::IpAddr>,
+    rejection: Rejection,
+) -> ApiError {
+    if let Some(ip) = peer
+        && let Some(decision) = state.app.limiter.charge(Budget::Address(ip), 1).await
+        && !decision.allowed
+    {
+        return ApiError::RateLimited(decision);
     }
-    let principal = Principal {
-        subject: format!("webhook:{source}"),
-        scopes: Scopes::parse("events:publish"),
-    };
-    let subject = principal.subject.clone();
-    let correlation_id = correlation.unwrap_or_else(new_correlation_id);
-    let key = IdempotencyKey {
-        key: format!("webhook-id:{webhook_id}"),
-        pointer: "/headers/webhook-id",
-    };
-    let publish = Box::pin({
-        let state = state.clone();
-        async move {
-            // Charged only when the delivery runs: a replay is answered, not charged.
-            charge_events(&state, Budget::Webhook(&source), events.len(), 0).await?;
-            if single && let Some(event) = events.pop() {
-                publish_one(state, principal, event, correlation_id).await
-            } else {
-                publish_all(state, principal, events, correlation_id).await
-            }
-        }
-    });
-    once(
-        &state,
-        Ledger::Cache,
-        &subject,
-        Some((key, request)),
-        publish,
-    )
-    .await
+    ApiError::WebhookRefused(rejection)
 }
 
 /// The verified `webhook-id`.

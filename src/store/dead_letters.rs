@@ -1,33 +1,12 @@
 //! Dead letters: recorded by the dead-letter consumer, listed and replayed by operators.
 
-use time::OffsetDateTime;
+use async_trait::async_trait;
 use tracing::instrument;
 use uuid::Uuid;
 
 use super::{Store, StoreError};
-
-/// A message the consumers gave up on.
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct DeadLetter {
-    pub id: Uuid,
-    pub event_id: Option<String>,
-    pub routing_key: String,
-    pub queue: String,
-    pub attempts: i32,
-    pub last_error: String,
-    pub body: Vec<u8>,
-    pub failed_at: OffsetDateTime,
-    pub replayed_at: Option<OffsetDateTime>,
-}
-
-/// Which dead letters to list.
-#[derive(Debug, Clone, Default)]
-pub struct DeadLetterFilter {
-    pub routing_key: Option<String>,
-    pub replayed: Option<bool>,
-    /// Only those that failed before this one (newest first paging).
-    pub before: Option<(OffsetDateTime, Uuid)>,
-}
+use crate::app::ports::DeadLetterArchive;
+use crate::app::records::{DeadLetter, DeadLetterFilter};
 
 const COLUMNS: &str =
     "id, event_id, routing_key, queue, attempts, last_error, body, failed_at, replayed_at";
@@ -57,8 +36,22 @@ impl Store {
         .await
     }
 
-    /// Dead letters newest first; one more than `limit` tells whether a next page exists.
-    pub async fn dead_letters(
+    pub async fn dead_letter_count(&self) -> Result<i64, StoreError> {
+        let pool = self.pool()?.clone();
+        self.guarded(async move {
+            Ok(
+                sqlx::query_scalar("SELECT count(*) FROM dead_letters WHERE replayed_at IS NULL")
+                    .fetch_one(&pool)
+                    .await?,
+            )
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl DeadLetterArchive for Store {
+    async fn dead_letters(
         &self,
         filter: DeadLetterFilter,
         limit: i64,
@@ -84,7 +77,7 @@ impl Store {
         .await
     }
 
-    pub async fn dead_letter(&self, id: Uuid) -> Result<Option<DeadLetter>, StoreError> {
+    async fn dead_letter(&self, id: Uuid) -> Result<Option<DeadLetter>, StoreError> {
         let pool = self.pool()?.clone();
         self.guarded(async move {
             Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
@@ -97,9 +90,7 @@ impl Store {
         .await
     }
 
-    /// Marks a dead letter replayed, if nobody did yet: only the caller that gets `true`
-    /// republishes it, so replaying twice publishes once.
-    pub async fn claim_replay(&self, id: Uuid) -> Result<bool, StoreError> {
+    async fn claim_replay(&self, id: Uuid) -> Result<bool, StoreError> {
         let pool = self.pool()?.clone();
         self.guarded(async move {
             Ok(sqlx::query(
@@ -114,8 +105,7 @@ impl Store {
         .await
     }
 
-    /// The republish failed: let a later replay try again.
-    pub async fn unclaim_replay(&self, id: Uuid) -> Result<(), StoreError> {
+    async fn unclaim_replay(&self, id: Uuid) -> Result<(), StoreError> {
         let pool = self.pool()?.clone();
         self.guarded(async move {
             sqlx::query("UPDATE dead_letters SET replayed_at = NULL WHERE id = $1")
@@ -123,18 +113,6 @@ impl Store {
                 .execute(&pool)
                 .await?;
             Ok(())
-        })
-        .await
-    }
-
-    pub async fn dead_letter_count(&self) -> Result<i64, StoreError> {
-        let pool = self.pool()?.clone();
-        self.guarded(async move {
-            Ok(
-                sqlx::query_scalar("SELECT count(*) FROM dead_letters WHERE replayed_at IS NULL")
-                    .fetch_one(&pool)
-                    .await?,
-            )
         })
         .await
     }

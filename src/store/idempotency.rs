@@ -1,23 +1,26 @@
 //! Idempotency keys: the first answer to a request is kept and replayed to every retry.
 //! A unique key in PostgreSQL is the atomic claim, so concurrent duplicates publish once.
 
+use async_trait::async_trait;
 use serde_json::Value;
 use tracing::instrument;
 
 use super::{Store, StoreError};
-use crate::domain::claim::{Claim, StoredAnswer};
+use crate::app::idempotency::{Claim, StoredAnswer, Ticket};
+use crate::app::ports::{IdempotencyLedger, LedgerError};
 
 /// A claim older than this with no answer belongs to a process that died: take it over.
 const ABANDONED_AFTER_SECS: f64 = 60.0;
 
-impl Store {
+#[async_trait]
+impl IdempotencyLedger for Store {
     #[instrument(skip_all)]
-    pub async fn claim_key(
-        &self,
-        principal: String,
-        key: String,
-        hash: Vec<u8>,
-    ) -> Result<Claim, StoreError> {
+    async fn claim(&self, ticket: &Ticket) -> Result<Claim, LedgerError> {
+        let (principal, key, hash) = (
+            ticket.principal.clone(),
+            ticket.key.clone(),
+            ticket.hash.clone(),
+        );
         let pool = self.pool()?.clone();
         self.guarded(async move {
             let owned = sqlx::query(
@@ -55,14 +58,11 @@ impl Store {
             })
         })
         .await
+        .map_err(LedgerError::from)
     }
 
-    pub async fn record_answer(
-        &self,
-        principal: String,
-        key: String,
-        answer: StoredAnswer,
-    ) -> Result<(), StoreError> {
+    async fn record(&self, ticket: &Ticket, answer: StoredAnswer) -> Result<(), LedgerError> {
+        let (principal, key) = (ticket.principal.clone(), ticket.key.clone());
         let pool = self.pool()?.clone();
         self.guarded(async move {
             sqlx::query("UPDATE idempotency_keys SET status = $3, response = $4 WHERE principal = $1 AND key = $2")
@@ -75,10 +75,11 @@ impl Store {
             Ok(())
         })
         .await
+        .map_err(LedgerError::from)
     }
 
-    /// The request failed: drop its claim so a retry runs again.
-    pub async fn release_key(&self, principal: String, key: String) -> Result<(), StoreError> {
+    async fn release(&self, ticket: &Ticket) -> Result<(), LedgerError> {
+        let (principal, key) = (ticket.principal.clone(), ticket.key.clone());
         let pool = self.pool()?.clone();
         self.guarded(async move {
             sqlx::query(
@@ -91,8 +92,11 @@ impl Store {
             Ok(())
         })
         .await
+        .map_err(LedgerError::from)
     }
+}
 
+impl Store {
     /// Forgets answers older than `ttl_secs`.
     pub async fn expire_keys(&self, ttl_secs: f64) -> Result<u64, StoreError> {
         let pool = self.pool()?.clone();

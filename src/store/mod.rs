@@ -15,23 +15,25 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
+use async_trait::async_trait;
 use sqlx::migrate::MigrateDatabase;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Postgres};
-use time::OffsetDateTime;
 use tokio::sync::mpsc;
-use tracing::{info, instrument, warn};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, instrument};
 use uuid::Uuid;
 
-pub use dead_letters::{DeadLetter, DeadLetterFilter};
-
-pub use outbox::{ClaimedBatch, OutboxRow};
-pub use reads::{EventPage, PageCursor, StoredEvent};
+pub use outbox::{ClaimedBatch, OutboxRow, Retry};
 use writer::WriteJob;
 
-use crate::breaker::{CircuitBreaker, CircuitState};
-
-const PREPARE_BACKOFF_MAX: Duration = Duration::from_secs(10);
+pub use crate::app::ports::StoreError;
+use crate::app::ports::{Outbox, StoreProbe};
+use crate::app::records::{Owner, PendingEvent};
+use crate::runtime::backoff::{Backoff, Reconnect};
+use crate::runtime::breaker::{CircuitBreaker, CircuitState};
+use crate::runtime::detached::finish_detached;
+use crate::runtime::worker::Workers;
 
 #[derive(Debug, Clone)]
 pub struct StoreSettings {
@@ -43,22 +45,13 @@ pub struct StoreSettings {
     pub write_batch: usize,
 }
 
-/// The database could not take or give what was asked.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum StoreError {
-    #[error("the database is unavailable: {0}")]
-    Unavailable(Arc<sqlx::Error>),
-    #[error("the database schema is not ready yet")]
-    NotReady,
-    #[error("a database task failed")]
-    TaskFailed,
-    #[error("circuit open: PostgreSQL failed repeatedly; not calling it for a few seconds")]
-    CircuitOpen,
-}
-
 impl From<sqlx::Error> for StoreError {
     fn from(error: sqlx::Error) -> Self {
-        StoreError::Unavailable(Arc::new(error))
+        match error {
+            // The database answered and refused this statement: not a connection problem.
+            sqlx::Error::Database(_) => StoreError::Refused(Arc::new(error)),
+            error => StoreError::Unavailable(Arc::new(error)),
+        }
     }
 }
 
@@ -67,43 +60,10 @@ impl From<sqlx::Error> for StoreError {
 async fn detached<T: Send + 'static>(
     work: impl Future<Output = Result<T, StoreError>> + Send + 'static,
 ) -> Result<T, StoreError> {
-    tokio::spawn(work)
+    finish_detached(work)
         .await
         .map_err(|_| StoreError::TaskFailed)?
 }
-
-/// A critical event's row: what the receipt endpoints read back.
-#[derive(Debug, Clone)]
-pub struct EventRecord {
-    pub event_type: &'static str,
-    pub user_id: Option<String>,
-    pub source: String,
-    pub accepted_at: OffsetDateTime,
-}
-
-/// One event to hold: its broker message and, for critical events, its record.
-#[derive(Debug, Clone)]
-pub struct PendingEvent {
-    pub id: Uuid,
-    pub routing_key: &'static str,
-    pub ordering_key: String,
-    pub correlation_id: String,
-    pub timestamp_secs: i64,
-    pub body: Vec<u8>,
-    pub record: Option<EventRecord>,
-}
-
-/// Who publishes a newly written outbox row.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Owner {
-    /// The request publishes it now; the relay takes over only if the lease runs out.
-    Request,
-    /// The relay publishes it.
-    Relay,
-}
-
-/// How long a request may take to publish its own row before the relay may.
-pub const REQUEST_LEASE: Duration = Duration::from_secs(30);
 
 #[derive(Clone)]
 pub struct Store {
@@ -116,30 +76,30 @@ pub struct Store {
 impl Store {
     /// Opens a lazy pool and prepares the database (create, migrate) in the background,
     /// retrying until it is reachable, so the gateway starts while PostgreSQL is down.
-    pub fn start(settings: &StoreSettings, breaker: CircuitBreaker) -> anyhow::Result<Self> {
+    pub fn start(
+        settings: &StoreSettings,
+        breaker: CircuitBreaker,
+        workers: &Workers,
+    ) -> anyhow::Result<Self> {
         let options = connect_options(settings)?;
         let pool = PgPoolOptions::new()
             .max_connections(settings.pool_size)
             .acquire_timeout(settings.acquire_timeout)
             .connect_lazy_with(options);
-        let writer =
-            (settings.write_batch > 1).then(|| writer::spawn(pool.clone(), settings.write_batch));
+        let writer = (settings.write_batch > 1)
+            .then(|| writer::spawn(pool.clone(), settings.write_batch, workers));
         let store = Store {
             pool,
             writer,
             ready: Arc::new(AtomicBool::new(false)),
             breaker: Arc::new(breaker),
         };
-        tokio::spawn(prepare_until_ready(store.clone(), settings.url.clone()));
+        let stop = workers.token();
+        workers.spawn(
+            "database preparation",
+            prepare_until_ready(store.clone(), settings.url.clone(), stop),
+        );
         Ok(store)
-    }
-
-    pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Acquire)
-    }
-
-    pub fn circuit(&self) -> CircuitState {
-        self.breaker.state()
     }
 
     /// The pool, unless the schema is not ready or the circuit is open (fail fast).
@@ -163,24 +123,31 @@ impl Store {
         self.breaker.record(&outcome);
         outcome
     }
+}
 
-    /// A health probe: it goes through even while the circuit is open.
+#[async_trait]
+impl StoreProbe for Store {
+    fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    fn circuit(&self) -> CircuitState {
+        self.breaker.state()
+    }
+
     #[instrument(skip_all)]
-    pub async fn ping(&self) -> Result<(), StoreError> {
+    async fn ping(&self) -> Result<(), StoreError> {
         if !self.is_ready() {
             return Err(StoreError::NotReady);
         }
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
     }
+}
 
-    /// Writes events (critical ones with their record) and their outbox rows in one
-    /// transaction. Returns, per event, whether it was new (false: the id existed).
-    pub async fn hold(
-        &self,
-        events: Vec<PendingEvent>,
-        owner: Owner,
-    ) -> Result<Vec<bool>, StoreError> {
+#[async_trait]
+impl Outbox for Store {
+    async fn hold(&self, events: Vec<PendingEvent>, owner: Owner) -> Result<Vec<bool>, StoreError> {
         let pool = self.pool()?.clone();
         match &self.writer {
             Some(writer) => {
@@ -195,9 +162,7 @@ impl Store {
         }
     }
 
-    /// The broker confirmed these events: mark critical ones published and drop their
-    /// rows, in the next group commit.
-    pub async fn confirmed(&self, ids: Vec<Uuid>) -> Result<(), StoreError> {
+    async fn confirmed(&self, ids: Vec<Uuid>) -> Result<(), StoreError> {
         let pool = self.pool()?.clone();
         match &self.writer {
             Some(writer) => writer::confirm(writer, ids).await,
@@ -208,15 +173,13 @@ impl Store {
         }
     }
 
-    /// The request could not publish its own row: hand it to the relay now.
-    pub async fn release(&self, id: Uuid) -> Result<(), StoreError> {
+    async fn release(&self, id: Uuid) -> Result<(), StoreError> {
         let pool = self.pool()?.clone();
         self.guarded(async move { outbox::release(&pool, id).await })
             .await
     }
 
-    /// The event can never be published (unroutable): it was not accepted, so forget it.
-    pub async fn forget(&self, id: Uuid) -> Result<(), StoreError> {
+    async fn forget(&self, id: Uuid) -> Result<(), StoreError> {
         let pool = self.pool()?.clone();
         self.guarded(async move { outbox::forget(&pool, id).await })
             .await
@@ -259,8 +222,8 @@ pub async fn migrate(url: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn prepare_until_ready(store: Store, url: String) {
-    let mut backoff = Duration::from_millis(200);
+async fn prepare_until_ready(store: Store, url: String, stop: CancellationToken) {
+    let mut reconnect = Reconnect::new("the database", Backoff::RECONNECT);
     loop {
         match migrate(&url).await {
             Ok(()) => {
@@ -269,13 +232,9 @@ async fn prepare_until_ready(store: Store, url: String) {
                 return;
             }
             Err(error) => {
-                warn!(
-                    error = format!("{error:#}"),
-                    retry_in_ms = backoff.as_millis() as u64,
-                    "database not ready"
-                );
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(PREPARE_BACKOFF_MAX);
+                if !reconnect.wait_after(&error, &stop).await {
+                    return;
+                }
             }
         }
     }

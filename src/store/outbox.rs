@@ -1,6 +1,8 @@
 //! The outbox's rows: claimed by the relay under row and per-user locks, completed when
 //! the broker confirms, rescheduled with backoff when it does not.
 
+use std::time::Duration;
+
 use sqlx::{PgPool, Postgres, Transaction};
 use tracing::instrument;
 use uuid::Uuid;
@@ -16,6 +18,15 @@ pub struct OutboxRow {
     pub correlation_id: String,
     pub timestamp_secs: i64,
     pub body: Vec<u8>,
+    /// Attempts that failed so far.
+    pub attempts: i32,
+}
+
+/// A row the broker did not take for now: why, and how long until it is tried again.
+pub struct Retry {
+    pub id: Uuid,
+    pub error: String,
+    pub after: Duration,
 }
 
 /// Rows this process holds: nobody else publishes them, nor any later row of the same
@@ -34,7 +45,8 @@ impl Store {
         let claimed = async {
             let mut tx = self.pool()?.begin().await?;
             let rows = sqlx::query_as::<_, OutboxRow>(
-                "SELECT event_id, routing_key, ordering_key, correlation_id, timestamp_secs, body
+                "SELECT event_id, routing_key, ordering_key, correlation_id, timestamp_secs, body,
+                        attempts
                  FROM outbox
                  WHERE next_attempt_at <= now()
                    AND NOT EXISTS (SELECT 1 FROM outbox earlier
@@ -78,7 +90,7 @@ impl ClaimedBatch {
     pub async fn finish(
         mut self,
         published: &[Uuid],
-        failed: &[(Uuid, String)],
+        failed: &[Retry],
         unpublishable: &[(Uuid, String)],
     ) -> Result<(), StoreError> {
         complete_in(&mut self.tx, published).await?;
@@ -96,18 +108,23 @@ impl ClaimedBatch {
         .bind(&errors)
         .execute(&mut *self.tx)
         .await?;
-        let (ids, errors): (Vec<Uuid>, Vec<String>) = failed.iter().cloned().unzip();
-        // Backoff per the spec's retry schedule: 1 s doubling, at most 60 s.
+        // Each waits as long as the relay's backoff schedule says for its attempt.
         sqlx::query(
             "UPDATE outbox
              SET attempts = attempts + 1,
-                 next_attempt_at = now() + make_interval(secs => least(60, power(2, attempts))),
+                 next_attempt_at = now() + make_interval(secs => x.after),
                  last_error = x.error
-             FROM UNNEST($1::uuid[], $2::text[]) AS x(id, error)
+             FROM UNNEST($1::uuid[], $2::text[], $3::float8[]) AS x(id, error, after)
              WHERE outbox.event_id = x.id",
         )
-        .bind(&ids)
-        .bind(&errors)
+        .bind(failed.iter().map(|r| r.id).collect::<Vec<_>>())
+        .bind(failed.iter().map(|r| r.error.clone()).collect::<Vec<_>>())
+        .bind(
+            failed
+                .iter()
+                .map(|r| r.after.as_secs_f64())
+                .collect::<Vec<_>>(),
+        )
         .execute(&mut *self.tx)
         .await?;
         self.tx.commit().await?;

@@ -5,10 +5,13 @@ use std::sync::Arc;
 
 use sqlx::{PgPool, Postgres, Transaction};
 use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
 use tracing::{instrument, warn};
 use uuid::Uuid;
 
-use super::{Owner, PendingEvent, REQUEST_LEASE, StoreError};
+use super::StoreError;
+use crate::app::records::{EventRecord, Owner, PendingEvent, REQUEST_LEASE};
+use crate::runtime::worker::Workers;
 
 /// A hold waiting for its round: the events, who publishes them, and where to answer.
 type PendingHold = (
@@ -28,9 +31,14 @@ pub(super) enum WriteJob {
     Confirmed(Vec<Uuid>),
 }
 
-pub(super) fn spawn(pool: PgPool, max_rows: usize) -> mpsc::Sender<WriteJob> {
+/// Starts the writer; when the workers stop it takes no new writes, commits those
+/// already queued, and ends.
+pub(super) fn spawn(pool: PgPool, max_rows: usize, workers: &Workers) -> mpsc::Sender<WriteJob> {
     let (sender, receiver) = mpsc::channel(max_rows * 4);
-    tokio::spawn(run(pool, receiver, max_rows));
+    workers.spawn(
+        "group commit",
+        run(pool, receiver, max_rows, workers.token()),
+    );
     sender
 }
 
@@ -62,46 +70,76 @@ pub(super) async fn confirm(
         .map_err(|_| StoreError::TaskFailed)
 }
 
-async fn run(pool: PgPool, mut receiver: mpsc::Receiver<WriteJob>, max_rows: usize) {
-    while let Some(first) = receiver.recv().await {
-        let mut jobs = vec![first];
-        // Whatever queued up while the last transaction committed joins this one.
-        while jobs.len() < max_rows {
-            match receiver.try_recv() {
-                Ok(job) => jobs.push(job),
-                Err(_) => break,
+async fn run(
+    pool: PgPool,
+    mut receiver: mpsc::Receiver<WriteJob>,
+    max_rows: usize,
+    stop: CancellationToken,
+) {
+    loop {
+        // A round is never cut short: stopping only closes the queue to new writes.
+        let next = tokio::select! {
+            job = receiver.recv() => job,
+            () = stop.cancelled() => {
+                receiver.close();
+                receiver.recv().await
+            }
+        };
+        let Some(first) = next else {
+            return;
+        };
+        let (holds, confirmed) = gather(first, &mut receiver, max_rows);
+        commit(&pool, holds, &confirmed).await;
+    }
+}
+
+/// `first` and whatever queued up while the last transaction committed: one round.
+fn gather(
+    first: WriteJob,
+    receiver: &mut mpsc::Receiver<WriteJob>,
+    max_rows: usize,
+) -> (Vec<PendingHold>, Vec<Uuid>) {
+    let mut jobs = vec![first];
+    while jobs.len() < max_rows {
+        match receiver.try_recv() {
+            Ok(job) => jobs.push(job),
+            Err(_) => break,
+        }
+    }
+    let mut holds = Vec::new();
+    let mut confirmed = Vec::new();
+    for job in jobs {
+        match job {
+            WriteJob::Hold {
+                events,
+                owner,
+                answer,
+            } => holds.push((events, owner, answer)),
+            WriteJob::Confirmed(ids) => confirmed.extend(ids),
+        }
+    }
+    (holds, confirmed)
+}
+
+/// Commits one round and answers each hold with which of its events were new.
+async fn commit(pool: &PgPool, holds: Vec<PendingHold>, confirmed: &[Uuid]) {
+    let rows: Vec<(&PendingEvent, Owner)> = holds
+        .iter()
+        .flat_map(|(events, owner, _)| events.iter().map(|event| (event, *owner)))
+        .collect();
+    match commit_round(pool, &rows, confirmed).await {
+        Ok(fresh) => {
+            let mut offset = 0;
+            for (events, _, answer) in holds {
+                let count = events.len();
+                // The request may have gone; its rows are written either way.
+                let _ = answer.send(Ok(fresh[offset..offset + count].to_vec()));
+                offset += count;
             }
         }
-        let mut holds = Vec::new();
-        let mut confirmed = Vec::new();
-        for job in jobs {
-            match job {
-                WriteJob::Hold {
-                    events,
-                    owner,
-                    answer,
-                } => holds.push((events, owner, answer)),
-                WriteJob::Confirmed(ids) => confirmed.extend(ids),
-            }
-        }
-        let rows: Vec<(&PendingEvent, Owner)> = holds
-            .iter()
-            .flat_map(|(events, owner, _)| events.iter().map(|event| (event, *owner)))
-            .collect();
-        match commit_round(&pool, &rows, &confirmed).await {
-            Ok(fresh) => {
-                let mut offset = 0;
-                for (events, _, answer) in holds {
-                    let count = events.len();
-                    // The request may have gone; its rows are written either way.
-                    let _ = answer.send(Ok(fresh[offset..offset + count].to_vec()));
-                    offset += count;
-                }
-            }
-            Err(error) => {
-                warn!(%error, jobs = holds.len(), "group commit failed; retrying its writes one by one");
-                commit_one_by_one(&pool, holds, &confirmed).await;
-            }
+        Err(error) => {
+            warn!(%error, jobs = holds.len(), "group commit failed; retrying its writes one by one");
+            commit_one_by_one(pool, holds, confirmed).await;
         }
     }
 }
@@ -161,108 +199,13 @@ async fn insert_rows(
     tx: &mut Transaction<'static, Postgres>,
     rows: &[(&PendingEvent, Owner)],
 ) -> Result<Vec<bool>, sqlx::Error> {
-    let critical: Vec<&PendingEvent> = rows
-        .iter()
-        .filter(|(e, _)| e.record.is_some())
-        .map(|(e, _)| *e)
-        .collect();
-    let mut new_records: Vec<Uuid> = Vec::new();
-    if !critical.is_empty() {
-        let mut ids = Vec::new();
-        let mut types = Vec::new();
-        let mut users = Vec::new();
-        let mut correlations = Vec::new();
-        let mut sources = Vec::new();
-        let mut envelopes = Vec::new();
-        let mut accepted = Vec::new();
-        for event in &critical {
-            let Some(record) = &event.record else {
-                continue;
-            };
-            ids.push(event.id);
-            types.push(record.event_type);
-            users.push(record.user_id.clone());
-            correlations.push(event.correlation_id.clone());
-            sources.push(record.source.clone());
-            envelopes.push(String::from_utf8_lossy(&event.body).into_owned());
-            accepted.push(record.accepted_at);
-        }
-        new_records = sqlx::query_scalar(
-            "INSERT INTO events (id, type, user_id, correlation_id, source, envelope, accepted_at)
-             SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[],
-                                  $6::text[]::jsonb[], $7::timestamptz[])
-             ON CONFLICT (id) DO NOTHING
-             RETURNING id",
-        )
-        .bind(&ids)
-        .bind(&types)
-        .bind(&users)
-        .bind(&correlations)
-        .bind(&sources)
-        .bind(&envelopes)
-        .bind(&accepted)
-        .fetch_all(&mut **tx)
-        .await?;
-    }
-    let outboxed: Vec<&(&PendingEvent, Owner)> = rows
+    let new_records = insert_records(tx, rows).await?;
+    let outboxed: Vec<(&PendingEvent, Owner)> = rows
         .iter()
         .filter(|(e, _)| e.record.is_none() || new_records.contains(&e.id))
+        .copied()
         .collect();
-    let lease = REQUEST_LEASE.as_secs_f64();
-    let fresh: Vec<Uuid> = sqlx::query_scalar(
-        "INSERT INTO outbox (event_id, routing_key, ordering_key, correlation_id, timestamp_secs,
-                             body, critical, next_attempt_at)
-         SELECT e, r, o, c, t, b, k, now() + make_interval(secs => l)
-         FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::bytea[],
-                     $7::bool[], $8::float8[]) AS x(e, r, o, c, t, b, k, l)
-         ON CONFLICT (event_id) DO NOTHING
-         RETURNING event_id",
-    )
-    .bind(outboxed.iter().map(|(e, _)| e.id).collect::<Vec<_>>())
-    .bind(
-        outboxed
-            .iter()
-            .map(|(e, _)| e.routing_key)
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        outboxed
-            .iter()
-            .map(|(e, _)| e.ordering_key.clone())
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        outboxed
-            .iter()
-            .map(|(e, _)| e.correlation_id.clone())
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        outboxed
-            .iter()
-            .map(|(e, _)| e.timestamp_secs)
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        outboxed
-            .iter()
-            .map(|(e, _)| e.body.clone())
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        outboxed
-            .iter()
-            .map(|(e, _)| e.record.is_some())
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        outboxed
-            .iter()
-            .map(|(_, owner)| if *owner == Owner::Request { lease } else { 0.0 })
-            .collect::<Vec<_>>(),
-    )
-    .fetch_all(&mut **tx)
-    .await?;
+    let fresh = insert_outbox_rows(tx, &outboxed).await?;
     // An id written twice in one round is new only the first time.
     let mut seen = Vec::with_capacity(rows.len());
     Ok(rows
@@ -273,4 +216,112 @@ async fn insert_rows(
             first && fresh.contains(&e.id)
         })
         .collect())
+}
+
+/// The critical events' records; returns the ids that were new.
+async fn insert_records(
+    tx: &mut Transaction<'static, Postgres>,
+    rows: &[(&PendingEvent, Owner)],
+) -> Result<Vec<Uuid>, sqlx::Error> {
+    let records: Vec<(&PendingEvent, &EventRecord)> = rows
+        .iter()
+        .filter_map(|(e, _)| e.record.as_ref().map(|record| (*e, record)))
+        .collect();
+    if records.is_empty() {
+        return Ok(Vec::new());
+    }
+    sqlx::query_scalar(
+        "INSERT INTO events (id, type, user_id, correlation_id, source, envelope, accepted_at)
+         SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[],
+                              $6::text[]::jsonb[], $7::timestamptz[])
+         ON CONFLICT (id) DO NOTHING
+         RETURNING id",
+    )
+    .bind(records.iter().map(|(e, _)| e.id).collect::<Vec<_>>())
+    .bind(
+        records
+            .iter()
+            .map(|(_, r)| r.event_type)
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        records
+            .iter()
+            .map(|(_, r)| r.user_id.clone())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        records
+            .iter()
+            .map(|(e, _)| e.correlation_id.clone())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        records
+            .iter()
+            .map(|(_, r)| r.source.clone())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        records
+            .iter()
+            .map(|(e, _)| String::from_utf8_lossy(&e.body).into_owned())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        records
+            .iter()
+            .map(|(_, r)| r.accepted_at)
+            .collect::<Vec<_>>(),
+    )
+    .fetch_all(&mut **tx)
+    .await
+}
+
+/// Outbox rows; a request's own rows wait out its lease before the relay may take them.
+/// Returns the ids that were new.
+async fn insert_outbox_rows(
+    tx: &mut Transaction<'static, Postgres>,
+    rows: &[(&PendingEvent, Owner)],
+) -> Result<Vec<Uuid>, sqlx::Error> {
+    let lease = REQUEST_LEASE.as_secs_f64();
+    sqlx::query_scalar(
+        "INSERT INTO outbox (event_id, routing_key, ordering_key, correlation_id, timestamp_secs,
+                             body, critical, next_attempt_at)
+         SELECT e, r, o, c, t, b, k, now() + make_interval(secs => l)
+         FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::bytea[],
+                     $7::bool[], $8::float8[]) AS x(e, r, o, c, t, b, k, l)
+         ON CONFLICT (event_id) DO NOTHING
+         RETURNING event_id",
+    )
+    .bind(rows.iter().map(|(e, _)| e.id).collect::<Vec<_>>())
+    .bind(rows.iter().map(|(e, _)| e.routing_key).collect::<Vec<_>>())
+    .bind(
+        rows.iter()
+            .map(|(e, _)| e.ordering_key.clone())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        rows.iter()
+            .map(|(e, _)| e.correlation_id.clone())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        rows.iter()
+            .map(|(e, _)| e.timestamp_secs)
+            .collect::<Vec<_>>(),
+    )
+    .bind(rows.iter().map(|(e, _)| e.body.clone()).collect::<Vec<_>>())
+    .bind(
+        rows.iter()
+            .map(|(e, _)| e.record.is_some())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        rows.iter()
+            .map(|(_, owner)| if *owner == Owner::Request { lease } else { 0.0 })
+            .collect::<Vec<_>>(),
+    )
+    .fetch_all(&mut **tx)
+    .await
 }

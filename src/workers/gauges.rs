@@ -4,23 +4,19 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
+use crate::app::ports::{EventBus, StoreProbe};
 use crate::bus::Publisher;
-use crate::metrics::Metrics;
+use crate::runtime::metrics::Metrics;
+use crate::runtime::worker::Workers;
 use crate::store::Store;
 
 const EVERY: Duration = Duration::from_secs(5);
 
-pub fn spawn(
-    publisher: Publisher,
-    store: Store,
-    metrics: Arc<Metrics>,
-    stop: CancellationToken,
-) -> JoinHandle<()> {
-    tokio::spawn(async move {
+pub fn spawn(publisher: Publisher, store: Store, metrics: Arc<Metrics>, workers: &Workers) {
+    let stop = workers.token();
+    workers.spawn("gauges", async move {
         let mut ticks = tokio::time::interval(EVERY);
         loop {
             tokio::select! {
@@ -30,10 +26,7 @@ pub fn spawn(
             match publisher.queue_depths().await {
                 Ok(depths) => {
                     for depth in depths {
-                        metrics
-                            .queue_messages
-                            .with_label_values(&[depth.name.as_str()])
-                            .set(i64::from(depth.message_count));
+                        metrics.queue_depth(&depth.name, depth.message_count);
                     }
                 }
                 Err(error) => debug!(%error, "queue depths unavailable"),
@@ -45,5 +38,5 @@ pub fn spawn(
                 }
             }
         }
-    })
+    });
 }

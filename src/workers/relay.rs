@@ -1,21 +1,26 @@
 //! The outbox relay: publishes what the outbox holds whenever the broker is reachable,
-//! oldest first and in order per user, without ever holding a request.
+//! oldest first and in order per user, without ever holding a request. A row the broker
+//! does not take waits as the retry backoff says (`RETRY_INITIAL_DELAY`, doubling, at
+//! most `RETRY_MAX_DELAY`), however often it fails. It also drops idempotency answers
+//! older than `IDEMPOTENCY_TTL`.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures_util::future::join_all;
-use tokio::sync::Notify;
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, instrument, warn};
 use uuid::Uuid;
 
-use crate::bus::{OutgoingMessage, PublishError, Publisher};
+use crate::app::ports::{EventBus, PublishError, StoreProbe};
+use crate::app::publish::Backlog;
+use crate::app::records::OutgoingMessage;
+use crate::bus::Publisher;
 use crate::domain::EventType;
-use crate::metrics::Metrics;
-use crate::store::{OutboxRow, Store};
+use crate::runtime::backoff::Backoff;
+use crate::runtime::metrics::Metrics;
+use crate::runtime::worker::Workers;
+use crate::store::{OutboxRow, Retry, Store};
 
 /// Rows (each of another user) claimed per transaction.
 const BATCH: i64 = 200;
@@ -25,69 +30,18 @@ const FIRST_COUNT_POLL: Duration = Duration::from_millis(100);
 /// How often expired idempotency answers are dropped.
 const JANITOR_EVERY: Duration = Duration::from_secs(60);
 
-/// Shared between requests and the relay: wakes it, and tells whether the outbox holds
-/// events the relay owes the broker (then new events queue behind them, keeping order).
-#[derive(Clone)]
-pub struct RelaySignal {
-    wake: Arc<Notify>,
-    backlog: Arc<AtomicBool>,
-    /// Bumped at every `backlog_added`, so a count taken before it cannot clear it.
-    generation: Arc<AtomicU64>,
-    /// The outbox was counted at least once since start.
-    counted: Arc<AtomicBool>,
-}
-
-impl Default for RelaySignal {
-    /// Starts with a backlog: rows may be left from before a restart, and the first
-    /// count of the outbox clears it.
-    fn default() -> Self {
-        RelaySignal {
-            wake: Arc::default(),
-            backlog: Arc::new(AtomicBool::new(true)),
-            generation: Arc::default(),
-            counted: Arc::default(),
-        }
-    }
-}
-
-impl RelaySignal {
-    pub fn has_backlog(&self) -> bool {
-        self.backlog.load(Ordering::Acquire)
-    }
-
-    /// Whether the relay knows what the outbox holds; the gateway is ready only then.
-    pub fn is_counted(&self) -> bool {
-        self.counted.load(Ordering::Acquire)
-    }
-
-    pub fn backlog_added(&self) {
-        self.generation.fetch_add(1, Ordering::AcqRel);
-        self.backlog.store(true, Ordering::Release);
-        self.wake.notify_one();
-    }
-
-    /// Clears the backlog only if nothing was added since `generation` was read.
-    fn backlog_counted(&self, generation: u64, owed: bool) {
-        self.counted.store(true, Ordering::Release);
-        if owed {
-            self.backlog.store(true, Ordering::Release);
-        } else if self.generation.load(Ordering::Acquire) == generation {
-            self.backlog.store(false, Ordering::Release);
-        }
-    }
-}
-
 pub struct OutboxRelay {
     pub store: Store,
     pub publisher: Publisher,
-    pub signal: RelaySignal,
+    pub backlog: Backlog,
     pub metrics: Arc<Metrics>,
+    pub backoff: Backoff,
     pub idempotency_ttl: Duration,
 }
 
 impl OutboxRelay {
-    pub fn spawn(self, shutdown: CancellationToken) -> JoinHandle<()> {
-        tokio::spawn(self.run(shutdown))
+    pub fn spawn(self, workers: &Workers) {
+        workers.spawn("outbox relay", self.run(workers.token()));
     }
 
     async fn run(self, shutdown: CancellationToken) {
@@ -100,14 +54,14 @@ impl OutboxRelay {
                 self.refresh_backlog().await;
             }
             // Until the outbox was counted once, look again soon: readiness waits for it.
-            let pause = if self.signal.is_counted() {
+            let pause = if self.backlog.is_counted() {
                 POLL
             } else {
                 FIRST_COUNT_POLL
             };
             tokio::select! {
                 () = shutdown.cancelled() => return,
-                () = self.signal.wake.notified() => {}
+                () = self.backlog.woken() => {}
                 () = tokio::time::sleep(pause) => {}
                 _ = janitor.tick() => self.expire_idempotency_keys().await,
             }
@@ -158,14 +112,18 @@ impl OutboxRelay {
                 Ok(message) => self.publisher.publish_confirmed(message).await,
                 Err(error) => Err(error),
             };
-            (row.event_id, outcome)
+            (row.event_id, row.attempts.unsigned_abs(), outcome)
         }))
         .await;
         let mut round = Round::default();
-        for (id, outcome) in outcomes {
+        for (id, attempts, outcome) in outcomes {
             match outcome {
                 Ok(()) => round.published.push(id),
-                Err(error) if error.is_transient() => round.failed.push((id, error.to_string())),
+                Err(error) if error.is_transient() => round.failed.push(Retry {
+                    id,
+                    error: error.to_string(),
+                    after: self.backoff.delay(attempts + 1),
+                }),
                 Err(error) => {
                     warn!(%error, event_id = %id, "an outbox event can never be published; moving it to the dead letters");
                     round.unpublishable.push((id, error.to_string()));
@@ -176,11 +134,11 @@ impl OutboxRelay {
     }
 
     async fn refresh_backlog(&self) {
-        let generation = self.signal.generation.load(Ordering::Acquire);
+        let generation = self.backlog.generation();
         match self.store.outbox_counts().await {
             Ok((depth, owed)) => {
                 self.metrics.outbox_depth.set(depth);
-                self.signal.backlog_counted(generation, owed > 0);
+                self.backlog.counted(generation, owed > 0);
             }
             Err(error) => warn!(%error, "cannot read the outbox depth"),
         }
@@ -204,7 +162,7 @@ impl OutboxRelay {
 #[derive(Default)]
 struct Round {
     published: Vec<Uuid>,
-    failed: Vec<(Uuid, String)>,
+    failed: Vec<Retry>,
     unpublishable: Vec<(Uuid, String)>,
 }
 

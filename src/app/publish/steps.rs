@@ -1,0 +1,221 @@
+//! The steps one request's events go through, and the decisions between them: commit
+//! first (critical events, or all while the outbox owes the broker events), publish, and
+//! hold in the outbox what the broker could not take for now.
+
+use std::collections::HashSet;
+
+use tracing::warn;
+use uuid::Uuid;
+
+use super::{Item, NotTaken, Outcome, Publishing, ReceiptStatus, unavailable};
+use crate::app::ports::PublishError;
+use crate::app::records::{Owner, PendingEvent};
+use crate::runtime::metrics::PublishOutcome;
+
+/// Where one event of a request stands.
+enum Step {
+    /// To be committed to the outbox first.
+    ToHold,
+    /// Committed; this request publishes it.
+    HeldBySelf,
+    /// Straight to the broker.
+    Direct,
+    /// The broker could not take it for now: to the outbox.
+    Refused,
+    Done(Outcome),
+}
+
+impl Publishing {
+    /// Every event's outcome, in request order, each counted by type and outcome.
+    pub(super) async fn take(&self, items: Vec<Item>) -> Vec<Outcome> {
+        // While the outbox owes the broker events, new ones queue behind them (order).
+        let backlog = self.backlog.has_backlog();
+        let by_request = !backlog && self.bus.is_connected();
+        let mut steps = Vec::with_capacity(items.len());
+        let mut pendings = Vec::with_capacity(items.len());
+        let mut types = Vec::with_capacity(items.len());
+        for (event_type, pending) in items {
+            types.push(event_type);
+            match pending {
+                Ok(pending) => {
+                    let hold = pending.record.is_some() || backlog;
+                    steps.push(if hold { Step::ToHold } else { Step::Direct });
+                    pendings.push(Some(pending));
+                }
+                Err(error) => {
+                    steps.push(Step::Done(Err(error)));
+                    pendings.push(None);
+                }
+            }
+        }
+        let users = self.hold_first(&mut steps, &pendings, by_request).await;
+        // A user's cached listings miss the new events now: drop them before answering,
+        // so the client reads its own write; meanwhile the broker confirms.
+        tokio::join!(
+            self.forget_listings(users),
+            self.send(&mut steps, &pendings)
+        );
+        self.hold_what_the_broker_refused(&mut steps, &pendings)
+            .await;
+        types
+            .into_iter()
+            .zip(steps)
+            .map(|(event_type, step)| {
+                let outcome = match step {
+                    Step::Done(outcome) => outcome,
+                    // Every step ends in `Done`; anything else would be a bug: refuse safely.
+                    _ => Err(unavailable()),
+                };
+                self.metrics
+                    .event_published(event_type, outcome_label(&outcome));
+                outcome
+            })
+            .collect()
+    }
+
+    /// Critical events (all events, with a backlog) are committed before the broker sees
+    /// them, in one transaction for the whole request. Returns the users they belong to.
+    async fn hold_first(
+        &self,
+        steps: &mut [Step],
+        pendings: &[Option<PendingEvent>],
+        by_request: bool,
+    ) -> HashSet<String> {
+        let indexes = matching(steps, |step| matches!(step, Step::ToHold));
+        if indexes.is_empty() {
+            return HashSet::new();
+        }
+        let owner = if by_request {
+            Owner::Request
+        } else {
+            Owner::Relay
+        };
+        let held: Vec<PendingEvent> = indexes
+            .iter()
+            .filter_map(|&i| pendings[i].clone())
+            .collect();
+        let users: HashSet<String> = held
+            .iter()
+            .filter_map(|p| p.record.as_ref().and_then(|r| r.user_id.clone()))
+            .collect();
+        match self.outbox.hold(held, owner).await {
+            Ok(fresh) => {
+                for (&i, fresh) in indexes.iter().zip(fresh) {
+                    steps[i] = match (fresh, by_request) {
+                        (false, _) => Step::Done(Err(NotTaken::Duplicate)),
+                        (true, true) => Step::HeldBySelf,
+                        (true, false) => Step::Done(Ok(ReceiptStatus::Queued)),
+                    };
+                }
+                if !by_request {
+                    self.backlog.added();
+                }
+            }
+            Err(error) => {
+                for &i in &indexes {
+                    steps[i] = Step::Done(Err(NotTaken::Unavailable(error.clone())));
+                }
+            }
+        }
+        users
+    }
+
+    async fn forget_listings(&self, users: HashSet<String>) {
+        for user in users {
+            self.listings.forget_user_events(&user).await;
+        }
+    }
+
+    /// Publishes what this request owns, in request order, and settles held rows.
+    async fn send(&self, steps: &mut [Step], pendings: &[Option<PendingEvent>]) {
+        let indexes = matching(steps, |step| {
+            matches!(step, Step::Direct | Step::HeldBySelf)
+        });
+        let messages = indexes
+            .iter()
+            .filter_map(|&i| pendings[i].as_ref().map(PendingEvent::message))
+            .collect();
+        let outcomes = self.bus.publish_in_order(messages).await;
+        let mut confirmed = Vec::new();
+        for (&i, outcome) in indexes.iter().zip(outcomes) {
+            let Some(id) = pendings[i].as_ref().map(|p| p.id) else {
+                continue;
+            };
+            let held = matches!(steps[i], Step::HeldBySelf);
+            if held && outcome.is_ok() {
+                confirmed.push(id);
+            }
+            steps[i] = match outcome {
+                Ok(()) => Step::Done(Ok(ReceiptStatus::Published)),
+                Err(error) if !error.is_transient() => {
+                    if held && let Err(forget) = self.outbox.forget(id).await {
+                        warn!(error = %forget, event_id = %id, "could not drop an unpublishable event");
+                    }
+                    Step::Done(Err(error.into()))
+                }
+                Err(error) if held => self.hand_to_relay(id, &error).await,
+                Err(error) => {
+                    warn!(%error, event_id = %id, "broker did not take the event; holding it in the outbox");
+                    Step::Refused
+                }
+            };
+        }
+        if !confirmed.is_empty()
+            && let Err(error) = self.outbox.confirmed(confirmed).await
+        {
+            warn!(%error, "could not mark events published; the relay will publish them again");
+        }
+    }
+
+    /// A committed row this request could not publish: the relay publishes it.
+    async fn hand_to_relay(&self, id: Uuid, error: &PublishError) -> Step {
+        warn!(%error, event_id = %id, "broker did not take the event; the relay will publish it");
+        if let Err(release) = self.outbox.release(id).await {
+            warn!(error = %release, "could not hand the event to the relay now; it will after its lease");
+        }
+        self.backlog.added();
+        Step::Done(Ok(ReceiptStatus::Queued))
+    }
+
+    /// Events the broker could not take for now go to the outbox, in request order.
+    async fn hold_what_the_broker_refused(
+        &self,
+        steps: &mut [Step],
+        pendings: &[Option<PendingEvent>],
+    ) {
+        let indexes = matching(steps, |step| matches!(step, Step::Refused));
+        if indexes.is_empty() {
+            return;
+        }
+        let refused = indexes
+            .iter()
+            .filter_map(|&i| pendings[i].clone())
+            .collect();
+        let held = self.outbox.hold(refused, Owner::Relay).await;
+        for &i in &indexes {
+            steps[i] = Step::Done(match &held {
+                // Already in the outbox (a retry of the same id) is just as safe.
+                Ok(_) => Ok(ReceiptStatus::Queued),
+                Err(error) => Err(NotTaken::Unavailable(error.clone())),
+            });
+        }
+        if held.is_ok() {
+            self.backlog.added();
+        }
+    }
+}
+
+fn matching(steps: &[Step], wanted: impl Fn(&Step) -> bool) -> Vec<usize> {
+    (0..steps.len()).filter(|&i| wanted(&steps[i])).collect()
+}
+
+/// The metric label of an outcome.
+pub(super) fn outcome_label(outcome: &Outcome) -> PublishOutcome {
+    match outcome {
+        Ok(ReceiptStatus::Published) => PublishOutcome::Published,
+        Ok(_) => PublishOutcome::Queued,
+        Err(NotTaken::Publish(error)) => error.outcome(),
+        Err(NotTaken::Unavailable(_)) => PublishOutcome::Unavailable,
+        Err(NotTaken::Duplicate) => PublishOutcome::Duplicate,
+    }
+}

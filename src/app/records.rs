@@ -1,0 +1,180 @@
+//! The plain data that crosses the ports: what the application hands the adapters and
+//! gets back from them. No behaviour beyond encoding a page cursor.
+
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::Serialize;
+use serde_json::Value;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+/// One message to publish; the body is the serialized envelope. It is owned so that the
+/// publish can finish even if the caller stops waiting.
+#[derive(Debug, Clone)]
+pub struct OutgoingMessage {
+    pub message_id: Uuid,
+    pub routing_key: &'static str,
+    pub correlation_id: String,
+    pub timestamp_secs: u64,
+    pub body: Vec<u8>,
+}
+
+/// Messages and consumers of one queue, as the broker reports them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct QueueDepth {
+    pub name: String,
+    pub message_count: u32,
+    pub consumer_count: u32,
+}
+
+/// Health facts Redis reports.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CacheStats {
+    pub used_memory: String,
+    pub hit_rate: f64,
+}
+
+/// A critical event's row: what the receipt endpoints read back.
+#[derive(Debug, Clone)]
+pub struct EventRecord {
+    pub event_type: &'static str,
+    pub user_id: Option<String>,
+    pub source: String,
+    pub accepted_at: OffsetDateTime,
+}
+
+/// One event to hold: its broker message and, for critical events, its record.
+#[derive(Debug, Clone)]
+pub struct PendingEvent {
+    pub id: Uuid,
+    pub routing_key: &'static str,
+    pub ordering_key: String,
+    pub correlation_id: String,
+    pub timestamp_secs: i64,
+    pub body: Vec<u8>,
+    pub record: Option<EventRecord>,
+}
+
+impl PendingEvent {
+    pub fn message(&self) -> OutgoingMessage {
+        OutgoingMessage {
+            message_id: self.id,
+            routing_key: self.routing_key,
+            correlation_id: self.correlation_id.clone(),
+            timestamp_secs: self.timestamp_secs.unsigned_abs(),
+            body: self.body.clone(),
+        }
+    }
+}
+
+/// Who publishes a newly written outbox row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Owner {
+    /// The request publishes it now; the relay takes over only if the lease runs out.
+    Request,
+    /// The relay publishes it.
+    Relay,
+}
+
+/// How long a request may take to publish its own row before the relay may.
+pub const REQUEST_LEASE: Duration = Duration::from_secs(30);
+
+/// A persisted event and its delivery state.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct StoredEvent {
+    pub id: Uuid,
+    pub user_id: Option<String>,
+    pub envelope: Value,
+    pub state: String,
+    pub accepted_at: OffsetDateTime,
+    pub published_at: Option<OffsetDateTime>,
+}
+
+/// One page of a user's persisted events, newest first.
+#[derive(Debug, Clone)]
+pub struct EventPage {
+    pub events: Vec<StoredEvent>,
+    pub next: Option<PageCursor>,
+}
+
+/// A message the consumers (or the relay) gave up on.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct DeadLetter {
+    pub id: Uuid,
+    pub event_id: Option<String>,
+    pub routing_key: String,
+    pub queue: String,
+    pub attempts: i32,
+    pub last_error: String,
+    pub body: Vec<u8>,
+    pub failed_at: OffsetDateTime,
+    pub replayed_at: Option<OffsetDateTime>,
+}
+
+/// Which dead letters to list.
+#[derive(Debug, Clone, Default)]
+pub struct DeadLetterFilter {
+    pub routing_key: Option<String>,
+    pub replayed: Option<bool>,
+    /// Only those that failed before this one (newest first paging).
+    pub before: Option<(OffsetDateTime, Uuid)>,
+}
+
+/// Where the next page starts in a newest-first listing: just after the row with this
+/// time and id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageCursor {
+    at_micros: i64,
+    pub id: Uuid,
+}
+
+impl PageCursor {
+    pub fn after(at: OffsetDateTime, id: Uuid) -> Self {
+        PageCursor {
+            at_micros: (at.unix_timestamp_nanos() / 1_000) as i64,
+            id,
+        }
+    }
+
+    /// The time and id this cursor points after, for the next page's query.
+    pub fn position(&self) -> Option<(OffsetDateTime, Uuid)> {
+        Some((self.at()?, self.id))
+    }
+
+    /// An opaque token for clients.
+    pub fn encode(&self) -> String {
+        URL_SAFE_NO_PAD.encode(format!("{}.{}", self.at_micros, self.id))
+    }
+
+    pub fn decode(token: &str) -> Option<Self> {
+        let text = String::from_utf8(URL_SAFE_NO_PAD.decode(token).ok()?).ok()?;
+        let (micros, id) = text.split_once('.')?;
+        Some(PageCursor {
+            at_micros: micros.parse().ok()?,
+            id: id.parse().ok()?,
+        })
+    }
+
+    pub fn at(&self) -> Option<OffsetDateTime> {
+        OffsetDateTime::from_unix_timestamp_nanos(i128::from(self.at_micros) * 1_000).ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_reject_garbage() {
+        let cursor = PageCursor {
+            at_micros: 1_769_860_800_123_456,
+            id: Uuid::now_v7(),
+        };
+        assert_eq!(PageCursor::decode(&cursor.encode()), Some(cursor));
+        assert_eq!(PageCursor::decode("not-a-cursor"), None);
+        assert_eq!(PageCursor::decode(&URL_SAFE_NO_PAD.encode("12.nope")), None);
+    }
+}

@@ -1,0 +1,106 @@
+//! Dead letters for operators: listed with the error that sent each there, and replayed
+//! through the same publishing as any event (counted, held in the outbox while the broker
+//! is down, ordered behind the user's other events). Replaying twice publishes once.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::ports::{DeadLetterArchive, StoreError};
+use super::publish::{NotTaken, Publishing, ReceiptStatus, Republish};
+use super::records::{DeadLetter, DeadLetterFilter, PageCursor};
+use crate::domain::EventType;
+use crate::runtime::detached::{Panicked, finish_detached};
+
+/// Why a dead letter was not replayed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    #[error("no such dead letter")]
+    NotFound,
+    #[error("{0}: cannot replay")]
+    NotAnEventType(String),
+    #[error("this dead letter was already replayed")]
+    AlreadyReplayed,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    NotTaken(#[from] NotTaken),
+    #[error(transparent)]
+    Panicked(#[from] Panicked),
+}
+
+#[derive(Clone)]
+pub struct Replay {
+    pub letters: Arc<dyn DeadLetterArchive>,
+    pub publishing: Publishing,
+}
+
+impl Replay {
+    /// A page of dead letters, newest first, and where the next page starts.
+    pub async fn list(
+        &self,
+        filter: DeadLetterFilter,
+        limit: usize,
+    ) -> Result<(Vec<DeadLetter>, Option<PageCursor>), StoreError> {
+        let mut letters = self.letters.dead_letters(filter, limit as i64 + 1).await?;
+        let next = (letters.len() > limit)
+            .then(|| {
+                letters
+                    .get(limit - 1)
+                    .map(|l| PageCursor::after(l.failed_at, l.id))
+            })
+            .flatten();
+        letters.truncate(limit);
+        Ok((letters, next))
+    }
+
+    /// Publishes a dead letter again to its original routing key.
+    pub async fn replay(&self, id: Uuid) -> Result<ReceiptStatus, ReplayError> {
+        let letter = self
+            .letters
+            .dead_letter(id)
+            .await?
+            .ok_or(ReplayError::NotFound)?;
+        let event_type: EventType = letter
+            .routing_key
+            .parse()
+            .map_err(|error| ReplayError::NotAnEventType(format!("{error}")))?;
+        if !self.letters.claim_replay(id).await? {
+            return Err(ReplayError::AlreadyReplayed);
+        }
+        // Claimed: settle it even if the client goes away, or it would stay marked
+        // replayed without having been published.
+        let replay = self.clone();
+        finish_detached(async move {
+            let outcome = replay
+                .publishing
+                .republish(republished(event_type, letter))
+                .await;
+            if outcome.is_err() {
+                replay.letters.unclaim_replay(id).await?;
+            }
+            Ok(outcome?)
+        })
+        .await?
+    }
+}
+
+/// The letter as it went out first: same event id, body and correlation id.
+fn republished(event_type: EventType, letter: DeadLetter) -> Republish {
+    let body: Value = serde_json::from_slice(&letter.body).unwrap_or(Value::Null);
+    Republish {
+        id: letter
+            .event_id
+            .as_deref()
+            .and_then(|e| e.parse().ok())
+            .unwrap_or_else(Uuid::now_v7),
+        event_type,
+        correlation_id: body["metadata"]["correlationId"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+        user_id: body["data"]["userId"].as_str().map(str::to_owned),
+        body: letter.body,
+    }
+}

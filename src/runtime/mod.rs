@@ -1,0 +1,8 @@
+//! What every part of the gateway shares: the one backoff schedule, circuit breakers,
+//! work that must finish after its caller leaves, background workers, and the metrics.
+
+pub mod backoff;
+pub mod breaker;
+pub mod detached;
+pub mod metrics;
+pub mod worker;
