@@ -2,19 +2,22 @@
 
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
-# Dependencies first, so source changes do not rebuild them.
+# Dependencies first, so source changes do not rebuild them. Cargo reads every workspace
+# member's manifest and targets, so the bench crate is stubbed too (and its stubs stay:
+# only the gateway is built, but the second build loads the workspace again).
 COPY Cargo.toml Cargo.lock ./
-RUN mkdir -p src/bin/bench tests/api benches \
+COPY bench/Cargo.toml ./bench/
+RUN mkdir -p src tests/api bench/src bench/benches \
     && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
-    && echo 'fn main() {}' > src/bin/bench/main.rs \
     && echo 'fn main() {}' > tests/api/main.rs \
-    && echo 'fn main() {}' > benches/amqp_clients.rs \
-    && cargo build --release --locked --bin event-gateway \
+    && echo 'fn main() {}' > bench/src/main.rs \
+    && echo 'fn main() {}' > bench/benches/amqp_clients.rs \
+    && cargo build --release --locked -p event-gateway --bin event-gateway \
     && rm -rf src tests
 COPY src ./src
 COPY openapi ./openapi
 COPY migrations ./migrations
-RUN touch src/main.rs src/lib.rs && cargo build --release --locked --bin event-gateway
+RUN touch src/main.rs src/lib.rs && cargo build --release --locked -p event-gateway --bin event-gateway
 
 FROM debian:bookworm-slim
 RUN apt-get update \

@@ -14,7 +14,7 @@
 //! at the end gives the medians of the runs and the ratios amqprs / lapin.
 //!
 //! ```text
-//! cargo bench --bench amqp_clients -- --duration 5 --runs 3
+//! cargo bench -p event-gateway-bench --bench amqp_clients -- --duration 5 --runs 3
 //! ```
 //!
 //! Other flags: `--concurrency 32`, `--channels 1`,

@@ -1,0 +1,125 @@
+//! The values settings parse into: origins, secrets that stay out of logs, the closed
+//! choices, and the escaping that puts a secret into a URL.
+
+use std::fmt;
+use std::str::FromStr;
+
+use clap::ValueEnum;
+
+/// One `CORS_ORIGINS` entry: `*`, or a `scheme://host[:port]` origin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CorsOrigin(pub String);
+
+impl FromStr for CorsOrigin {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        // Browsers send origins lower-case and without a default port.
+        let origin = text.trim().trim_end_matches('/').to_ascii_lowercase();
+        let origin = origin
+            .strip_prefix("https://")
+            .and_then(|host| host.strip_suffix(":443"))
+            .map(|host| format!("https://{host}"))
+            .or_else(|| {
+                origin
+                    .strip_prefix("http://")
+                    .and_then(|host| host.strip_suffix(":80"))
+                    .map(|host| format!("http://{host}"))
+            })
+            .unwrap_or(origin);
+        let well_formed = origin == "*"
+            || origin.split_once("://").is_some_and(|(scheme, host)| {
+                matches!(scheme, "http" | "https")
+                    && !host.is_empty()
+                    && !host.contains(['/', ' ', ','])
+            });
+        if well_formed {
+            Ok(CorsOrigin(origin))
+        } else {
+            Err(format!(
+                "'{text}' is not an origin like https://game.example or http://localhost:3000"
+            ))
+        }
+    }
+}
+
+/// A value that must never reach a log line: its `Debug` prints a placeholder.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl FromStr for Secret {
+    type Err = String;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        if value.is_empty() {
+            Err("must not be empty".into())
+        } else {
+            Ok(Secret(value.to_owned()))
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum GatewayEnv {
+    Development,
+    Production,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+/// Escapes everything but RFC 3986's unreserved characters, for a URL's userinfo.
+pub(super) fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                char::from(b).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_do_not_show_in_debug_output() {
+        let secret: Secret = "hunter2".parse().unwrap();
+        assert!(!format!("{secret:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn cors_origins_are_read_as_browsers_send_them() {
+        let origin = |text: &str| text.parse::<CorsOrigin>().map(|o| o.0);
+        assert_eq!(
+            origin("HTTPS://Game.Example:443/"),
+            Ok("https://game.example".into())
+        );
+        assert_eq!(origin("http://localhost:80"), Ok("http://localhost".into()));
+        assert_eq!(
+            origin("http://localhost:3000"),
+            Ok("http://localhost:3000".into())
+        );
+        assert_eq!(origin("*"), Ok("*".into()));
+        for bad in ["game.example", "ftp://x", "https://", "https://a/b"] {
+            assert!(origin(bad).is_err(), "{bad}");
+        }
+    }
+}
