@@ -112,16 +112,7 @@ impl Topology {
                 .await?;
         }
         for binding in &self.queues {
-            channel
-                .queue_declare(
-                    binding.queue.as_str().into(),
-                    QueueDeclareOptions {
-                        durable: true,
-                        ..QueueDeclareOptions::default()
-                    },
-                    FieldTable::default(),
-                )
-                .await?;
+            declare_durable(channel, &binding.queue, FieldTable::default()).await?;
             channel
                 .queue_bind(
                     binding.queue.as_str().into(),
@@ -133,33 +124,44 @@ impl Topology {
                 .await?;
         }
         for retry in &self.retry_queues {
-            let mut arguments = FieldTable::default();
-            arguments.insert(
-                "x-message-ttl".into(),
-                AMQPValue::LongLongInt(retry.delay.as_millis() as i64),
-            );
-            // Expired messages go back, by the default exchange, to the queue they left.
-            arguments.insert(
-                "x-dead-letter-exchange".into(),
-                AMQPValue::LongString("".into()),
-            );
-            arguments.insert(
-                "x-dead-letter-routing-key".into(),
-                AMQPValue::LongString(retry.returns_to.as_str().into()),
-            );
-            channel
-                .queue_declare(
-                    retry.queue.as_str().into(),
-                    QueueDeclareOptions {
-                        durable: true,
-                        ..QueueDeclareOptions::default()
-                    },
-                    arguments,
-                )
-                .await?;
+            declare_durable(channel, &retry.queue, retry_arguments(retry)).await?;
         }
         Ok(())
     }
+}
+
+async fn declare_durable(
+    channel: &Channel,
+    queue: &str,
+    arguments: FieldTable,
+) -> lapin::Result<()> {
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..QueueDeclareOptions::default()
+    };
+    channel
+        .queue_declare(queue.into(), durable, arguments)
+        .await
+        .map(|_| ())
+}
+
+/// A retry queue holds a message for its delay, then hands it back, by the default
+/// exchange, to the queue it left.
+fn retry_arguments(retry: &RetryQueue) -> FieldTable {
+    let mut arguments = FieldTable::default();
+    arguments.insert(
+        "x-message-ttl".into(),
+        AMQPValue::LongLongInt(retry.delay.as_millis() as i64),
+    );
+    arguments.insert(
+        "x-dead-letter-exchange".into(),
+        AMQPValue::LongString("".into()),
+    );
+    arguments.insert(
+        "x-dead-letter-routing-key".into(),
+        AMQPValue::LongString(retry.returns_to.as_str().into()),
+    );
+    arguments
 }
 
 fn retry_queue_name(queue: &str, delay: Duration) -> String {

@@ -152,15 +152,7 @@ fn read(
     let Some(event_type) = check_type(&event_type, mode, &mut errors) else {
         return Err(CloudEventError::Invalid(errors));
     };
-    // In binary mode the body is `data`, so its errors point into the body.
-    let data_at = match mode {
-        Mode::Structured(at) => pointer_child(at, "data"),
-        Mode::Binary => String::new(),
-    };
-    let data = match data {
-        Some(data) => EventData::parse(event_type, data, &data_at),
-        None => Err(vec![FieldError::new(&data_at, "is required")]),
-    };
+    let data = parse_data(event_type, data, mode);
     match data {
         Ok(data) if errors.is_empty() => Ok(ValidEvent {
             id: event_id(&source, &id),
@@ -180,6 +172,23 @@ fn read(
             errors.extend(found);
             Err(CloudEventError::Invalid(errors))
         }
+    }
+}
+
+/// The event's `data`; in binary mode the body is `data`, so its errors point into the
+/// body.
+fn parse_data(
+    event_type: EventType,
+    data: Option<Value>,
+    mode: Mode<'_>,
+) -> Result<EventData, Vec<FieldError>> {
+    let data_at = match mode {
+        Mode::Structured(at) => pointer_child(at, "data"),
+        Mode::Binary => String::new(),
+    };
+    match data {
+        Some(data) => EventData::parse(event_type, data, &data_at),
+        None => Err(vec![FieldError::new(&data_at, "is required")]),
     }
 }
 

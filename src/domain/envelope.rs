@@ -46,29 +46,7 @@ impl ValidEvent {
         }
         let id = parse_id(object.get("id"), at, &mut errors);
         let correlation_id = parse_client_metadata(object.get("metadata"), at, &mut errors);
-        let event_type = match object.get("type") {
-            Some(Value::String(name)) => match name.parse::<EventType>() {
-                Ok(event_type) => Some(event_type),
-                Err(unknown) => {
-                    errors.push(FieldError::new(
-                        pointer_child(at, "type"),
-                        format!("{unknown}; expected one of {}", type_list()),
-                    ));
-                    None
-                }
-            },
-            Some(_) => {
-                errors.push(FieldError::new(
-                    pointer_child(at, "type"),
-                    "must be a string",
-                ));
-                None
-            }
-            None => {
-                errors.push(FieldError::new(pointer_child(at, "type"), "is required"));
-                None
-            }
-        };
+        let event_type = parse_type(object.get("type"), at, &mut errors);
         let data = object.remove("data");
         let data_at = pointer_child(at, "data");
         let data = match (event_type, data) {
@@ -111,6 +89,19 @@ pub fn derived_id(parts: &[&str]) -> Uuid {
 /// The spec's event names, for error messages.
 pub fn type_list() -> String {
     EventType::ALL.map(EventType::as_str).join(", ")
+}
+
+fn parse_type(value: Option<&Value>, at: &str, errors: &mut Vec<FieldError>) -> Option<EventType> {
+    let problem = match value {
+        Some(Value::String(name)) => match name.parse::<EventType>() {
+            Ok(event_type) => return Some(event_type),
+            Err(unknown) => format!("{unknown}; expected one of {}", type_list()),
+        },
+        Some(_) => "must be a string".to_owned(),
+        None => "is required".to_owned(),
+    };
+    errors.push(FieldError::new(pointer_child(at, "type"), problem));
+    None
 }
 
 fn parse_id(value: Option<&Value>, at: &str, errors: &mut Vec<FieldError>) -> Option<Uuid> {
