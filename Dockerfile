@@ -7,11 +7,11 @@ WORKDIR /src
 # only the gateway is built, but the second build loads the workspace again).
 COPY Cargo.toml Cargo.lock ./
 COPY bench/Cargo.toml ./bench/
-RUN mkdir -p src tests/api bench/src bench/benches \
+RUN mkdir -p src tests/api bench/src bench/benches/amqp_clients \
     && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
     && echo 'fn main() {}' > tests/api/main.rs \
     && echo 'fn main() {}' > bench/src/main.rs \
-    && echo 'fn main() {}' > bench/benches/amqp_clients.rs \
+    && echo 'fn main() {}' > bench/benches/amqp_clients/main.rs \
     && cargo build --release --locked -p event-gateway --bin event-gateway \
     && rm -rf src tests
 COPY src ./src

@@ -12,6 +12,7 @@ use tracing::warn;
 use uuid::Uuid;
 
 use super::ports::{IdempotencyLedger, LedgerError};
+use super::records::{Claim, StoredAnswer, Ticket};
 use crate::runtime::detached::{Panicked, finish_detached};
 
 /// How long a duplicate waits for the first request's answer before it is told to retry.
@@ -20,36 +21,6 @@ const POLL: Duration = Duration::from_millis(25);
 
 /// The status kept with a first answer: every answer kept is an acceptance.
 const ACCEPTED: u16 = 202;
-
-/// The first answer, as the client got it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct StoredAnswer {
-    pub status: u16,
-    pub body: Value,
-}
-
-/// What a ledger says to a request that presents a key.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Claim {
-    /// This request is the first: it runs, then records its answer.
-    Owned,
-    /// An earlier request answered this.
-    Answered(StoredAnswer),
-    /// An earlier request with this key is still running.
-    InProgress,
-    /// The key was used with another request body.
-    Mismatch,
-}
-
-/// One request's claim on a key: who, which key, the hash of its body, and a token only
-/// this request knows (so a claim that expired and was taken over is never overwritten).
-#[derive(Debug, Clone)]
-pub struct Ticket {
-    pub principal: String,
-    pub key: String,
-    pub hash: Vec<u8>,
-    pub token: Uuid,
-}
 
 /// Where a request's idempotency key came from; named when a key is reused wrongly.
 #[derive(Debug, Clone)]

@@ -8,11 +8,10 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use uuid::Uuid;
 
-use super::idempotency::{Claim, StoredAnswer, Ticket};
-use super::rate_limit::{GcraReply, GcraRequest};
 use super::records::{
-    CacheStats, DeadLetter, DeadLetterFilter, EventPage, OutgoingMessage, Owner, PageCursor,
-    PendingEvent, QueueDepth, StoredEvent,
+    CacheStats, Claim, DeadLetter, DeadLetterFilter, EventPage, GcraReply, GcraRequest,
+    OutgoingMessage, Owner, PageCursor, PendingEvent, QueueDepth, StoredAnswer, StoredEvent,
+    Ticket,
 };
 use crate::runtime::breaker::CircuitState;
 use crate::runtime::metrics::PublishOutcome;

@@ -123,6 +123,59 @@ pub struct DeadLetterFilter {
     pub before: Option<(OffsetDateTime, Uuid)>,
 }
 
+/// The first answer, as the client got it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredAnswer {
+    pub status: u16,
+    pub body: Value,
+}
+
+/// What a ledger says to a request that presents a key.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Claim {
+    /// This request is the first: it runs, then records its answer.
+    Owned,
+    /// An earlier request answered this.
+    Answered(StoredAnswer),
+    /// An earlier request with this key is still running.
+    InProgress,
+    /// The key was used with another request body.
+    Mismatch,
+}
+
+/// One request's claim on a key: who, which key, the hash of its body, and a token only
+/// this request knows (so a claim that expired and was taken over is never overwritten).
+#[derive(Debug, Clone)]
+pub struct Ticket {
+    pub principal: String,
+    pub key: String,
+    pub hash: Vec<u8>,
+    pub token: Uuid,
+}
+
+/// One charge asked of the shared store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GcraRequest {
+    pub interval_micros: u64,
+    pub burst: u32,
+    pub cost: u32,
+    /// Events to take beyond `cost` if the budget holds them (a lease).
+    pub extra: u64,
+    /// Lapsed leased events to give back first.
+    pub refund: u64,
+}
+
+/// The store's answer: allowed, events remaining, microseconds until the budget is full
+/// and until this charge would pass, and how many events were taken in all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GcraReply {
+    pub allowed: bool,
+    pub remaining: u64,
+    pub reset: u64,
+    pub retry: u64,
+    pub taken: u64,
+}
+
 /// Where the next page starts in a newest-first listing: just after the row with this
 /// time and id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

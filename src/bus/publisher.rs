@@ -21,6 +21,7 @@ use super::link::{Link, supervise};
 use super::topology::Topology;
 use crate::app::ports::{EventBus, PublishError};
 use crate::app::records::{OutgoingMessage, QueueDepth};
+use crate::runtime::detached::finish_detached;
 use crate::runtime::metrics::Metrics;
 use crate::runtime::worker::Workers;
 
@@ -81,7 +82,7 @@ impl Publisher {
 
     /// Publishes persistent and mandatory, and returns once the broker confirmed it.
     pub async fn publish_confirmed(&self, message: OutgoingMessage) -> Result<(), PublishError> {
-        self.publish_all_in_order(vec![message])
+        self.publish_detached(vec![message])
             .await
             .pop()
             .unwrap_or(Err(PublishError::Unavailable(None)))
@@ -91,9 +92,9 @@ impl Publisher {
     /// they reach each queue in this order, then awaits all their confirms together. One
     /// outcome per message.
     ///
-    /// The work runs in its own task: if the caller stops waiting (confirm timeout, client
+    /// The work is detached: if the caller stops waiting (confirm timeout, client
     /// disconnect) the confirms are still awaited, so lapin never keeps an orphaned one.
-    async fn publish_all_in_order(
+    async fn publish_detached(
         &self,
         messages: Vec<OutgoingMessage>,
     ) -> Vec<Result<(), PublishError>> {
@@ -102,10 +103,11 @@ impl Publisher {
         let timeout = self.shared.settings.confirm_timeout;
         let abandoned = Arc::new(AtomicBool::new(false));
         let given_up = abandoned.clone();
-        let task = tokio::spawn(async move { publisher.send_in_order(messages, &given_up).await });
+        let work =
+            finish_detached(async move { publisher.send_in_order(messages, &given_up).await });
         let failed =
             |error: fn(Duration) -> PublishError| (0..count).map(|_| Err(error(timeout))).collect();
-        match tokio::time::timeout(timeout, task).await {
+        match tokio::time::timeout(timeout, work).await {
             Ok(Ok(outcomes)) => outcomes,
             Ok(Err(_panicked)) => failed(|_| PublishError::Unavailable(None)),
             Err(_elapsed) => {
@@ -233,7 +235,7 @@ impl EventBus for Publisher {
         &self,
         messages: Vec<OutgoingMessage>,
     ) -> Vec<Result<(), PublishError>> {
-        self.publish_all_in_order(messages).await
+        self.publish_detached(messages).await
     }
 
     #[instrument(skip_all)]

@@ -14,8 +14,8 @@ use serde_json::{Value, json};
 use tracing::instrument;
 
 use super::{Cache, cache_error};
-use crate::app::idempotency::{Claim, StoredAnswer, Ticket};
 use crate::app::ports::{IdempotencyLedger, LedgerError};
+use crate::app::records::{Claim, StoredAnswer, Ticket};
 
 /// A claim with no answer after this belongs to a process that died: it expires and the
 /// sender's next retry runs.

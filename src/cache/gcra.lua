@@ -6,7 +6,7 @@
 -- ARGV[5]: refund (leased events that lapsed unspent, given back first).
 -- Returns {allowed (0/1), remaining, reset (us until the budget is full),
 -- retry after (us), events taken (cost plus the lease; 0 when refused)}.
--- Keep in step with `gcra` in src/rate_limit.rs, the in-process fallback (which has no
+-- Keep in step with `gcra` in src/app/rate_limit/gcra.rs, the in-process fallback (which has no
 -- leases, so no refunds).
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])

@@ -9,7 +9,7 @@ use tracing::instrument;
 
 use super::{Cache, cache_error};
 use crate::app::ports::{CacheError, LimiterStore};
-use crate::app::rate_limit::{GcraReply, GcraRequest};
+use crate::app::records::{GcraReply, GcraRequest};
 
 static SCRIPT: LazyLock<redis::Script> =
     LazyLock::new(|| redis::Script::new(include_str!("gcra.lua")));

@@ -16,6 +16,7 @@ use super::error::{ApiError, Problem, set_rate_limit_headers};
 use super::extract::{Caller, CloudEventHeaders, CorrelationHeader, JsonBody, MediaType};
 use super::idempotency::IdempotencyHeader;
 use super::responses::{BodyTooLarge, Malformed, NotJson, RateLimited, SlowBody, Unauthorized};
+use crate::app::Keyed;
 use crate::app::idempotency::IdempotencyKey;
 use crate::app::publish::{BatchReceipt, Receipt};
 use crate::app::rate_limit::Budget;
@@ -87,18 +88,11 @@ async fn publish_event(
             request,
         )
     };
-    caller
-        .authorize_publish(event.event_type, event.data.user_id())
-        .map_err(ApiError::forbidden)?;
     let key = IdempotencyKey::for_event(idempotency, event.id_given.then_some(event.id));
     let correlation_id = header
         .or_else(|| event.correlation_id.clone())
         .unwrap_or_else(new_correlation_id);
-    let answer = state
-        .app
-        .publish_event(caller, event, correlation_id, key.zip(request))
-        .await?;
-    Ok(answer.into_response())
+    publish_one(state, caller, event, correlation_id, key.zip(request)).await
 }
 
 /// Publish one event of the given type; the body is its `data`.
@@ -163,14 +157,25 @@ async fn publish_typed_event(
                 .collect(),
         )
     })?;
+    let correlation_id = header.unwrap_or_else(new_correlation_id);
+    let key = IdempotencyKey::from_header(idempotency);
+    publish_one(state, caller, event, correlation_id, key.zip(request)).await
+}
+
+/// Publishes one event the caller may publish (checked here), once per key.
+async fn publish_one(
+    state: AppState,
+    caller: Principal,
+    event: ValidEvent,
+    correlation_id: String,
+    key: Keyed,
+) -> Result<Response, ApiError> {
     caller
         .authorize_publish(event.event_type, event.data.user_id())
         .map_err(ApiError::forbidden)?;
-    let correlation_id = header.unwrap_or_else(new_correlation_id);
-    let key = IdempotencyKey::from_header(idempotency);
     let answer = state
         .app
-        .publish_event(caller, event, correlation_id, key.zip(request))
+        .publish_event(caller, event, correlation_id, key)
         .await?;
     Ok(answer.into_response())
 }

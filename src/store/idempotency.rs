@@ -6,8 +6,8 @@ use serde_json::Value;
 use tracing::instrument;
 
 use super::{Store, StoreError};
-use crate::app::idempotency::{Claim, StoredAnswer, Ticket};
 use crate::app::ports::{IdempotencyLedger, LedgerError};
+use crate::app::records::{Claim, StoredAnswer, Ticket};
 
 /// A claim older than this with no answer belongs to a process that died: take it over.
 const ABANDONED_AFTER_SECS: f64 = 60.0;

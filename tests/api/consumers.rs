@@ -299,3 +299,62 @@ async fn a_poison_message_is_dead_lettered_at_once() {
     .await;
     assert_eq!(status, 403, "dead letters need the admin scope");
 }
+
+#[tokio::test]
+async fn a_replay_while_the_broker_is_down_is_held_in_the_outbox_and_published_on_its_return() {
+    let (app, broker) = spawn_app_behind_proxy().await;
+    let (letter, event_id) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
+    let body = json!({
+        "id": event_id,
+        "type": "quest.started",
+        "data": {"questId": "quest-1", "userId": "user-1"},
+        "metadata": {"correlationId": "corr-replayed", "userId": "user-1"},
+    });
+    sqlx::query(
+        "INSERT INTO dead_letters (id, event_id, routing_key, queue, attempts, last_error, body)
+         VALUES ($1, $2, 'quest.started', 'quest_events', 3, 'redis: down', $3)",
+    )
+    .bind(letter)
+    .bind(event_id.to_string())
+    .bind(body.to_string().into_bytes())
+    .execute(&app.db().await)
+    .await
+    .unwrap();
+
+    broker.cut().await;
+    let response = replay(&app, &letter.to_string()).await;
+    assert_eq!(response.status(), 202, "safe in the outbox");
+    let answer: Value = response.json().await.unwrap();
+    assert_eq!(answer["status"], "queued");
+    let text = app.get("/metrics").await.text().await.unwrap();
+    assert_eq!(
+        metric(
+            &text,
+            r#"gateway_events_published_total{outcome="queued",type="quest.started"}"#
+        ),
+        1.0,
+        "a replay is counted like any event"
+    );
+    assert_eq!(
+        problem(replay(&app, &letter.to_string()).await).await.0,
+        409,
+        "claimed once, even while it waits"
+    );
+
+    broker.restore();
+    // The gateway reconnects, then the relay publishes what the outbox holds.
+    let queue = app.queue("quest");
+    eventually(Duration::from_secs(20), || async {
+        app.depth(&queue).await == 1
+    })
+    .await;
+    let message = app.next_message(&queue).await;
+    let message_id = message
+        .properties
+        .message_id()
+        .as_ref()
+        .map(|id| id.to_string());
+    assert_eq!(message_id, Some(event_id.to_string()), "the same event id");
+    let published: Value = serde_json::from_slice(&message.data).unwrap();
+    assert_eq!(published, body, "the same envelope");
+}

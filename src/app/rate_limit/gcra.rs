@@ -6,29 +6,6 @@ use std::time::{Duration, Instant};
 
 use super::{Decision, LOCAL_SWEEP_AT, Policy};
 
-/// One charge asked of the shared store.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct GcraRequest {
-    pub interval_micros: u64,
-    pub burst: u32,
-    pub cost: u32,
-    /// Events to take beyond `cost` if the budget holds them (a lease).
-    pub extra: u64,
-    /// Lapsed leased events to give back first.
-    pub refund: u64,
-}
-
-/// The store's answer: allowed, events remaining, microseconds until the budget is full
-/// and until this charge would pass, and how many events were taken in all.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct GcraReply {
-    pub allowed: bool,
-    pub remaining: u64,
-    pub reset: u64,
-    pub retry: u64,
-    pub taken: u64,
-}
-
 /// The GCRA step shared by both stores: `tat` is the theoretical arrival time of the
 /// caller's next event, in microseconds on some clock where `now` is also read. When
 /// `cost` fits, up to `extra` more events are taken with it, as far as the budget holds

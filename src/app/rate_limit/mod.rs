@@ -20,11 +20,11 @@ use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
 
-pub use gcra::{GcraReply, GcraRequest};
 use gcra::{LocalBudgets, decision};
 use lease::{LEASE_WINDOW, Lease};
 
 use super::ports::LimiterStore;
+use super::records::{GcraReply, GcraRequest};
 use crate::runtime::metrics::{LimitStore, Metrics};
 
 /// Local budgets kept before idle ones are swept, so the map cannot grow without bound.
