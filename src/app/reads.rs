@@ -72,6 +72,15 @@ pub struct EventList {
     pub next_cursor: Option<String>,
 }
 
+/// Why a page could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the page could not be encoded")]
+    Encode(#[source] serde_json::Error),
+}
+
 /// Which page of a user's events.
 pub struct UserEventsQuery {
     pub user_id: String,
@@ -107,7 +116,7 @@ impl Reads {
     }
 
     /// The page as JSON, from the cache when it holds it.
-    pub async fn user_events(&self, query: UserEventsQuery) -> Result<String, StoreError> {
+    pub async fn user_events(&self, query: UserEventsQuery) -> Result<String, ReadError> {
         let field = format!(
             "type={}&limit={}&cursor={}",
             query.event_type.map_or("", EventType::as_str),
@@ -134,8 +143,7 @@ impl Reads {
                 .collect(),
             next_cursor: page.next.map(|c| c.encode()),
         };
-        let json = serde_json::to_string(&list)
-            .map_err(|error| StoreError::Unavailable(Arc::new(error)))?;
+        let json = serde_json::to_string(&list).map_err(ReadError::Encode)?;
         // A page with an event still on its way would go stale when it is published.
         if list.events.iter().all(PersistedEvent::is_final) {
             self.cache

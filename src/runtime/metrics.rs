@@ -199,11 +199,15 @@ impl Metrics {
             .inc();
     }
 
-    /// Counts a message a consumer finished with, and its retry or dead letter.
-    pub fn message_consumed(&self, queue: &str, outcome: ConsumeOutcome, seconds: f64) {
+    /// How long a consumer took to handle a message (before any retry or dead letter).
+    pub fn message_handled(&self, queue: &str, seconds: f64) {
         self.processing_seconds
             .with_label_values(&[queue])
             .observe(seconds);
+    }
+
+    /// Counts a message a consumer finished with, and its retry or dead letter.
+    pub fn message_consumed(&self, queue: &str, outcome: ConsumeOutcome) {
         self.events_consumed
             .with_label_values(&[queue, outcome.as_str()])
             .inc();

@@ -26,7 +26,6 @@ impl EventArchive for Store {
         .await
     }
 
-    /// A user's events, newest first; `limit` is the page size.
     #[instrument(skip_all)]
     async fn user_events(
         &self,

@@ -1,8 +1,6 @@
 //! Group commit: one task takes every write waiting in its queue and commits them in one
 //! transaction, so throughput is not one fsync per request.
 
-use std::sync::Arc;
-
 use sqlx::{PgPool, Postgres, Transaction};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -156,7 +154,7 @@ async fn commit_one_by_one(pool: &PgPool, holds: Vec<PendingHold>, confirmed: &[
         let rows: Vec<(&PendingEvent, Owner)> = events.iter().map(|e| (e, owner)).collect();
         let outcome = commit_round(pool, &rows, &[])
             .await
-            .map_err(|error| StoreError::Unavailable(Arc::new(error)));
+            .map_err(StoreError::from);
         let _ = answer.send(outcome);
     }
 }

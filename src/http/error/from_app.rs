@@ -5,6 +5,7 @@ use crate::app::idempotency::OnceError;
 use crate::app::ports::LedgerError;
 use crate::app::publish::{BatchNotTaken, NotTaken};
 use crate::app::rate_limit::ChargeRefused;
+use crate::app::reads::ReadError;
 use crate::app::replay::ReplayError;
 use crate::app::webhooks::WebhookRefused;
 use crate::domain::FieldError;
@@ -95,6 +96,15 @@ impl From<ReplayError> for ApiError {
             ReplayError::Store(error) => ApiError::StoreUnavailable(error),
             ReplayError::NotTaken(source) => source.into(),
             ReplayError::Panicked(panicked) => panicked.into(),
+        }
+    }
+}
+
+impl From<ReadError> for ApiError {
+    fn from(error: ReadError) -> Self {
+        match error {
+            ReadError::Store(error) => ApiError::StoreUnavailable(error),
+            ReadError::Encode(error) => ApiError::Internal(error.into()),
         }
     }
 }

@@ -148,6 +148,8 @@ impl Consumers {
         tracing::Span::current().record("attempt", attempt);
         let started = Instant::now();
         let outcome = self.invalidator.handle(&delivery.data).await;
+        let seconds = started.elapsed().as_secs_f64();
+        self.metrics.message_handled(queue, seconds);
         let (retry_after, error) = match &outcome {
             Ok(_) => (None, String::new()),
             Err(HandleError::Transient(error)) => {
@@ -173,8 +175,7 @@ impl Consumers {
         };
         match settled {
             Ok(outcome) => {
-                let seconds = started.elapsed().as_secs_f64();
-                self.metrics.message_consumed(queue, outcome, seconds);
+                self.metrics.message_consumed(queue, outcome);
                 consume::ack(&delivery).await;
             }
             Err(error) => {
