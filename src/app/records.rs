@@ -1,8 +1,6 @@
 //! The plain data that crosses the ports: what the application hands the adapters and
 //! gets back from them. No behaviour beyond encoding a page cursor.
 
-use std::time::Duration;
-
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Serialize;
@@ -79,11 +77,8 @@ pub enum Owner {
     Relay,
 }
 
-/// How long a request may take to publish its own row before the relay may.
-pub const REQUEST_LEASE: Duration = Duration::from_secs(30);
-
 /// A persisted event and its delivery state.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct StoredEvent {
     pub id: Uuid,
     pub user_id: Option<String>,
@@ -101,7 +96,7 @@ pub struct EventPage {
 }
 
 /// A message the consumers (or the relay) gave up on.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct DeadLetter {
     pub id: Uuid,
     pub event_id: Option<String>,

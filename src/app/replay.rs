@@ -55,8 +55,17 @@ impl Replay {
         Ok((letters, next))
     }
 
-    /// Publishes a dead letter again to its original routing key.
+    /// Publishes a dead letter again to its original routing key: `Published`, or
+    /// `Queued` when the outbox holds it (the broker is down, or the outbox still owes the
+    /// broker earlier events).
     pub async fn replay(&self, id: Uuid) -> Result<ReceiptStatus, ReplayError> {
+        // Detached from the claim on: once claimed it must be published or unclaimed even
+        // if the client goes away, or it would stay marked replayed, never published.
+        let replay = self.clone();
+        finish_detached(async move { replay.claim_and_publish(id).await }).await?
+    }
+
+    async fn claim_and_publish(&self, id: Uuid) -> Result<ReceiptStatus, ReplayError> {
         let letter = self
             .letters
             .dead_letter(id)
@@ -69,20 +78,16 @@ impl Replay {
         if !self.letters.claim_replay(id).await? {
             return Err(ReplayError::AlreadyReplayed);
         }
-        // Claimed: settle it even if the client goes away, or it would stay marked
-        // replayed without having been published.
-        let replay = self.clone();
-        finish_detached(async move {
-            let outcome = replay
-                .publishing
-                .republish(republished(event_type, letter))
-                .await;
-            if outcome.is_err() {
-                replay.letters.unclaim_replay(id).await?;
+        let republish = republished(event_type, letter);
+        match self.publishing.republish(republish).await {
+            Ok(status) => Ok(status),
+            // Its row is still in the outbox: it goes out from there.
+            Err(NotTaken::Duplicate) => Ok(ReceiptStatus::Queued),
+            Err(error) => {
+                self.letters.unclaim_replay(id).await?;
+                Err(error.into())
             }
-            Ok(outcome?)
-        })
-        .await?
+        }
     }
 }
 

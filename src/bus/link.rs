@@ -33,7 +33,7 @@ impl Link {
 
 /// Keeps one healthy link in `shared.link` until `stop`.
 pub(super) async fn supervise(shared: Arc<Shared>, stop: CancellationToken) {
-    let mut reconnect = Reconnect::new("the broker", Backoff::RECONNECT);
+    let mut reconnect = Reconnect::new("cannot reach the broker", Backoff::RECONNECT);
     while !stop.is_cancelled() {
         match connect(&shared.settings).await {
             Ok(link) => {

@@ -11,5 +11,5 @@ pub mod publisher;
 pub mod topology;
 
 pub use crate::app::ports::PublishError;
-pub use publisher::{BusSettings, Publisher, confirmation_outcome};
+pub use publisher::{BusSettings, Publisher};
 pub use topology::Topology;

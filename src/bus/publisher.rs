@@ -52,7 +52,8 @@ pub struct Publisher {
 impl Publisher {
     /// Starts the supervisor that connects (and reconnects) in the background; publishing
     /// answers [`PublishError::Unavailable`] until the first connection is up.
-    /// The connection closes when `workers` stop, once the callers are done.
+    /// The connection closes when `workers` stop (the gateway stops them once the requests
+    /// and the other workers are done).
     pub fn start(settings: BusSettings, metrics: Arc<Metrics>, workers: &Workers) -> Self {
         let shared = Arc::new(Shared {
             in_flight: Semaphore::new(settings.max_in_flight as usize),

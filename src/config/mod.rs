@@ -174,8 +174,9 @@ pub struct Settings {
     #[arg(long, env = "RETRY_MAX_ATTEMPTS", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=20), global = true)]
     pub retry_max_attempts: u32,
 
-    /// Wait before the first retry; each next one waits twice as long.
-    #[arg(long, env = "RETRY_INITIAL_DELAY", default_value = "1s", value_parser = humantime::parse_duration, global = true)]
+    /// Wait before the first retry; each next one waits twice as long. Above zero: a
+    /// retry without a wait would spin on a dependency that is down.
+    #[arg(long, env = "RETRY_INITIAL_DELAY", default_value = "1s", value_parser = values::positive_duration, global = true)]
     pub retry_initial_delay: Duration,
 
     /// Longest wait between retries.

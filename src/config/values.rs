@@ -84,6 +84,15 @@ pub enum LogFormat {
 }
 
 /// Escapes everything but RFC 3986's unreserved characters, for a URL's userinfo.
+/// A duration above zero, written as humantime reads it (`500ms`, `2s`).
+pub(super) fn positive_duration(text: &str) -> Result<std::time::Duration, String> {
+    match humantime::parse_duration(text) {
+        Ok(duration) if duration.is_zero() => Err("must be longer than zero".into()),
+        Ok(duration) => Ok(duration),
+        Err(error) => Err(error.to_string()),
+    }
+}
+
 pub(super) fn percent_encode(text: &str) -> String {
     text.bytes()
         .map(|b| match b {
@@ -98,6 +107,16 @@ pub(super) fn percent_encode(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_retry_delay_must_be_above_zero() {
+        assert_eq!(
+            positive_duration("250ms"),
+            Ok(std::time::Duration::from_millis(250))
+        );
+        assert!(positive_duration("0s").is_err());
+        assert!(positive_duration("soon").is_err());
+    }
 
     #[test]
     fn secrets_do_not_show_in_debug_output() {

@@ -70,8 +70,8 @@ pub struct DeadLetterList {
 #[serde(rename_all = "camelCase")]
 pub struct Replayed {
     pub id: Uuid,
-    /// `replayed` (the broker confirmed it), or `queued` (held in the outbox while the
-    /// broker is unreachable; published when it returns).
+    /// `replayed` (the broker confirmed it), or `queued` (held in the outbox, published by
+    /// the relay: the broker is unreachable, or the outbox still owes it earlier events).
     #[schema(example = "replayed")]
     pub status: &'static str,
 }
@@ -138,14 +138,14 @@ async fn list_dead_letters(
     tag = "dead letters",
     params(("id" = Uuid, Path, description = "The dead letter's id")),
     responses(
-        (status = 202, description = "The broker confirmed the replayed event, or it is held in the outbox until the broker returns", body = Replayed),
+        (status = 202, description = "The broker confirmed the replayed event, or it is held in the outbox for the relay", body = Replayed),
         Unauthorized,
         RateLimited,
         (status = 403, description = "The token lacks the admin scope", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such dead letter", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Already replayed", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Its routing key is not an event type, so it cannot be replayed", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The broker or the database is unavailable; not replayed", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The database is unavailable; not replayed", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
 )]

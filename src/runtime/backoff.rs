@@ -1,5 +1,6 @@
-//! The one backoff schedule: a first wait that doubles after every failure, up to a cap.
-//! Consumer retries, the outbox relay and every reconnect loop use it.
+//! The one backoff schedule type: a first wait that doubles after every failure, up to a
+//! cap. Consumer retries and the outbox relay's retries use it with the `RETRY_*`
+//! settings; every reconnect loop uses it with [`Backoff::RECONNECT`].
 
 use std::time::Duration;
 
@@ -54,7 +55,7 @@ impl RetryPolicy {
     }
 }
 
-/// A reconnect loop's memory of how often in a row it failed.
+/// A reconnect loop's memory of how often in a row it failed, and what it logs then.
 pub struct Reconnect {
     what: &'static str,
     schedule: Backoff,
@@ -82,7 +83,7 @@ impl Reconnect {
         warn!(
             error = format!("{error:#}"),
             retry_in_ms = delay.as_millis() as u64,
-            "{} unreachable",
+            "{}",
             self.what
         );
         tokio::select! {

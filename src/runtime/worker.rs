@@ -1,7 +1,8 @@
 //! Background workers, one shape for all: each is started with a name into a group, ends
 //! when the group's cancellation token is cancelled, and is joined when the group stops.
 //! The gateway keeps two groups, stopped in turn: the workers that feed the connections
-//! (relay, consumers, gauges), then the connections themselves (broker, group commit).
+//! (relay, consumers, gauges), then the connections themselves (the broker connection,
+//! the database preparation, group commit).
 
 use std::sync::Mutex;
 

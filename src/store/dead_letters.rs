@@ -1,12 +1,30 @@
 //! Dead letters: recorded by the dead-letter consumer, listed and replayed by operators.
 
 use async_trait::async_trait;
+use sqlx::postgres::PgRow;
+use sqlx::{FromRow, Row};
 use tracing::instrument;
 use uuid::Uuid;
 
 use super::{Store, StoreError};
 use crate::app::ports::DeadLetterArchive;
 use crate::app::records::{DeadLetter, DeadLetterFilter};
+
+impl<'r> FromRow<'r, PgRow> for DeadLetter {
+    fn from_row(row: &'r PgRow) -> sqlx::Result<Self> {
+        Ok(DeadLetter {
+            id: row.try_get("id")?,
+            event_id: row.try_get("event_id")?,
+            routing_key: row.try_get("routing_key")?,
+            queue: row.try_get("queue")?,
+            attempts: row.try_get("attempts")?,
+            last_error: row.try_get("last_error")?,
+            body: row.try_get("body")?,
+            failed_at: row.try_get("failed_at")?,
+            replayed_at: row.try_get("replayed_at")?,
+        })
+    }
+}
 
 const COLUMNS: &str =
     "id, event_id, routing_key, queue, attempts, last_error, body, failed_at, replayed_at";

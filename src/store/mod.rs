@@ -223,9 +223,14 @@ pub async fn migrate(url: &str) -> anyhow::Result<()> {
 }
 
 async fn prepare_until_ready(store: Store, url: String, stop: CancellationToken) {
-    let mut reconnect = Reconnect::new("the database", Backoff::RECONNECT);
+    let mut reconnect = Reconnect::new("database not ready", Backoff::RECONNECT);
     loop {
-        match migrate(&url).await {
+        let migrated = tokio::select! {
+            migrated = migrate(&url) => migrated,
+            // A migration cut short is rolled back with its connection.
+            () = stop.cancelled() => return,
+        };
+        match migrated {
             Ok(()) => {
                 store.ready.store(true, Ordering::Release);
                 info!("database ready");

@@ -1,12 +1,27 @@
 //! Reading critical events back: by id, and a user's newest first with a stable cursor.
 
 use async_trait::async_trait;
+use sqlx::postgres::PgRow;
+use sqlx::{FromRow, Row};
 use tracing::instrument;
 use uuid::Uuid;
 
 use super::{Store, StoreError};
 use crate::app::ports::EventArchive;
 use crate::app::records::{EventPage, PageCursor, StoredEvent};
+
+impl<'r> FromRow<'r, PgRow> for StoredEvent {
+    fn from_row(row: &'r PgRow) -> sqlx::Result<Self> {
+        Ok(StoredEvent {
+            id: row.try_get("id")?,
+            user_id: row.try_get("user_id")?,
+            envelope: row.try_get("envelope")?,
+            state: row.try_get("state")?,
+            accepted_at: row.try_get("accepted_at")?,
+            published_at: row.try_get("published_at")?,
+        })
+    }
+}
 
 const COLUMNS: &str = "id, user_id, envelope, state, accepted_at, published_at";
 

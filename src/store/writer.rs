@@ -1,6 +1,8 @@
 //! Group commit: one task takes every write waiting in its queue and commits them in one
 //! transaction, so throughput is not one fsync per request.
 
+use std::time::Duration;
+
 use sqlx::{PgPool, Postgres, Transaction};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -8,8 +10,11 @@ use tracing::{instrument, warn};
 use uuid::Uuid;
 
 use super::StoreError;
-use crate::app::records::{EventRecord, Owner, PendingEvent, REQUEST_LEASE};
+use crate::app::records::{EventRecord, Owner, PendingEvent};
 use crate::runtime::worker::Workers;
+
+/// How long a request may take to publish its own row before the relay may.
+const REQUEST_LEASE: Duration = Duration::from_secs(30);
 
 /// A hold waiting for its round: the events, who publishes them, and where to answer.
 type PendingHold = (
@@ -87,7 +92,9 @@ async fn run(
             return;
         };
         let (holds, confirmed) = gather(first, &mut receiver, max_rows);
-        commit(&pool, holds, &confirmed).await;
+        // Stopping: a round that fails is not retried write by write, so a database that
+        // is down cannot hold up shutdown for long.
+        commit(&pool, holds, &confirmed, !stop.is_cancelled()).await;
     }
 }
 
@@ -119,8 +126,9 @@ fn gather(
     (holds, confirmed)
 }
 
-/// Commits one round and answers each hold with which of its events were new.
-async fn commit(pool: &PgPool, holds: Vec<PendingHold>, confirmed: &[Uuid]) {
+/// Commits one round and answers each hold with which of its events were new; after a
+/// failure, retries each hold on its own when `one_by_one`, else answers them all with it.
+async fn commit(pool: &PgPool, holds: Vec<PendingHold>, confirmed: &[Uuid], one_by_one: bool) {
     let rows: Vec<(&PendingEvent, Owner)> = holds
         .iter()
         .flat_map(|(events, owner, _)| events.iter().map(|event| (event, *owner)))
@@ -135,9 +143,16 @@ async fn commit(pool: &PgPool, holds: Vec<PendingHold>, confirmed: &[Uuid]) {
                 offset += count;
             }
         }
-        Err(error) => {
+        Err(error) if one_by_one => {
             warn!(%error, jobs = holds.len(), "group commit failed; retrying its writes one by one");
             commit_one_by_one(pool, holds, confirmed).await;
+        }
+        Err(error) => {
+            warn!(%error, jobs = holds.len(), "group commit failed while stopping");
+            let error = StoreError::from(error);
+            for (_, _, answer) in holds {
+                let _ = answer.send(Err(error.clone()));
+            }
         }
     }
 }

@@ -138,11 +138,6 @@ impl Publishing {
         }
     }
 
-    /// Whether the outbox relay has counted the outbox since start (readiness).
-    pub fn outbox_counted(&self) -> bool {
-        self.backlog.is_counted()
-    }
-
     /// Takes one event on behalf of `principal`; the answer only once it is safe.
     pub async fn accept_one(
         &self,

@@ -70,7 +70,7 @@ impl Consumers {
     }
 
     async fn supervise(self, stop: CancellationToken) {
-        let mut reconnect = Reconnect::new("consumers: the broker", Backoff::RECONNECT);
+        let mut reconnect = Reconnect::new("consumers cannot start", Backoff::RECONNECT);
         while !stop.is_cancelled() {
             let started = tokio::select! {
                 () = stop.cancelled() => return,
