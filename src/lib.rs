@@ -98,6 +98,8 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let verifier = verifier(&settings)?;
     let metrics = Arc::new(Metrics::new().context("registering metrics")?);
+    let family_queues = topology(&settings).family_queues().to_vec();
+    metrics.initialise(family_queues.iter().map(|binding| binding.queue.as_str()));
     // Stopped last: what the workers and requests publish and write through.
     let connections = Workers::default();
     let adapters = connect(&settings, &metrics, &connections)?;
@@ -156,6 +158,7 @@ fn connect(
         &settings.redis_url(),
         &settings.redis_key_prefix,
         breaker(Dependency::Redis),
+        metrics,
     )
     .context("REDIS_HOST/REDIS_PORT/REDIS_PASSWORD/REDIS_DB do not form a valid Redis URL")?;
     Ok(Adapters {

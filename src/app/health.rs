@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 
 use super::ports::{CacheProbe, EventBus, StoreProbe};
 use super::publish::Backlog;
-use super::records::QueueDepth;
+use super::records::{CacheLookups, QueueDepth};
 
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -26,7 +26,9 @@ pub struct RedisHealth {
     pub connected: bool,
     /// Redis `used_memory_human`, e.g. `1.2M`.
     pub used_memory: String,
-    /// keyspace hits / (hits + misses) since Redis started; 0 when nothing was looked up.
+    /// The gateway's own cached reads (an event, a page of a user's events) since it
+    /// started: hits / (hits + misses), a Redis that fails counting as a miss; 0 when
+    /// nothing was looked up.
     pub hit_rate: f64,
     /// The circuit breaker in front of Redis: `closed`, or `open` (failing fast).
     #[schema(example = "closed")]
@@ -105,7 +107,7 @@ impl Health {
         };
         let redis = RedisHealth {
             connected: redis.is_some(),
-            hit_rate: redis.as_ref().map_or(0.0, |stats| stats.hit_rate),
+            hit_rate: hit_rate(self.cache.lookups()),
             used_memory: redis.map(|stats| stats.used_memory).unwrap_or_default(),
             circuit: self.cache.circuit().as_str(),
         };
@@ -132,5 +134,26 @@ impl Health {
         } else {
             Readiness::Ready
         }
+    }
+}
+
+fn hit_rate(lookups: CacheLookups) -> f64 {
+    let total = lookups.hits + lookups.misses;
+    if total == 0 {
+        0.0
+    } else {
+        lookups.hits as f64 / total as f64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_hit_rate_is_zero_until_something_was_looked_up() {
+        assert_eq!(hit_rate(CacheLookups::default()), 0.0);
+        let lookups = CacheLookups { hits: 3, misses: 1 };
+        assert_eq!(hit_rate(lookups), 0.75);
     }
 }

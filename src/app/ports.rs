@@ -9,9 +9,9 @@ use async_trait::async_trait;
 use uuid::Uuid;
 
 use super::records::{
-    CacheStats, Claim, DeadLetter, DeadLetterFilter, EventPage, GcraReply, GcraRequest,
-    OutgoingMessage, Owner, PageCursor, PendingEvent, QueueDepth, StoredAnswer, StoredEvent,
-    Ticket,
+    CacheLookups, CacheStats, Claim, DeadLetter, DeadLetterFilter, EventPage, GcraReply,
+    GcraRequest, OutgoingMessage, Owner, PageCursor, PendingEvent, QueueDepth, StoredAnswer,
+    StoredEvent, Ticket,
 };
 use crate::runtime::breaker::CircuitState;
 use crate::runtime::metrics::PublishOutcome;
@@ -197,9 +197,11 @@ pub trait StoreProbe: Send + Sync {
     async fn ping(&self) -> Result<(), StoreError>;
 }
 
-/// Redis's health, for `/health`.
+/// Redis's health, and how the gateway's own cached reads fare, for `/health`.
 #[async_trait]
 pub trait CacheProbe: Send + Sync {
     fn circuit(&self) -> CircuitState;
     async fn stats(&self) -> Result<CacheStats, CacheError>;
+    /// The [`ReadCache`] lookups since start (a Redis that fails counts as a miss).
+    fn lookups(&self) -> CacheLookups;
 }

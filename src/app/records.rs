@@ -32,7 +32,13 @@ pub struct QueueDepth {
 #[derive(Debug, Clone, PartialEq)]
 pub struct CacheStats {
     pub used_memory: String,
-    pub hit_rate: f64,
+}
+
+/// The gateway's own cached reads since it started: found in Redis, or not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CacheLookups {
+    pub hits: u64,
+    pub misses: u64,
 }
 
 /// A critical event's row: what the receipt endpoints read back.

@@ -7,13 +7,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use prometheus::IntCounter;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tracing::{debug, instrument};
 use uuid::Uuid;
 
 use crate::app::ports::{CacheError, CacheProbe, ReadCache};
-use crate::app::records::CacheStats;
+use crate::app::records::{CacheLookups, CacheStats};
 use crate::runtime::breaker::{CircuitBreaker, CircuitState};
+use crate::runtime::metrics::{CacheLookup, Metrics};
 
 mod claims;
 mod limiter;
@@ -33,11 +35,19 @@ pub struct Cache {
     connection: ConnectionManager,
     prefix: String,
     breaker: Arc<CircuitBreaker>,
+    hits: IntCounter,
+    misses: IntCounter,
 }
 
 impl Cache {
-    /// Does not connect yet, so the gateway starts while Redis is down.
-    pub fn new(url: &str, prefix: &str, breaker: CircuitBreaker) -> redis::RedisResult<Self> {
+    /// Does not connect yet, so the gateway starts while Redis is down. Its cached reads
+    /// are counted in `metrics`.
+    pub fn new(
+        url: &str,
+        prefix: &str,
+        breaker: CircuitBreaker,
+        metrics: &Metrics,
+    ) -> redis::RedisResult<Self> {
         let client = redis::Client::open(url)?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(RESPONSE_TIMEOUT))
@@ -48,7 +58,18 @@ impl Cache {
             connection,
             prefix: prefix.to_owned(),
             breaker: Arc::new(breaker),
+            hits: metrics.cache_lookups(CacheLookup::Hit),
+            misses: metrics.cache_lookups(CacheLookup::Miss),
         })
+    }
+
+    /// Counts a cached read as a hit or a miss.
+    fn counted(&self, found: Option<String>) -> Option<String> {
+        match found {
+            Some(_) => self.hits.inc(),
+            None => self.misses.inc(),
+        }
+        found
     }
 
     /// Runs a call unless the circuit is open, and records how it went.
@@ -114,17 +135,16 @@ impl CacheProbe for Cache {
             .query_async(&mut connection)
             .await
             .map_err(cache_error)?;
-        let hits: u64 = info.get("keyspace_hits").unwrap_or(0);
-        let misses: u64 = info.get("keyspace_misses").unwrap_or(0);
-        let lookups = hits + misses;
         Ok(CacheStats {
             used_memory: info.get("used_memory_human").unwrap_or_default(),
-            hit_rate: if lookups == 0 {
-                0.0
-            } else {
-                hits as f64 / lookups as f64
-            },
         })
+    }
+
+    fn lookups(&self) -> CacheLookups {
+        CacheLookups {
+            hits: self.hits.get(),
+            misses: self.misses.get(),
+        }
     }
 }
 
@@ -136,7 +156,7 @@ impl ReadCache for Cache {
             .arg(self.user_events_key(user_id))
             .arg(query)
             .clone();
-        bypass_on_error(self.run(&command).await).flatten()
+        self.counted(bypass_on_error(self.run(&command).await).flatten())
     }
 
     #[instrument(skip_all)]
@@ -165,7 +185,8 @@ impl ReadCache for Cache {
 
     #[instrument(skip_all)]
     async fn event(&self, id: Uuid) -> Option<String> {
-        bypass_on_error(self.run(redis::cmd("GET").arg(self.event_key(id))).await).flatten()
+        let found = bypass_on_error(self.run(redis::cmd("GET").arg(self.event_key(id))).await);
+        self.counted(found.flatten())
     }
 
     #[instrument(skip_all)]

@@ -160,7 +160,19 @@ async fn request_timeout(
     }
 }
 
-/// Counts requests by method, matched route (never the raw path) and status.
+/// The route template a response is counted under, for a route that shares axum's route
+/// (and so its [`MatchedPath`]) with another method's; [`record_metrics`] prefers it.
+#[derive(Debug, Clone, Copy)]
+pub struct RouteLabel(pub &'static str);
+
+/// Labels every response of the route it is layered on (with
+/// `map_response_with_state(RouteLabel(..), count_as)`).
+pub async fn count_as(State(route): State<RouteLabel>, mut response: Response) -> Response {
+    response.extensions_mut().insert(route);
+    response
+}
+
+/// Counts requests by method, route template (never the raw path) and status.
 async fn record_metrics(
     State(metrics): State<Arc<Metrics>>,
     request: Request,
@@ -168,13 +180,17 @@ async fn record_metrics(
 ) -> Response {
     let started = Instant::now();
     let method = request.method().clone();
-    let route = request
+    let matched = request
         .extensions()
         .get::<MatchedPath>()
         .map_or("unmatched", |path| path.as_str())
         .to_owned();
     let response = next.run(request).await;
     let seconds = started.elapsed().as_secs_f64();
-    metrics.http_request(method.as_str(), &route, response.status().as_u16(), seconds);
+    let route = response
+        .extensions()
+        .get::<RouteLabel>()
+        .map_or(matched.as_str(), |label| label.0);
+    metrics.http_request(method.as_str(), route, response.status().as_u16(), seconds);
     response
 }

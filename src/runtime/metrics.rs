@@ -35,6 +35,11 @@ macro_rules! labels {
         #[derive(Debug, Clone, Copy, PartialEq, Eq)]
         pub enum $name { $($variant,)+ }
 
+        impl $name {
+            /// Every value, for the series exported at zero from the start.
+            pub const ALL: &[$name] = &[$($name::$variant,)+];
+        }
+
         impl Label for $name {
             fn as_str(self) -> &'static str {
                 match self { $($name::$variant => $text,)+ }
@@ -68,6 +73,14 @@ labels! {
 }
 
 labels! {
+    /// Whether a rate-limit decision let the request in.
+    LimitOutcome {
+        Allowed = "allowed",
+        Limited = "limited",
+    }
+}
+
+labels! {
     /// Who made a rate-limit decision: Redis, a lease this process holds, or this process
     /// alone while Redis is unreachable.
     LimitStore {
@@ -82,6 +95,14 @@ labels! {
     Dependency {
         Redis = "redis",
         Postgres = "postgres",
+    }
+}
+
+labels! {
+    /// Whether a cached read found its entry in Redis.
+    CacheLookup {
+        Hit = "hit",
+        Miss = "miss",
     }
 }
 
@@ -138,6 +159,20 @@ fn register<T: Declare>(
     Ok(metric)
 }
 
+/// `process_*` (CPU seconds, resident and virtual memory, open and maximum file
+/// descriptors, threads, start time) from the prometheus crate's collector, which reads
+/// `/proc` and so exists on Linux only.
+#[cfg(target_os = "linux")]
+fn register_process_collector(registry: &Registry) -> prometheus::Result<()> {
+    let collector = prometheus::process_collector::ProcessCollector::for_self();
+    registry.register(Box::new(collector))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn register_process_collector(_: &Registry) -> prometheus::Result<()> {
+    Ok(())
+}
+
 /// The metrics struct and its registration, from one list of `help, field, kind, name,
 /// labels`.
 macro_rules! declare_metrics {
@@ -150,6 +185,7 @@ macro_rules! declare_metrics {
         impl Metrics {
             pub fn new() -> prometheus::Result<Self> {
                 let registry = Registry::new();
+                register_process_collector(&registry)?;
                 Ok(Metrics {
                     $($field: register(&registry, $name, $help, &[$($($label),+)?])?,)+
                     registry,
@@ -186,6 +222,8 @@ declare_metrics! {
     circuit_open: IntGaugeVec = "gateway_circuit_open" ["dependency"];
     /// Rate-limit decisions by outcome and by where the budget was kept.
     rate_limit_decisions: IntCounterVec = "gateway_rate_limit_decisions_total" ["outcome", "store"];
+    /// The gateway's own cached reads by result; a Redis that fails counts as a miss.
+    cache_lookups: IntCounterVec = "gateway_cache_lookups_total" ["result"];
     /// HTTP requests by method, matched route and status.
     http_requests: IntCounterVec = "gateway_http_requests_total" ["method", "route", "status"];
     /// HTTP request latency by method and matched route.
@@ -193,6 +231,40 @@ declare_metrics! {
 }
 
 impl Metrics {
+    /// Creates, at zero, every labelled counter whose label values are known at start (and
+    /// the breaker gauges, closed), so that a rate or an alert sees 0 rather than nothing
+    /// until the first event. `queues` are the family queues the consumers count under,
+    /// known whether or not the consumers run.
+    pub fn initialise<'q>(&self, queues: impl IntoIterator<Item = &'q str>) {
+        for event_type in EventType::ALL {
+            for outcome in PublishOutcome::ALL {
+                self.events_published
+                    .with_label_values(&[event_type.as_str(), outcome.as_str()]);
+            }
+        }
+        for queue in queues {
+            for outcome in ConsumeOutcome::ALL {
+                self.events_consumed
+                    .with_label_values(&[queue, outcome.as_str()]);
+            }
+            self.events_failed.with_label_values(&[queue]);
+            self.event_retries.with_label_values(&[queue]);
+            self.processing_seconds.with_label_values(&[queue]);
+        }
+        for outcome in LimitOutcome::ALL {
+            for store in LimitStore::ALL {
+                self.rate_limit_decisions
+                    .with_label_values(&[outcome.as_str(), store.as_str()]);
+            }
+        }
+        for &dependency in Dependency::ALL {
+            self.circuit(dependency);
+        }
+        for &result in CacheLookup::ALL {
+            self.cache_lookups(result);
+        }
+    }
+
     pub fn event_published(&self, event_type: EventType, outcome: PublishOutcome) {
         self.events_published
             .with_label_values(&[event_type.as_str(), outcome.as_str()])
@@ -230,10 +302,19 @@ impl Metrics {
     }
 
     pub fn rate_limit_decision(&self, allowed: bool, store: LimitStore) {
-        let outcome = if allowed { "allowed" } else { "limited" };
+        let outcome = if allowed {
+            LimitOutcome::Allowed
+        } else {
+            LimitOutcome::Limited
+        };
         self.rate_limit_decisions
-            .with_label_values(&[outcome, store.as_str()])
+            .with_label_values(&[outcome.as_str(), store.as_str()])
             .inc();
+    }
+
+    /// The counter the read cache keeps for `result`.
+    pub fn cache_lookups(&self, result: CacheLookup) -> IntCounter {
+        self.cache_lookups.with_label_values(&[result.as_str()])
     }
 
     /// `route` is the matched route template, never the raw path.
@@ -252,5 +333,30 @@ impl Metrics {
         let mut buffer = Vec::new();
         TextEncoder::new().encode(&self.registry.gather(), &mut buffer)?;
         String::from_utf8(buffer).map_err(|e| prometheus::Error::Msg(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn initialised_series_are_exported_at_zero() {
+        let metrics = Metrics::new().unwrap();
+        metrics.initialise(["p.quest_events"]);
+        let text = metrics.render().unwrap();
+        for line in [
+            r#"gateway_events_published_total{outcome="duplicate",type="quest.started"} 0"#,
+            r#"gateway_events_consumed_total{outcome="retried",queue="p.quest_events"} 0"#,
+            r#"gateway_events_failed_total{queue="p.quest_events"} 0"#,
+            r#"gateway_event_retries_total{queue="p.quest_events"} 0"#,
+            r#"gateway_rate_limit_decisions_total{outcome="limited",store="lease"} 0"#,
+            r#"gateway_circuit_open{dependency="postgres"} 0"#,
+            r#"gateway_cache_lookups_total{result="miss"} 0"#,
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
+        }
+        assert!(text.contains("# TYPE process_cpu_seconds_total counter"));
+        assert!(text.contains("# TYPE process_resident_memory_bytes gauge"));
     }
 }

@@ -9,6 +9,7 @@ mod cors;
 mod docs;
 mod helpers;
 mod limits;
+mod operations;
 mod persistence;
 mod proxy;
 mod publish;
