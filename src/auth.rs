@@ -27,11 +27,12 @@ const VERIFIED_CAPACITY: usize = 10_000;
 /// array) are checked by the validation itself.
 #[derive(Debug, Deserialize)]
 struct Claims {
-    sub: String,
+    /// Required by the validation, which says so by name when it is missing.
+    sub: Option<String>,
     #[serde(default)]
     scope: String,
     /// Required and checked by the validation; read again to know how long to trust it.
-    exp: f64,
+    exp: Option<f64>,
 }
 
 /// A token that passed verification, until its `exp` (with the leeway) passes.
@@ -51,6 +52,46 @@ struct MintedClaims<'a> {
     iss: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     aud: Option<&'a str>,
+}
+
+/// Why a token was refused, in the caller's words: jsonwebtoken's own say
+/// `ExpiredSignature` or `JSON error: expected value at line 1 column 1`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct TokenRefused(String);
+
+impl TokenRefused {
+    fn new(token: &str, error: &jsonwebtoken::errors::Error) -> Self {
+        use jsonwebtoken::errors::ErrorKind as Kind;
+        let reason = match error.kind() {
+            Kind::ExpiredSignature => "the token has expired",
+            Kind::ImmatureSignature => "the token is not valid yet (its nbf is in the future)",
+            Kind::InvalidSignature => "the token's signature does not verify",
+            Kind::InvalidIssuer => "the token's issuer (iss) is not the one this gateway trusts",
+            Kind::InvalidAudience => "the token's audience (aud) does not name this gateway",
+            Kind::MissingRequiredClaim(claim) => {
+                return Self(format!("the token has no {claim} claim"));
+            }
+            Kind::InvalidClaimFormat(claim) => {
+                return Self(format!("the token's {claim} claim has the wrong type"));
+            }
+            Kind::InvalidAlgorithm | Kind::UnsupportedAlgorithm | Kind::InvalidAlgorithmName => {
+                "the token is signed with an algorithm this gateway does not accept"
+            }
+            // Well-formed JSON of the wrong shape: in the header, an `alg` such as `none`.
+            Kind::Json(json) if json.is_data() && jsonwebtoken::decode_header(token).is_err() => {
+                "the token's header names no algorithm this gateway accepts"
+            }
+            Kind::Json(json) if json.is_data() => {
+                "the token's claims have the wrong types (sub and scope are strings, exp a number)"
+            }
+            Kind::InvalidToken | Kind::Base64(_) | Kind::Utf8(_) | Kind::Json(_) => {
+                "the token is not a JWT (three base64url parts: header.claims.signature)"
+            }
+            _ => "the token cannot be verified with the configured key",
+        };
+        Self(reason.into())
+    }
 }
 
 /// Where the verification key came from.
@@ -129,23 +170,30 @@ impl TokenVerifier {
     }
 
     /// The principal a valid token speaks for; any failure is a reason to answer 401.
-    pub fn verify(&self, token: &str) -> Result<Principal, jsonwebtoken::errors::Error> {
+    pub fn verify(&self, token: &str) -> Result<Principal, TokenRefused> {
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         // The clock the validation reads `exp` on.
         let now = jsonwebtoken::get_current_timestamp();
         if let Some(principal) = self.recall(&digest, now) {
             return Ok(principal);
         }
-        let claims = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)?.claims;
-        if claims.sub.is_empty() || claims.sub.contains('\0') {
-            return Err(jsonwebtoken::errors::ErrorKind::InvalidSubject.into());
+        let claims = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
+            .map_err(|error| TokenRefused::new(token, &error))?
+            .claims;
+        let (Some(subject), Some(exp)) = (claims.sub, claims.exp) else {
+            return Err(TokenRefused("the token lacks its sub or exp claim".into()));
+        };
+        if subject.is_empty() || subject.contains('\0') {
+            return Err(TokenRefused(
+                "the token's subject (sub) is empty or holds a NUL".into(),
+            ));
         }
         let principal = Principal {
             scopes: Scopes::parse(&claims.scope),
-            subject: claims.sub,
+            subject,
         };
         // The validation let it through, so this is the same test it made of `exp`.
-        let valid_until = (claims.exp.max(0.0) as u64).saturating_add(CLOCK_LEEWAY_SECS);
+        let valid_until = (exp.max(0.0) as u64).saturating_add(CLOCK_LEEWAY_SECS);
         self.remember(digest, &principal, valid_until, now);
         Ok(principal)
     }
@@ -305,5 +353,55 @@ mod tests {
             assert!(verifier.verify(&forged).is_err());
         }
         assert!(verifier.verified.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn refusals_say_what_is_wrong_in_plain_words() {
+        use base64::Engine;
+        let (verifier, _) = pair();
+        let now = jsonwebtoken::get_current_timestamp();
+        let signed = |claims: serde_json::Value, secret: &str| {
+            let key = EncodingKey::from_secret(secret.as_bytes());
+            jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &key).expect("token")
+        };
+        let secret = "a-unit-test-secret-of-some-length";
+        let b64 = |text: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(text);
+        let cases = [
+            (
+                signed(serde_json::json!({"sub": "svc", "exp": now - 3600}), secret),
+                "the token has expired",
+            ),
+            (
+                signed(
+                    serde_json::json!({"sub": "svc", "exp": now + 60}),
+                    "another",
+                ),
+                "the token's signature does not verify",
+            ),
+            (
+                signed(serde_json::json!({"sub": "svc"}), secret),
+                "the token has no exp claim",
+            ),
+            (
+                signed(serde_json::json!({"sub": 7, "exp": now + 60}), secret),
+                "the token's claims have the wrong types (sub and scope are strings, exp a number)",
+            ),
+            (
+                format!("{}.{}.", b64(r#"{"alg":"none"}"#), b64(r#"{"sub":"svc"}"#)),
+                "the token's header names no algorithm this gateway accepts",
+            ),
+            (
+                "not.a.jwt".into(),
+                "the token is not a JWT (three base64url parts: header.claims.signature)",
+            ),
+            (
+                "abc".into(),
+                "the token is not a JWT (three base64url parts: header.claims.signature)",
+            ),
+        ];
+        for (token, expected) in cases {
+            let refused = verifier.verify(&token).expect_err(expected);
+            assert_eq!(refused.to_string(), expected);
+        }
     }
 }

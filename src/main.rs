@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use event_gateway::auth::TokenSigner;
 use event_gateway::config::{LogFormat, Settings};
 use tokio_util::sync::CancellationToken;
@@ -53,7 +53,7 @@ enum Command {
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::from_arg_matches(&command().get_matches()).unwrap_or_else(|error| error.exit());
     let outcome = match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(cli.settings),
         Command::Token { sub, scope, ttl } => TokenSigner::from_settings(&cli.settings)
@@ -79,6 +79,21 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The command line. Every setting is global, so `event-gateway serve --http-addr …` works,
+/// and clap would list all of them under every command: `token --help` shows only its own
+/// options and the settings minting reads (the `jwt_*` ones).
+fn command() -> clap::Command {
+    let command = Cli::command();
+    // Building copies each global argument into every subcommand that has none of its name,
+    // so `token` gets hidden copies of the others first (parsed and propagated as before).
+    let unused: Vec<clap::Arg> = command
+        .get_arguments()
+        .filter(|arg| arg.is_global_set() && !arg.get_id().as_str().starts_with("jwt_"))
+        .map(|arg| arg.clone().hide(true))
+        .collect();
+    command.mut_subcommand("token", |token| token.args(unused))
 }
 
 fn serve(settings: Settings) -> anyhow::Result<()> {

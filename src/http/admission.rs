@@ -11,7 +11,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::AppState;
-use super::error::{ApiError, set_rate_limit_headers};
+use super::error::{ApiError, NOT_BEARER, set_rate_limit_headers};
 use super::server::peer;
 use crate::app::rate_limit::Budget;
 use crate::domain::Principal;
@@ -70,10 +70,10 @@ fn authenticate(state: &AppState, value: &HeaderValue) -> Authentication {
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
         .map(|(_, token)| token);
     let Some(token) = token else {
-        return Authentication::Refused("the Authorization header must be 'Bearer <token>'".into());
+        return Authentication::Refused(NOT_BEARER.into());
     };
     match state.verifier.verify(token.trim()) {
         Ok(principal) => Authentication::Verified(principal),
-        Err(error) => Authentication::Refused(format!("invalid token: {error}")),
+        Err(refused) => Authentication::Refused(refused.to_string()),
     }
 }

@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 
 use super::AppState;
 use super::admission::Authentication;
-use super::error::ApiError;
+use super::error::{ApiError, MISSING_TOKEN};
 use crate::domain::Principal;
 use crate::domain::cloudevent::is_json_media_type;
 use crate::domain::data::check_id;
@@ -72,7 +72,11 @@ impl FromRequest<AppState> for RawBody {
 pub fn parse_json(bytes: &[u8]) -> Result<Value, ApiError> {
     serde_json::from_slice(bytes).map_err(|error| {
         let position = format!("line {}, column {}", error.line(), error.column());
-        if error.to_string().starts_with("recursion limit exceeded") {
+        let text = error.to_string();
+        // serde_json ends its message with the position; it is said once, in our words.
+        let own_suffix = format!(" at line {} column {}", error.line(), error.column());
+        let message = text.strip_suffix(&own_suffix).unwrap_or(&text);
+        if message == "recursion limit exceeded" {
             ApiError::BadRequest {
                 title: "JSON nested too deeply",
                 detail: format!("JSON may nest at most 128 levels; deeper at {position}"),
@@ -80,7 +84,7 @@ pub fn parse_json(bytes: &[u8]) -> Result<Value, ApiError> {
         } else {
             ApiError::BadRequest {
                 title: "Malformed JSON",
-                detail: format!("{error} ({position})"),
+                detail: format!("{message} at {position}"),
             }
         }
     })
@@ -154,9 +158,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
         match parts.extensions.remove::<Authentication>() {
             Some(Authentication::Verified(principal)) => Ok(Caller(principal)),
             Some(Authentication::Refused(reason)) => Err(ApiError::Unauthorized(reason)),
-            None => Err(ApiError::Unauthorized(
-                "missing Authorization: Bearer <token>".into(),
-            )),
+            None => Err(ApiError::Unauthorized(MISSING_TOKEN.into())),
         }
     }
 }
@@ -177,5 +179,30 @@ impl<S: Send + Sync> FromRequestParts<S> for CorrelationHeader {
             detail: format!("X-Correlation-Id {message}"),
         })?;
         Ok(CorrelationHeader(Some(value.to_owned())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn detail(body: &str) -> String {
+        match parse_json(body.as_bytes()) {
+            Err(ApiError::BadRequest { detail, .. }) => detail,
+            other => panic!("not a 400: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn malformed_json_names_its_position_once() {
+        assert_eq!(
+            detail(r#"{"type": "quest.started",}"#),
+            "trailing comma at line 1, column 26"
+        );
+        assert_eq!(detail(""), "EOF while parsing a value at line 1, column 0");
+        assert_eq!(
+            detail(&format!("{}{}", "[".repeat(200), "]".repeat(200))),
+            "JSON may nest at most 128 levels; deeper at line 1, column 128"
+        );
     }
 }

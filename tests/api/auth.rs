@@ -50,9 +50,15 @@ async fn bad_credentials_are_401_problems() {
         .unwrap();
     assert_eq!(
         no_token.headers()["www-authenticate"],
-        "Bearer error=\"invalid_token\""
+        "Bearer",
+        "no credentials: no error code (RFC 6750 3.1)"
     );
     assert_eq!(problem(no_token).await.0, 401);
+    let bad_token = app.post_json("/v1/events", "not.a.jwt", &body).await;
+    assert_eq!(
+        bad_token.headers()["www-authenticate"],
+        "Bearer error=\"invalid_token\""
+    );
 
     let basic = app
         .http

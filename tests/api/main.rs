@@ -3,7 +3,9 @@
 
 mod auth;
 mod broker;
+mod cli;
 mod cloudevents;
+mod compose;
 mod consumers;
 mod cors;
 mod docs;

@@ -21,6 +21,11 @@ mod kinds;
 
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
+/// The details of a 401 for a request that carries no bearer token (no `Authorization`
+/// header, or another scheme): RFC 6750 §3.1 gives those a challenge without an error code.
+pub const MISSING_TOKEN: &str = "missing Authorization: Bearer <token>";
+pub const NOT_BEARER: &str = "the Authorization header must be 'Bearer <token>'";
+
 /// How long a client should wait before retrying after a 503.
 const RETRY_AFTER_SECS: u64 = 5;
 
@@ -101,6 +106,8 @@ impl ApiError {
     /// 422 naming every bad field.
     pub fn invalid(errors: Vec<FieldError>) -> Self {
         let detail = match errors.len() {
+            // An empty pointer is the whole body: the message alone.
+            1 if errors[0].pointer.is_empty() => errors[0].message.clone(),
             1 => format!("{} {}", errors[0].pointer, errors[0].message),
             n => format!("{n} fields are invalid; see errors"),
         };
@@ -112,6 +119,20 @@ impl ApiError {
         match error {
             CloudEventError::Missing(errors) => ApiError::MissingAttributes(errors),
             CloudEventError::Invalid(errors) => ApiError::invalid(errors),
+        }
+    }
+
+    /// The `WWW-Authenticate` challenge of a bearer-token 401: `error="invalid_token"` only
+    /// when a token was sent and refused (RFC 6750 §3.1).
+    fn challenge(&self) -> Option<HeaderValue> {
+        match self {
+            ApiError::Unauthorized(detail) if detail == MISSING_TOKEN || detail == NOT_BEARER => {
+                Some(HeaderValue::from_static("Bearer"))
+            }
+            ApiError::Unauthorized(_) => {
+                Some(HeaderValue::from_static("Bearer error=\"invalid_token\""))
+            }
+            _ => None,
         }
     }
 
@@ -165,6 +186,7 @@ impl IntoResponse for ApiError {
             }
         }
         let detail = self.detail();
+        let challenge = self.challenge();
         let rate_limit = match &self {
             ApiError::RateLimited(decision) => Some(*decision),
             _ => None,
@@ -193,12 +215,43 @@ impl IntoResponse for ApiError {
         if let Some(decision) = rate_limit {
             set_rate_limit_headers(headers, &decision);
         }
-        if status == StatusCode::UNAUTHORIZED && kind == "unauthorized" {
-            headers.insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer error=\"invalid_token\""),
-            );
+        if let Some(challenge) = challenge {
+            headers.insert(header::WWW_AUTHENTICATE, challenge);
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn challenge(error: ApiError) -> Option<HeaderValue> {
+        error
+            .into_response()
+            .headers()
+            .get(header::WWW_AUTHENTICATE)
+            .cloned()
+    }
+
+    #[test]
+    fn only_a_refused_token_is_an_invalid_token() {
+        for detail in [MISSING_TOKEN, NOT_BEARER] {
+            let answer = challenge(ApiError::Unauthorized(detail.into()));
+            assert_eq!(answer, Some(HeaderValue::from_static("Bearer")), "{detail}");
+        }
+        assert_eq!(
+            challenge(ApiError::Unauthorized("the token has expired".into())),
+            Some(HeaderValue::from_static("Bearer error=\"invalid_token\""))
+        );
+        assert_eq!(challenge(ApiError::NotFound), None);
+    }
+
+    #[test]
+    fn a_problem_with_the_whole_body_has_no_leading_space() {
+        let whole = ApiError::invalid(vec![FieldError::new("", "must be a JSON object")]);
+        assert_eq!(whole.detail(), "must be a JSON object");
+        let field = ApiError::invalid(vec![FieldError::new("/data/points", "must be a number")]);
+        assert_eq!(field.detail(), "/data/points must be a number");
     }
 }
