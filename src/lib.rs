@@ -113,7 +113,7 @@ pub async fn run(
         webhooks: settings.webhook_secrets.clone(),
         body_read_timeout: settings.body_read_timeout,
     });
-    let app = http::router(state, &settings);
+    let app = http::router(state, &settings).context("rendering the OpenAPI document")?;
     info!(addr = %listener.local_addr()?, "serving");
     let limits = ConnectionLimits {
         header_read_timeout: settings.header_read_timeout,

@@ -67,8 +67,7 @@ fn main() -> ExitCode {
                 ))
             }),
         Command::Decrypt => decrypt(&cli.settings),
-        Command::Openapi => event_gateway::http::openapi()
-            .to_pretty_json()
+        Command::Openapi => event_gateway::http::openapi_json()
             .map(|json| println!("{json}"))
             .map_err(anyhow::Error::from),
     };

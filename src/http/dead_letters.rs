@@ -15,7 +15,7 @@ use super::AppState;
 use super::error::{ApiError, Problem};
 use super::extract::Caller;
 use super::paging::{page, readable};
-use super::responses::{DatabaseDown, RateLimited, Unauthorized};
+use super::responses::{DatabaseDown, RateLimited, Unauthorized, UnreadableQuery};
 use crate::app::publish::ReceiptStatus;
 use crate::app::records::{DeadLetter, DeadLetterFilter};
 use crate::domain::envelope::rfc3339_millis;
@@ -98,6 +98,7 @@ pub struct DeadLetterQuery {
     params(DeadLetterQuery),
     responses(
         (status = 200, description = "A page of dead letters", body = DeadLetterList),
+        UnreadableQuery,
         Unauthorized,
         RateLimited,
         (status = 403, description = "The token lacks the admin scope", body = Problem, content_type = "application/problem+json"),

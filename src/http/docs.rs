@@ -5,7 +5,7 @@ use std::borrow::Cow;
 
 use utoipa::openapi::schema::{
     AdditionalProperties, ArrayBuilder, KnownFormat, ObjectBuilder, OneOfBuilder, Schema,
-    SchemaFormat, Type,
+    SchemaFormat, SchemaType, Type,
 };
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::openapi::{OpenApi, Ref, RefOr};
@@ -82,6 +82,17 @@ fn id_schema() -> ObjectBuilder {
         .pattern(Some("^[A-Za-z0-9._:-]+$"))
 }
 
+/// The JSON type of a kind of field (`Any` has none).
+fn kind_type(kind: FieldKind) -> Type {
+    match kind {
+        FieldKind::Id | FieldKind::Text | FieldKind::Timestamp => Type::String,
+        FieldKind::Points => Type::Integer,
+        FieldKind::Progress | FieldKind::Number => Type::Number,
+        FieldKind::Metadata => Type::Object,
+        FieldKind::Any => Type::Null,
+    }
+}
+
 fn field_schema(spec: &FieldSpec) -> RefOr<Schema> {
     let schema = match spec.kind {
         FieldKind::Id => id_schema(),
@@ -107,6 +118,12 @@ fn field_schema(spec: &FieldSpec) -> RefOr<Schema> {
             .description(Some(format!(
                 "Free-form: at most {METADATA_MAX_KEYS} keys, nested {METADATA_MAX_DEPTH} levels, {METADATA_MAX_BYTES} bytes"
             ))),
+    };
+    // The validator takes `null` for a field that may be left out, as if it were.
+    let schema = if spec.required {
+        schema
+    } else {
+        schema.schema_type(SchemaType::from_iter([kind_type(spec.kind), Type::Null]))
     };
     schema.into()
 }
@@ -159,10 +176,17 @@ fn client_metadata_schema() -> Schema {
                 .schema_type(Type::String)
                 .enum_values(Some([ENVELOPE_VERSION])),
         )
-        .property("timestamp", ObjectBuilder::new().schema_type(Type::String))
-        .property("source", ObjectBuilder::new().schema_type(Type::String))
-        .property("userId", ObjectBuilder::new().schema_type(Type::String))
+        .property("timestamp", replaced())
+        .property("source", replaced())
+        .property("userId", replaced())
         .into()
+}
+
+/// Metadata the gateway fills itself: whatever a client sends there is replaced.
+fn replaced() -> ObjectBuilder {
+    ObjectBuilder::new()
+        .schema_type(SchemaType::AnyValue)
+        .description(Some("Any value; replaced by the gateway"))
 }
 
 fn event_schema(family: Family) -> Schema {
@@ -186,7 +210,13 @@ fn event_schema(family: Family) -> Schema {
         .required("type")
         .property("data", reference(&data_name(family)))
         .required("data")
-        .property("metadata", reference("ClientMetadata"))
+        // `null` reads as no metadata.
+        .property(
+            "metadata",
+            OneOfBuilder::new()
+                .item(reference("ClientMetadata"))
+                .item(ObjectBuilder::new().schema_type(Type::Null)),
+        )
         .into()
 }
 

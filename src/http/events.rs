@@ -15,7 +15,9 @@ use super::docs::{
 use super::error::{ApiError, Problem, set_rate_limit_headers};
 use super::extract::{Caller, CloudEventHeaders, CorrelationHeader, JsonBody, MediaType};
 use super::idempotency::IdempotencyHeader;
-use super::responses::{BodyTooLarge, Malformed, NotJson, RateLimited, SlowBody, Unauthorized};
+use super::responses::{
+    AlreadyAccepted, BodyTooLarge, Malformed, NotJson, RateLimited, SlowBody, Unauthorized,
+};
 use crate::app::Keyed;
 use crate::app::idempotency::IdempotencyKey;
 use crate::app::publish::{BatchReceipt, Receipt};
@@ -30,7 +32,8 @@ const CLOUDEVENT_BATCH: &str = "application/cloudevents-batch+json";
 ///
 /// The body is the spec's event: `type`, `data` and optional `metadata` (only
 /// `correlationId` and `version` are read; the gateway fills the rest) and an optional
-/// client-chosen `id` (UUID). Answered 202 only after the broker confirmed the event.
+/// client-chosen `id` (UUID). Answered 202 once the event is safe: confirmed by the broker,
+/// or held in the PostgreSQL outbox when the broker cannot take it.
 ///
 /// CloudEvents 1.0 are taken too: structured mode (`Content-Type:
 /// application/cloudevents+json`, the body a CloudEvent), or binary mode (`ce-specversion`,
@@ -46,7 +49,8 @@ const CLOUDEVENT_BATCH: &str = "application/cloudevents-batch+json";
     )),
     params(("X-Correlation-Id" = Option<String>, Header, description = "Correlates this event with others; echoed in the response")),
     responses(
-        (status = 202, description = "The broker confirmed the event", body = Receipt),
+        (status = 202, description = "The event is safe: `published` (the broker confirmed it) or `queued` (held in the PostgreSQL outbox while the broker cannot take it; the relay publishes it)", body = Receipt),
+        AlreadyAccepted,
         Malformed,
         Unauthorized,
         (status = 403, description = "The token may not publish this event", body = Problem, content_type = "application/problem+json"),
@@ -104,17 +108,19 @@ async fn publish_event(
     path = "/v1/events/{type}",
     tag = "events",
     params(
-        ("type" = EventTypeName, Path, description = "The event type, which is also the routing key"),
+        ("type" = EventTypeName, Path, description = "The event type, which is also the routing key", example = "achievement.completed"),
         ("X-Correlation-Id" = Option<String>, Header, description = "Correlates this event with others; echoed in the response"),
     ),
     request_body(content = EventData, content_type = "application/json"),
     responses(
-        (status = 202, description = "The broker confirmed the event", body = Receipt),
+        (status = 202, description = "The event is safe: `published` (the broker confirmed it) or `queued` (held in the PostgreSQL outbox while the broker cannot take it; the relay publishes it)", body = Receipt),
+        AlreadyAccepted,
         Malformed,
         Unauthorized,
         (status = 403, description = "The token may not publish this event", body = Problem, content_type = "application/problem+json"),
         SlowBody,
         BodyTooLarge,
+        NotJson,
         (status = 422, description = "Unknown type or invalid data; every bad field is named", body = Problem, content_type = "application/problem+json"),
         RateLimited,
         (status = 503, description = "The broker did not take the event", body = Problem, content_type = "application/problem+json"),
@@ -197,7 +203,9 @@ async fn publish_one(
     )),
     params(("X-Correlation-Id" = Option<String>, Header, description = "Correlation id for every event that does not state its own")),
     responses(
-        (status = 202, description = "The broker confirmed every event", body = BatchReceipt),
+        (status = 202, description = "Every event is safe: each `published` or `queued`", body = BatchReceipt),
+        AlreadyAccepted,
+        NotJson,
         Malformed,
         Unauthorized,
         (status = 403, description = "The token may not publish one of the events", body = Problem, content_type = "application/problem+json"),

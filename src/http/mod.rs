@@ -6,8 +6,10 @@ pub mod admission;
 pub mod batch;
 pub mod dead_letters;
 pub mod docs;
+pub mod document;
 pub mod error;
 pub mod events;
+pub mod examples;
 pub mod extract;
 pub mod health;
 pub mod idempotency;
@@ -22,10 +24,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use axum::http::header;
 use axum::middleware::from_fn_with_state;
+use axum::response::IntoResponse;
+use axum::routing::get;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
-use utoipa_swagger_ui::SwaggerUi;
+use utoipa_swagger_ui::{Config, SwaggerUi};
 
 use self::error::ApiError;
 use crate::app::App;
@@ -74,27 +79,48 @@ fn api() -> OpenApiRouter<AppState> {
         .merge(health::router())
 }
 
-/// The OpenAPI document the server serves at `/openapi.json`.
+/// The OpenAPI document, with its examples.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    api().into_openapi()
+    let mut document = api().into_openapi();
+    examples::add_examples(&mut document);
+    document
+}
+
+/// The document as served at `/openapi.json` and committed as `openapi/openapi.json`.
+pub fn openapi_json() -> serde_json::Result<String> {
+    document::render(&openapi())
 }
 
 /// The whole application: API, Swagger UI at `/docs`, the document at `/openapi.json`.
-pub fn router(state: AppState, settings: &Settings) -> Router {
-    let (api, openapi) = api().split_for_parts();
+pub fn router(state: AppState, settings: &Settings) -> serde_json::Result<Router> {
+    let document = openapi_json()?;
+    let (api, _) = api().split_for_parts();
     let metrics = state.metrics.clone();
+    let swagger = SwaggerUi::new("/docs").config(
+        Config::from("/openapi.json")
+            .try_it_out_enabled(true)
+            .persist_authorization(true),
+    );
     let app = api
         .with_state(state.clone())
-        .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi))
+        .route(
+            "/openapi.json",
+            get(move || serve_document(document.clone())),
+        )
+        .merge(swagger)
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(from_fn_with_state(state, admission::admit));
-    middleware::apply(
+    Ok(middleware::apply(
         app,
         metrics,
         settings.request_timeout,
         MAX_BODY_BYTES,
         &settings.cors_origins,
         settings.max_header_bytes as usize,
-    )
+    ))
+}
+
+async fn serve_document(document: String) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], document)
 }

@@ -18,7 +18,7 @@ use super::error::{ApiError, Problem};
 use super::extract::Caller;
 use super::middleware::{RouteLabel, count_as};
 use super::paging::{page, readable};
-use super::responses::{DatabaseDown, RateLimited, Unauthorized};
+use super::responses::{DatabaseDown, RateLimited, Unauthorized, UnreadableQuery};
 use crate::app::reads::{EventList, PersistedEvent, UserEventsQuery};
 use crate::app::records::PageCursor;
 use crate::domain::data::check_id;
@@ -80,7 +80,7 @@ pub(super) async fn get_event(
     params(("userId" = String, Path, description = "The user id"), ListQuery),
     responses(
         (status = 200, description = "A page of events", body = EventList),
-        (status = 400, description = "Unreadable query", body = Problem, content_type = "application/problem+json"),
+        UnreadableQuery,
         Unauthorized,
         RateLimited,
         (status = 403, description = "The token lacks events:read, or is another player's", body = Problem, content_type = "application/problem+json"),

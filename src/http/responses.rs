@@ -51,4 +51,8 @@ problem_responses! {
     NotJson = 415, "Not JSON";
     /// Routes that read PostgreSQL.
     DatabaseDown = 503, "The database is unavailable";
+    /// Listing routes.
+    UnreadableQuery = 400, "Unreadable query";
+    /// Routes that publish once per key.
+    AlreadyAccepted = 409, "An event with this id was already accepted, or the first request with this key has not finished yet (retry shortly)";
 }

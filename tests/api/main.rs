@@ -3,9 +3,11 @@
 
 mod auth;
 mod broker;
+mod browser;
 mod cli;
 mod cloudevents;
 mod compose;
+mod conformance;
 mod consumers;
 mod cors;
 mod docs;

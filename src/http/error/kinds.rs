@@ -2,11 +2,31 @@
 
 use axum::http::StatusCode;
 
-use super::{ApiError, retry_after_secs};
+use super::{ApiError, Problem, retry_after_secs};
 use crate::app::ports::PublishError;
 use crate::app::publish::NotTaken;
 
 impl ApiError {
+    /// The problem document this error is answered with.
+    pub fn problem(&self) -> Problem {
+        let (status, kind, title) = self.parts();
+        let (errors, results) = match self {
+            ApiError::Invalid { errors, .. }
+            | ApiError::Forbidden { errors, .. }
+            | ApiError::MissingAttributes(errors) => (errors.clone(), None),
+            ApiError::NotTaken { results, .. } => (Vec::new(), results.clone()),
+            _ => (Vec::new(), None),
+        };
+        Problem {
+            problem_type: format!("urn:problem:event-gateway:{kind}"),
+            title: title.to_owned(),
+            status: status.as_u16(),
+            detail: self.detail(),
+            errors,
+            results,
+        }
+    }
+
     /// The status, the problem type (after `urn:problem:event-gateway:`) and the title.
     pub(super) fn parts(&self) -> (StatusCode, &'static str, &'static str) {
         use ApiError::*;

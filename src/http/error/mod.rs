@@ -36,7 +36,7 @@ pub struct Problem {
     #[serde(rename = "type")]
     #[schema(example = "urn:problem:event-gateway:validation")]
     pub problem_type: String,
-    #[schema(example = "The event is invalid")]
+    #[schema(example = "The request is invalid")]
     pub title: String,
     #[schema(example = 422)]
     pub status: u16,
@@ -177,7 +177,7 @@ pub fn set_rate_limit_headers(headers: &mut HeaderMap, decision: &Decision) {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let (status, kind, title) = self.parts();
+        let (status, _, _) = self.parts();
         if status.is_server_error() {
             // `{:#}` prints anyhow's whole cause chain on one line.
             match &self {
@@ -185,27 +185,12 @@ impl IntoResponse for ApiError {
                 other => warn!(error = cause_chain(other), "request not served"),
             }
         }
-        let detail = self.detail();
         let challenge = self.challenge();
         let rate_limit = match &self {
             ApiError::RateLimited(decision) => Some(*decision),
             _ => None,
         };
-        let (errors, results) = match self {
-            ApiError::Invalid { errors, .. }
-            | ApiError::Forbidden { errors, .. }
-            | ApiError::MissingAttributes(errors) => (errors, None),
-            ApiError::NotTaken { results, .. } => (Vec::new(), results),
-            _ => (Vec::new(), None),
-        };
-        let problem = Problem {
-            problem_type: format!("urn:problem:event-gateway:{kind}"),
-            title: title.to_owned(),
-            status: status.as_u16(),
-            detail,
-            errors,
-            results,
-        };
+        let problem = self.problem();
         let mut response = (status, Json(problem)).into_response();
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
