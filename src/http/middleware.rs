@@ -160,16 +160,17 @@ async fn request_timeout(
     }
 }
 
-/// The route template a response is counted under, for a route that shares axum's route
-/// (and so its [`MatchedPath`]) with another method's; [`record_metrics`] prefers it.
-#[derive(Debug, Clone, Copy)]
-pub struct RouteLabel(pub &'static str);
+/// Routes that share axum's route (and so its [`MatchedPath`]) with another method's: the
+/// router needs one parameter name per position. Each is counted under its own template,
+/// whoever answered it (the handler, admission, the timeout).
+const SHARED_ROUTES: [(Method, &str, &str); 1] =
+    [(Method::GET, "/v1/events/{type}", "/v1/events/{id}")];
 
-/// Labels every response of the route it is layered on (with
-/// `map_response_with_state(RouteLabel(..), count_as)`).
-pub async fn count_as(State(route): State<RouteLabel>, mut response: Response) -> Response {
-    response.extensions_mut().insert(route);
-    response
+fn route_label<'a>(method: &Method, matched: &'a str) -> &'a str {
+    SHARED_ROUTES
+        .iter()
+        .find(|(m, path, _)| m == method && *path == matched)
+        .map_or(matched, |(_, _, label)| label)
 }
 
 /// Counts requests by method, route template (never the raw path) and status.
@@ -187,10 +188,7 @@ async fn record_metrics(
         .to_owned();
     let response = next.run(request).await;
     let seconds = started.elapsed().as_secs_f64();
-    let route = response
-        .extensions()
-        .get::<RouteLabel>()
-        .map_or(matched.as_str(), |label| label.0);
+    let route = route_label(&method, &matched);
     metrics.http_request(method.as_str(), route, response.status().as_u16(), seconds);
     response
 }

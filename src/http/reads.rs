@@ -3,7 +3,6 @@
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
-use axum::middleware::map_response_with_state;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use serde::Deserialize;
@@ -16,7 +15,6 @@ use uuid::Uuid;
 use super::AppState;
 use super::error::{ApiError, Problem};
 use super::extract::Caller;
-use super::middleware::{RouteLabel, count_as};
 use super::paging::{page, readable};
 use super::responses::{DatabaseDown, RateLimited, Unauthorized, UnreadableQuery};
 use crate::app::reads::{EventList, PersistedEvent, UserEventsQuery};
@@ -146,12 +144,8 @@ fn json_response(json: String) -> axum::response::Response {
 pub fn router() -> OpenApiRouter<AppState> {
     // `GET /v1/events/{id}` shares its route with `POST /v1/events/{type}`, and the router
     // needs one parameter name per position; the document lists it under `{id}` (ApiDoc),
-    // and the metrics count it under `{id}` too.
-    let get_event = get(get_event).layer(map_response_with_state(
-        RouteLabel("/v1/events/{id}"),
-        count_as,
-    ));
+    // and the metrics count it under `{id}` too (middleware.rs).
     OpenApiRouter::new()
-        .route("/v1/events/{type}", get_event)
+        .route("/v1/events/{type}", get(get_event))
         .routes(routes!(list_user_events))
 }

@@ -162,24 +162,29 @@ async fn counters_are_exported_at_zero_from_the_start() {
 
 #[tokio::test]
 async fn reading_an_event_is_counted_under_its_own_route() {
-    let app = spawn_app().await;
+    let mut settings = test_settings();
+    // A budget of one: the second read is refused by admission, before any handler.
+    settings.rate_limit_rps = 1;
+    settings.rate_limit_burst = 1;
+    let app = spawn_app_with(settings).await;
     let reader = app.token("support", "events:read");
-    let response = app
-        .http
-        .get(format!("{}/v1/events/{}", app.base, uuid::Uuid::new_v4()))
-        .bearer_auth(&reader)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 404);
+    let read = || {
+        app.http
+            .get(format!("{}/v1/events/{}", app.base, uuid::Uuid::new_v4()))
+            .bearer_auth(&reader)
+            .send()
+    };
+    assert_eq!(read().await.unwrap().status(), 404);
+    assert_eq!(read().await.unwrap().status(), 429);
+    // Another caller, with a budget of its own.
     assert_eq!(app.publish(&event("quest.started")).await.status(), 202);
     let text = app.get("/metrics").await.text().await.unwrap();
-    assert!(
-        text.contains(
-            r#"gateway_http_requests_total{method="GET",route="/v1/events/{id}",status="404"} 1"#
-        ),
-        "{text}"
-    );
+    for status in [404, 429] {
+        let line = format!(
+            r#"gateway_http_requests_total{{method="GET",route="/v1/events/{{id}}",status="{status}"}} 1"#
+        );
+        assert!(text.contains(&line), "{line} in {text}");
+    }
     assert!(
         !text.contains(r#"method="GET",route="/v1/events/{type}""#),
         "{text}"
