@@ -17,6 +17,7 @@ pub mod middleware;
 pub mod paging;
 pub mod reads;
 pub mod responses;
+pub mod schemas;
 pub mod server;
 pub mod webhooks;
 

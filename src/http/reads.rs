@@ -75,7 +75,7 @@ pub(super) async fn get_event(
     get,
     path = "/v1/users/{userId}/events",
     tag = "events",
-    params(("userId" = String, Path, description = "The user id"), ListQuery),
+    params(("userId" = String, Path, description = "The user id", example = "user-123"), ListQuery),
     responses(
         (status = 200, description = "A page of events", body = EventList),
         UnreadableQuery,
