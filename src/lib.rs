@@ -122,6 +122,8 @@ pub async fn run(
     let served = http::server::serve(listener, app, limits, shutdown).await;
     background.stop().await;
     connections.stop().await;
+    // The last spans leave before the process does (blocking: the exporter's own thread).
+    let _ = tokio::task::spawn_blocking(runtime::telemetry::shutdown).await;
     info!("stopped");
     served.context("HTTP server failed")
 }

@@ -96,7 +96,7 @@ fn command() -> clap::Command {
 }
 
 fn serve(settings: Settings) -> anyhow::Result<()> {
-    init_logging(settings.log_format);
+    init_logging(&settings)?;
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(settings.http_addr)
@@ -124,13 +124,29 @@ fn decrypt(settings: &Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn init_logging(format: LogFormat) {
+/// Log lines to stdout (each with the `trace_id` of its request or message), and spans to
+/// OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set.
+fn init_logging(settings: &Settings) -> anyhow::Result<()> {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::{Layer, fmt};
+
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    match format {
-        LogFormat::Json => builder.json().with_current_span(true).init(),
-        LogFormat::Text => builder.init(),
-    }
+    let logs = match settings.log_format {
+        LogFormat::Json => fmt::layer().json().with_current_span(true).boxed(),
+        LogFormat::Text => fmt::layer().boxed(),
+    };
+    let export = settings
+        .otel_exporter_otlp_endpoint
+        .as_deref()
+        .map(event_gateway::runtime::telemetry::otlp_layer)
+        .transpose()?;
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(logs)
+        .with(export)
+        .try_init()?;
+    Ok(())
 }
 
 /// Cancels `shutdown` on Ctrl+C or SIGTERM.

@@ -8,6 +8,8 @@ use serde_json::Value;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use crate::domain::trace::TraceContext;
+
 /// One message to publish; the body is the serialized envelope. It is owned so that the
 /// publish can finish even if the caller stops waiting.
 #[derive(Debug, Clone)]
@@ -17,6 +19,8 @@ pub struct OutgoingMessage {
     pub correlation_id: String,
     pub timestamp_secs: u64,
     pub body: Vec<u8>,
+    /// The `traceparent`/`tracestate` headers it goes out with.
+    pub trace: Option<TraceContext>,
 }
 
 /// Messages and consumers of one queue, as the broker reports them.
@@ -60,6 +64,8 @@ pub struct PendingEvent {
     pub timestamp_secs: i64,
     pub body: Vec<u8>,
     pub record: Option<EventRecord>,
+    /// The trace of the request that made it, kept with its outbox row.
+    pub trace: Option<TraceContext>,
 }
 
 impl PendingEvent {
@@ -70,6 +76,7 @@ impl PendingEvent {
             correlation_id: self.correlation_id.clone(),
             timestamp_secs: self.timestamp_secs.unsigned_abs(),
             body: self.body.clone(),
+            trace: self.trace.clone(),
         }
     }
 }
@@ -113,6 +120,9 @@ pub struct DeadLetter {
     pub body: Vec<u8>,
     pub failed_at: OffsetDateTime,
     pub replayed_at: Option<OffsetDateTime>,
+    /// The message's `traceparent` and `tracestate` headers, when it had them.
+    pub traceparent: Option<String>,
+    pub tracestate: Option<String>,
 }
 
 /// Which dead letters to list.

@@ -11,6 +11,7 @@ use super::ports::{DeadLetterArchive, StoreError};
 use super::publish::{NotTaken, Publishing, ReceiptStatus, Republish};
 use super::records::{DeadLetter, DeadLetterFilter, PageCursor};
 use crate::domain::EventType;
+use crate::domain::trace::{TraceContext, TraceParent};
 use crate::runtime::detached::{Panicked, finish_detached};
 
 /// Why a dead letter was not replayed.
@@ -91,7 +92,7 @@ impl Replay {
     }
 }
 
-/// The letter as it went out first: same event id, body and correlation id.
+/// The letter as it went out first: same event id, body, correlation id and trace.
 fn republished(event_type: EventType, letter: DeadLetter) -> Republish {
     let body: Value = serde_json::from_slice(&letter.body).unwrap_or(Value::Null);
     Republish {
@@ -107,5 +108,13 @@ fn republished(event_type: EventType, letter: DeadLetter) -> Republish {
             .to_owned(),
         user_id: body["data"]["userId"].as_str().map(str::to_owned),
         body: letter.body,
+        trace: letter
+            .traceparent
+            .as_deref()
+            .and_then(TraceParent::parse)
+            .map(|parent| TraceContext {
+                parent,
+                state: letter.tracestate.map(Into::into),
+            }),
     }
 }

@@ -13,7 +13,7 @@ use time::OffsetDateTime;
 use tracing::warn;
 use uuid::Uuid;
 
-use super::publisher::{MANDATORY, confirmation_outcome};
+use super::publisher::{MANDATORY, TRACEPARENT_HEADER, TRACESTATE_HEADER, confirmation_outcome};
 use crate::app::records::DeadLetter;
 
 const ATTEMPT_HEADER: &str = "x-attempt";
@@ -125,10 +125,17 @@ pub fn dead_letter_record(delivery: &Delivery) -> DeadLetter {
         body: delivery.data.clone(),
         failed_at: OffsetDateTime::now_utc(),
         replayed_at: None,
+        traceparent: traceparent(delivery),
+        tracestate: header_string(delivery, TRACESTATE_HEADER),
     }
 }
 
-/// The message's headers plus the attempt count, the last error and where it came from.
+/// The message's `traceparent` header, as it came.
+pub fn traceparent(delivery: &Delivery) -> Option<String> {
+    header_string(delivery, TRACEPARENT_HEADER)
+}
+
+/// The message's headers (its `traceparent` among them) plus the attempt count, the last error and where it came from.
 fn failure_headers(delivery: &Delivery, failure: &Failure<'_>) -> FieldTable {
     let mut headers = delivery.properties.headers().clone().unwrap_or_default();
     let routing_key = original_routing_key(delivery);

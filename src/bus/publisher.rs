@@ -12,15 +12,16 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use futures_util::future::join_all;
 use lapin::options::{BasicPublishOptions, QueueDeclareOptions};
-use lapin::types::{FieldTable, ShortString};
+use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Confirmation, PublisherConfirm};
 use tokio::sync::{Notify, Semaphore};
-use tracing::instrument;
+use tracing::{Instrument, info_span, instrument};
 
 use super::link::{Link, supervise};
 use super::topology::Topology;
 use crate::app::ports::{EventBus, PublishError};
 use crate::app::records::{OutgoingMessage, QueueDepth};
+use crate::domain::trace::TraceContext;
 use crate::runtime::detached::finish_detached;
 use crate::runtime::metrics::Metrics;
 use crate::runtime::worker::Workers;
@@ -140,6 +141,7 @@ impl Publisher {
         };
         let started = Instant::now();
         let confirms = self.send_all(link.pick(), &messages).await;
+        let confirmed = info_span!("confirm", messages = messages.len());
         join_all(
             confirms
                 .into_iter()
@@ -153,6 +155,7 @@ impl Publisher {
                     confirmation_outcome(confirmation, message.routing_key)
                 }),
         )
+        .instrument(confirmed)
         .await
     }
 
@@ -231,7 +234,7 @@ impl EventBus for Publisher {
         self.connected()
     }
 
-    #[instrument(skip_all, fields(messages = messages.len()))]
+    #[instrument(name = "publish", skip_all, fields(messages = messages.len()))]
     async fn publish_in_order(
         &self,
         messages: Vec<OutgoingMessage>,
@@ -244,6 +247,9 @@ impl EventBus for Publisher {
         self.read_queue_depths().await
     }
 }
+
+pub(super) const TRACEPARENT_HEADER: &str = "traceparent";
+pub(super) const TRACESTATE_HEADER: &str = "tracestate";
 
 /// Persistent delivery needs `mandatory`: an unroutable message is returned, not dropped.
 pub(super) const MANDATORY: BasicPublishOptions = BasicPublishOptions {
@@ -269,12 +275,33 @@ pub fn confirmation_outcome(
 }
 
 fn properties(message: &OutgoingMessage) -> BasicProperties {
-    BasicProperties::default()
+    let properties = BasicProperties::default()
         .with_delivery_mode(2)
         .with_content_type("application/json".into())
         .with_message_id(ShortString::from(message.message_id.to_string()))
         .with_correlation_id(message.correlation_id.as_str().into())
         .with_timestamp(message.timestamp_secs)
         .with_type(message.routing_key.into())
-        .with_app_id("event-gateway".into())
+        .with_app_id("event-gateway".into());
+    match &message.trace {
+        Some(trace) => properties.with_headers(trace_headers(trace)),
+        None => properties,
+    }
+}
+
+/// `traceparent` (and `tracestate` when the caller sent one), as W3C trace context over
+/// AMQP puts them: plain string headers.
+fn trace_headers(trace: &TraceContext) -> FieldTable {
+    let mut headers = FieldTable::default();
+    headers.insert(
+        TRACEPARENT_HEADER.into(),
+        AMQPValue::LongString(trace.parent.to_string().into()),
+    );
+    if let Some(state) = &trace.state {
+        headers.insert(
+            TRACESTATE_HEADER.into(),
+            AMQPValue::LongString(state.as_bytes().into()),
+        );
+    }
+    headers
 }

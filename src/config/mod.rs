@@ -251,6 +251,11 @@ pub struct Settings {
         global = true
     )]
     pub log_format: LogFormat,
+
+    /// Where to export spans as OTLP/HTTP (JSON), e.g. `http://localhost:4318`; the gateway
+    /// posts to `<endpoint>/v1/traces`. Unset: no export (trace context still flows).
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", global = true)]
+    pub otel_exporter_otlp_endpoint: Option<String>,
 }
 
 /// Parses settings from the environment alone, with no command line.

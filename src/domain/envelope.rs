@@ -34,6 +34,7 @@ pub struct ValidEvent {
 
 impl ValidEvent {
     /// Parses `{type, data, metadata?, id?}`, naming every bad field below `at`.
+    #[tracing::instrument(name = "validate", skip_all)]
     pub fn parse(value: Value, at: &str) -> Result<Self, Vec<FieldError>> {
         let Value::Object(mut object) = value else {
             return Err(vec![FieldError::new(at, "must be a JSON object")]);

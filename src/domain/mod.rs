@@ -8,6 +8,7 @@ pub mod event_type;
 pub mod problem;
 pub mod scope;
 pub mod sealing;
+pub mod trace;
 pub mod webhook;
 
 pub use data::EventData;

@@ -18,9 +18,13 @@ use tracing::info_span;
 
 use super::error::ApiError;
 use crate::config::CorsOrigin;
+use crate::domain::trace::{TraceContext, TraceParent};
 use crate::runtime::metrics::Metrics;
+use crate::runtime::telemetry;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 
 pub fn apply(
     router: Router,
@@ -45,16 +49,42 @@ pub fn apply(
         .layer(
             ServiceBuilder::new()
                 .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
-                .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {
-                    let request_id = request
-                        .headers()
-                        .get(&REQUEST_ID)
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or_default();
-                    info_span!("request", method = %request.method(), uri = %request.uri().path(), request_id)
-                }))
+                .layer(TraceLayer::new_for_http().make_span_with(request_span))
                 .layer(PropagateRequestIdLayer::new(REQUEST_ID)),
         )
+        .layer(middleware::from_fn(trace_context))
+}
+
+/// The request's trace (the caller's, or a new one) for everything it does: its span, its
+/// log lines and the messages it publishes.
+async fn trace_context(mut request: Request, next: Next) -> Response {
+    let headers = request.headers();
+    let header = |name: &HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
+    let upstream = header(&TRACEPARENT).and_then(TraceParent::parse);
+    let trace = telemetry::request_trace(upstream, header(&TRACESTATE));
+    request.extensions_mut().insert(Upstream(upstream));
+    request.extensions_mut().insert(trace.clone());
+    telemetry::in_request(trace, next.run(request)).await
+}
+
+/// The caller's span, when its `traceparent` was valid.
+#[derive(Clone, Copy)]
+struct Upstream(Option<TraceParent>);
+
+fn request_span(request: &Request) -> tracing::Span {
+    let request_id = request
+        .headers()
+        .get(&REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let trace = request.extensions().get::<TraceContext>();
+    let trace_id = trace.map(|t| tracing::field::display(t.parent.trace_id));
+    let span = info_span!("request", method = %request.method(), uri = %request.uri().path(), request_id, trace_id);
+    if let Some(Upstream(upstream)) = request.extensions().get::<Upstream>() {
+        let state = trace.and_then(|t| t.state.as_deref());
+        telemetry::follow(&span, upstream.as_ref(), state);
+    }
+    span
 }
 
 /// Headers a browser may send, and may read, across origins.

@@ -1,17 +1,22 @@
 //! Work that must finish even if the caller stops waiting: a client that goes away, or a
 //! request timeout, drops the handler's future, and with it anything it was awaiting.
 
+use tracing::Instrument;
+
 /// The detached work panicked, so its outcome is unknown.
 #[derive(Debug, Clone, Copy, thiserror::Error)]
 #[error("a detached task panicked")]
 pub struct Panicked;
 
 /// Runs `work` in a task of its own and waits for it. If this future is dropped, `work`
-/// still runs to its end: a claim is settled, a row committed, a confirm awaited.
+/// still runs to its end: a claim is settled, a row committed, a confirm awaited. It runs
+/// in the caller's span, so its logs and spans belong to the request.
 pub async fn finish_detached<T: Send + 'static>(
     work: impl Future<Output = T> + Send + 'static,
 ) -> Result<T, Panicked> {
-    tokio::spawn(work).await.map_err(|_| Panicked)
+    tokio::spawn(work.in_current_span())
+        .await
+        .map_err(|_| Panicked)
 }
 
 #[cfg(test)]

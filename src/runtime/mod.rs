@@ -1,8 +1,10 @@
 //! What every part of the gateway shares: the one backoff schedule, circuit breakers,
-//! work that must finish after its caller leaves, background workers, and the metrics.
+//! work that must finish after its caller leaves, background workers, the metrics, and
+//! trace context (with OTLP export).
 
 pub mod backoff;
 pub mod breaker;
 pub mod detached;
 pub mod metrics;
+pub mod telemetry;
 pub mod worker;

@@ -22,12 +22,14 @@ impl<'r> FromRow<'r, PgRow> for DeadLetter {
             body: row.try_get("body")?,
             failed_at: row.try_get("failed_at")?,
             replayed_at: row.try_get("replayed_at")?,
+            traceparent: row.try_get("traceparent")?,
+            tracestate: row.try_get("tracestate")?,
         })
     }
 }
 
-const COLUMNS: &str =
-    "id, event_id, routing_key, queue, attempts, last_error, body, failed_at, replayed_at";
+const COLUMNS: &str = "id, event_id, routing_key, queue, attempts, last_error, body, failed_at,
+                       replayed_at, traceparent, tracestate";
 
 impl Store {
     /// Records a dead letter once, however often its message is redelivered.
@@ -36,8 +38,9 @@ impl Store {
         let pool = self.pool()?.clone();
         self.guarded(async move {
             sqlx::query(
-                "INSERT INTO dead_letters (id, event_id, routing_key, queue, attempts, last_error, body)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)
+                "INSERT INTO dead_letters (id, event_id, routing_key, queue, attempts, last_error, body,
+                                           traceparent, tracestate)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
                  ON CONFLICT (id) DO NOTHING",
             )
             .bind(letter.id)
@@ -47,6 +50,8 @@ impl Store {
             .bind(letter.attempts)
             .bind(letter.last_error)
             .bind(letter.body)
+            .bind(letter.traceparent)
+            .bind(letter.tracestate)
             .execute(&pool)
             .await?;
             Ok(())

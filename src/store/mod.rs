@@ -147,6 +147,8 @@ impl StoreProbe for Store {
 
 #[async_trait]
 impl Outbox for Store {
+    /// The commit: the request's wait for its group commit round.
+    #[instrument(name = "commit", skip_all, fields(events = events.len()))]
     async fn hold(&self, events: Vec<PendingEvent>, owner: Owner) -> Result<Vec<bool>, StoreError> {
         let pool = self.pool()?.clone();
         match &self.writer {

@@ -8,6 +8,7 @@ use tracing::instrument;
 use uuid::Uuid;
 
 use super::{Store, StoreError};
+use crate::domain::trace::{TraceContext, TraceParent};
 
 /// A message owed to the broker.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -20,6 +21,19 @@ pub struct OutboxRow {
     pub body: Vec<u8>,
     /// Attempts that failed so far.
     pub attempts: i32,
+    pub traceparent: Option<String>,
+    pub tracestate: Option<String>,
+}
+
+impl OutboxRow {
+    /// The trace of the request that held it.
+    pub fn trace(&self) -> Option<TraceContext> {
+        let parent = TraceParent::parse(self.traceparent.as_deref()?)?;
+        Some(TraceContext {
+            parent,
+            state: self.tracestate.as_deref().map(Into::into),
+        })
+    }
 }
 
 /// A row the broker did not take for now: why, and how long until it is tried again.
@@ -46,7 +60,7 @@ impl Store {
             let mut tx = self.pool()?.begin().await?;
             let rows = sqlx::query_as::<_, OutboxRow>(
                 "SELECT event_id, routing_key, ordering_key, correlation_id, timestamp_secs, body,
-                        attempts
+                        attempts, traceparent, tracestate
                  FROM outbox
                  WHERE next_attempt_at <= now()
                    AND NOT EXISTS (SELECT 1 FROM outbox earlier
@@ -99,9 +113,12 @@ impl ClaimedBatch {
             "WITH gone AS (
                  DELETE FROM outbox USING UNNEST($1::uuid[], $2::text[]) AS x(id, error)
                  WHERE outbox.event_id = x.id
-                 RETURNING outbox.event_id, outbox.routing_key, outbox.attempts, outbox.body, x.error)
-             INSERT INTO dead_letters (id, event_id, routing_key, queue, attempts, last_error, body)
-             SELECT gen_random_uuid(), event_id::text, routing_key, 'outbox', attempts + 1, error, body
+                 RETURNING outbox.event_id, outbox.routing_key, outbox.attempts, outbox.body,
+                           outbox.traceparent, outbox.tracestate, x.error)
+             INSERT INTO dead_letters (id, event_id, routing_key, queue, attempts, last_error, body,
+                                       traceparent, tracestate)
+             SELECT gen_random_uuid(), event_id::text, routing_key, 'outbox', attempts + 1, error, body,
+                    traceparent, tracestate
              FROM gone",
         )
         .bind(&ids)

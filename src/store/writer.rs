@@ -291,8 +291,8 @@ async fn insert_records(
     .await
 }
 
-/// Outbox rows; a request's own rows wait out its lease before the relay may take them.
-/// Returns the ids that were new.
+/// Outbox rows, with the trace each was made in; a request's own rows wait out its lease
+/// before the relay may take them. Returns the ids that were new.
 async fn insert_outbox_rows(
     tx: &mut Transaction<'static, Postgres>,
     rows: &[(&PendingEvent, Owner)],
@@ -300,10 +300,11 @@ async fn insert_outbox_rows(
     let lease = REQUEST_LEASE.as_secs_f64();
     sqlx::query_scalar(
         "INSERT INTO outbox (event_id, routing_key, ordering_key, correlation_id, timestamp_secs,
-                             body, critical, next_attempt_at)
-         SELECT e, r, o, c, t, b, k, now() + make_interval(secs => l)
+                             body, critical, next_attempt_at, traceparent, tracestate)
+         SELECT e, r, o, c, t, b, k, now() + make_interval(secs => l), tp, ts
          FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::bytea[],
-                     $7::bool[], $8::float8[]) AS x(e, r, o, c, t, b, k, l)
+                     $7::bool[], $8::float8[], $9::text[], $10::text[])
+              AS x(e, r, o, c, t, b, k, l, tp, ts)
          ON CONFLICT (event_id) DO NOTHING
          RETURNING event_id",
     )
@@ -333,6 +334,16 @@ async fn insert_outbox_rows(
     .bind(
         rows.iter()
             .map(|(_, owner)| if *owner == Owner::Request { lease } else { 0.0 })
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        rows.iter()
+            .map(|(e, _)| e.trace.as_ref().map(|t| t.parent.to_string()))
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        rows.iter()
+            .map(|(e, _)| e.trace.as_ref().and_then(|t| t.state.as_deref()))
             .collect::<Vec<_>>(),
     )
     .fetch_all(&mut **tx)

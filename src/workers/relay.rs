@@ -179,5 +179,7 @@ fn message(row: &OutboxRow) -> Result<OutgoingMessage, PublishError> {
         correlation_id: row.correlation_id.clone(),
         timestamp_secs: row.timestamp_secs.unsigned_abs(),
         body: row.body.clone(),
+        // The same trace as when the request held it.
+        trace: row.trace(),
     })
 }

@@ -20,5 +20,6 @@ mod publish;
 mod rate_limits;
 mod reads;
 mod sealing;
+mod tracing;
 mod validation;
 mod webhooks;

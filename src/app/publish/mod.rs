@@ -25,9 +25,11 @@ use super::idempotency::Accepted;
 use super::ports::{EventBus, Outbox, PublishError, ReadCache, StoreError};
 use super::records::{EventRecord, PendingEvent};
 use crate::domain::sealing::Sealer;
+use crate::domain::trace::TraceContext;
 use crate::domain::{Envelope, EventType, Principal, ValidEvent};
 use crate::runtime::detached::finish_detached;
 use crate::runtime::metrics::Metrics;
+use crate::runtime::telemetry;
 
 /// What happened to one event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
@@ -100,6 +102,8 @@ pub struct Republish {
     pub correlation_id: String,
     pub user_id: Option<String>,
     pub body: Vec<u8>,
+    /// The trace it first went out with (else it goes out in the replaying request's).
+    pub trace: Option<TraceContext>,
 }
 
 /// Publishes events for callers and counts the outcomes.
@@ -232,6 +236,7 @@ impl Publishing {
             body: event.body,
             // Its row, if it was critical, exists already.
             record: None,
+            trace: event.trace.or_else(telemetry::outgoing),
         };
         let items = vec![(event.event_type, Ok(pending))];
         self.take_detached(items)
@@ -305,6 +310,7 @@ impl Publishing {
                 source: principal.subject.clone(),
                 accepted_at,
             }),
+            trace: telemetry::outgoing(),
         })
     }
 }

@@ -18,7 +18,7 @@ use lapin::message::Delivery;
 use lapin::{Channel, Connection};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, instrument, warn};
+use tracing::{Instrument, error, field, info, info_span, warn};
 
 pub use handler::{CacheInvalidator, HandleError};
 
@@ -26,8 +26,10 @@ use crate::app::ports::StoreError;
 use crate::bus::Topology;
 use crate::bus::consume::{self, Failure};
 use crate::domain::Family;
+use crate::domain::trace::TraceParent;
 use crate::runtime::backoff::{Backoff, Reconnect, RetryPolicy};
 use crate::runtime::metrics::{ConsumeOutcome, Metrics};
+use crate::runtime::telemetry;
 use crate::runtime::worker::Workers;
 use crate::store::Store;
 
@@ -141,11 +143,29 @@ impl Consumers {
         Ok((connection, consumers))
     }
 
-    /// Handles one message, then acks it, or hands it to a retry queue or `failed_events`.
-    #[instrument(skip_all, fields(queue, attempt))]
+    /// Handles one message in a span that continues its trace (its `traceparent`).
     async fn process(&self, channel: &Channel, family: Family, queue: &str, delivery: Delivery) {
         let attempt = consume::attempt(&delivery);
-        tracing::Span::current().record("attempt", attempt);
+        let upstream = consume::traceparent(&delivery)
+            .as_deref()
+            .and_then(TraceParent::parse);
+        let trace_id = upstream.map(|parent| field::display(parent.trace_id));
+        let span = info_span!("consume", queue, attempt, trace_id);
+        telemetry::follow(&span, upstream.as_ref(), None);
+        self.handle(channel, family, queue, delivery, attempt)
+            .instrument(span)
+            .await
+    }
+
+    /// Handles one message, then acks it, or hands it to a retry queue or `failed_events`.
+    async fn handle(
+        &self,
+        channel: &Channel,
+        family: Family,
+        queue: &str,
+        delivery: Delivery,
+        attempt: u32,
+    ) {
         let started = Instant::now();
         let outcome = self.invalidator.handle(&delivery.data).await;
         let seconds = started.elapsed().as_secs_f64();
