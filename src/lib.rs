@@ -70,6 +70,11 @@ pub fn topology(settings: &Settings) -> Topology {
     )
 }
 
+/// The AsyncAPI document of the bus these settings name.
+pub fn asyncapi_json(settings: &Settings) -> serde_json::Result<String> {
+    serde_json::to_string_pretty(&bus::asyncapi::document(&topology(settings)))
+}
+
 /// The store's part of the settings.
 pub fn store_settings(settings: &Settings) -> StoreSettings {
     StoreSettings {
@@ -112,6 +117,7 @@ pub async fn run(
         metrics,
         webhooks: settings.webhook_secrets.clone(),
         body_read_timeout: settings.body_read_timeout,
+        asyncapi: asyncapi_json(&settings).context("rendering the AsyncAPI document")?,
     });
     let app = http::router(state, &settings).context("rendering the OpenAPI document")?;
     info!(addr = %listener.local_addr()?, "serving");

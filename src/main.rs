@@ -40,6 +40,8 @@ enum Command {
     },
     /// Print the OpenAPI document.
     Openapi,
+    /// Print the AsyncAPI document of the bus (for the configured exchange and queues).
+    Asyncapi,
     /// Create the database if missing and apply the migrations, then exit.
     Migrate,
     /// Decrypt the sealed fields of events: one JSON event (as it is on the bus or in the
@@ -68,6 +70,9 @@ fn main() -> ExitCode {
             }),
         Command::Decrypt => decrypt(&cli.settings),
         Command::Openapi => event_gateway::http::openapi_json()
+            .map(|json| println!("{json}"))
+            .map_err(anyhow::Error::from),
+        Command::Asyncapi => event_gateway::asyncapi_json(&cli.settings)
             .map(|json| println!("{json}"))
             .map_err(anyhow::Error::from),
     };

@@ -5,6 +5,7 @@
 //!
 //! [`EventBus`]: crate::app::ports::EventBus
 
+pub mod asyncapi;
 pub mod consume;
 mod link;
 pub mod publisher;

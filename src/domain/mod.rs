@@ -5,6 +5,7 @@ pub mod cloudevent;
 pub mod data;
 pub mod envelope;
 pub mod event_type;
+pub mod json_schema;
 pub mod problem;
 pub mod scope;
 pub mod sealing;

@@ -12,7 +12,7 @@ use utoipa::openapi::{OpenApi, RefOr};
 use utoipa::{Modify, PartialSchema, ToSchema};
 
 use super::batch::MAX_BATCH_EVENTS;
-use super::schemas::{
+use super::doc_schemas::{
     Schemas, add_data_schemas, client_metadata_schema, data_name, event_name, event_schema,
     one_of_families, reference,
 };
@@ -33,6 +33,7 @@ use crate::domain::{EventType, Family};
         (name = "webhooks", description = "Signed webhooks from third parties"),
 
         (name = "dead letters", description = "Events the consumers gave up on (admin scope)"),
+        (name = "schemas", description = "JSON Schemas of the events, for producers to validate before sending"),
         (name = "operations", description = "Health and metrics"),
     )
 )]

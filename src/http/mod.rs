@@ -5,6 +5,7 @@
 pub mod admission;
 pub mod batch;
 pub mod dead_letters;
+pub mod doc_schemas;
 pub mod docs;
 pub mod document;
 pub mod error;
@@ -50,6 +51,8 @@ pub struct Dependencies {
     pub metrics: Arc<Metrics>,
     pub webhooks: WebhookSecrets,
     pub body_read_timeout: Duration,
+    /// The AsyncAPI document of the bus, served at `/asyncapi.json`.
+    pub asyncapi: String,
 }
 
 /// The handlers' state: one pointer, so the clone every request makes is one increment.
@@ -77,6 +80,7 @@ fn api() -> OpenApiRouter<AppState> {
         .merge(webhooks::router())
         .merge(reads::router())
         .merge(dead_letters::router())
+        .merge(schemas::router())
         .merge(health::router())
 }
 
@@ -92,10 +96,12 @@ pub fn openapi_json() -> serde_json::Result<String> {
     document::render(&openapi())
 }
 
-/// The whole application: API, Swagger UI at `/docs`, the document at `/openapi.json`.
+/// The whole application: API, Swagger UI at `/docs`, the documents at `/openapi.json`
+/// and `/asyncapi.json`.
 pub fn router(state: AppState, settings: &Settings) -> serde_json::Result<Router> {
     let document = openapi_json()?;
     let (api, _) = api().split_for_parts();
+    let asyncapi = state.asyncapi.clone();
     let metrics = state.metrics.clone();
     let swagger = SwaggerUi::new("/docs").config(
         Config::from("/openapi.json")
@@ -107,6 +113,10 @@ pub fn router(state: AppState, settings: &Settings) -> serde_json::Result<Router
         .route(
             "/openapi.json",
             get(move || serve_document(document.clone())),
+        )
+        .route(
+            "/asyncapi.json",
+            get(move || serve_document(asyncapi.clone())),
         )
         .merge(swagger)
         .fallback(|| async { ApiError::NotFound })

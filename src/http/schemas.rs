@@ -1,194 +1,78 @@
-//! The event schemas of the OpenAPI document, built from the same field table that
-//! validates requests, so documentation and validation cannot disagree.
+//! `GET /v1/schemas` and `GET /v1/schemas/{type}`: the JSON Schema (2020-12) of each
+//! event a producer sends, from the field table that validates it, so a producer can
+//! validate before sending. No token needed: it is documentation, like `/openapi.json`.
 
-use utoipa::openapi::schema::{
-    AdditionalProperties, KnownFormat, ObjectBuilder, OneOfBuilder, Schema, SchemaFormat,
-    SchemaType, Type,
-};
-use utoipa::openapi::{Ref, RefOr};
+use axum::Json;
+use axum::extract::Path;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use crate::domain::data::{
-    FieldKind, FieldSpec, MAX_ID_CHARS, MAX_TEXT_CHARS, METADATA_MAX_BYTES, METADATA_MAX_DEPTH,
-    METADATA_MAX_KEYS,
-};
-use crate::domain::envelope::ENVELOPE_VERSION;
-use crate::domain::{EventType, Family};
+use super::AppState;
+use super::error::{ApiError, Problem};
+use super::responses::RateLimited;
+use crate::domain::EventType;
+use crate::domain::json_schema::producer_schema;
 
-pub(super) type Schemas = Vec<(String, RefOr<Schema>)>;
-
-pub(super) fn reference(name: &str) -> RefOr<Schema> {
-    RefOr::Ref(Ref::from_schema_name(name))
+/// One event type whose schema the gateway serves.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SchemaEntry {
+    #[serde(rename = "type")]
+    #[schema(example = "achievement.completed")]
+    pub event_type: &'static str,
+    #[schema(example = "achievement")]
+    pub family: &'static str,
+    /// Where its JSON Schema is.
+    #[schema(example = "/v1/schemas/achievement.completed")]
+    pub schema: String,
+    /// Whether `userId` is required for this type.
+    pub requires_user_id: bool,
 }
 
-pub(super) fn data_name(family: Family) -> String {
-    format!("{}Data", capitalized(family))
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SchemaList {
+    pub schemas: Vec<SchemaEntry>,
 }
 
-pub(super) fn event_name(family: Family) -> String {
-    format!("{}Event", capitalized(family))
-}
-
-pub(super) fn capitalized(family: Family) -> String {
-    let name = family.as_str();
-    name[..1].to_uppercase() + &name[1..]
-}
-
-pub(super) fn id_schema() -> ObjectBuilder {
-    ObjectBuilder::new()
-        .schema_type(Type::String)
-        .min_length(Some(1))
-        .max_length(Some(MAX_ID_CHARS as usize))
-        .pattern(Some("^[A-Za-z0-9._:-]+$"))
-}
-
-/// The JSON type of a kind of field (`Any` has none).
-pub(super) fn kind_type(kind: FieldKind) -> Type {
-    match kind {
-        FieldKind::Id | FieldKind::Text | FieldKind::Timestamp => Type::String,
-        FieldKind::Points => Type::Integer,
-        FieldKind::Progress | FieldKind::Number => Type::Number,
-        FieldKind::Metadata => Type::Object,
-        FieldKind::Any => Type::Null,
-    }
-}
-
-pub(super) fn field_schema(spec: &FieldSpec) -> RefOr<Schema> {
-    let schema = match spec.kind {
-        FieldKind::Id => id_schema(),
-        FieldKind::Text => ObjectBuilder::new()
-            .schema_type(Type::String)
-            .max_length(Some(MAX_TEXT_CHARS as usize)),
-        FieldKind::Points => ObjectBuilder::new()
-            .schema_type(Type::Integer)
-            .minimum(Some(0)),
-        FieldKind::Progress => ObjectBuilder::new()
-            .schema_type(Type::Number)
-            .minimum(Some(0))
-            .maximum(Some(100)),
-        FieldKind::Number => ObjectBuilder::new().schema_type(Type::Number),
-        FieldKind::Any => return utoipa::openapi::schema::empty().into(),
-        FieldKind::Timestamp => ObjectBuilder::new()
-            .schema_type(Type::String)
-            .format(Some(SchemaFormat::KnownFormat(KnownFormat::DateTime))),
-        FieldKind::Metadata => ObjectBuilder::new()
-            .schema_type(Type::Object)
-            .max_properties(Some(METADATA_MAX_KEYS))
-            .additional_properties(Some(AdditionalProperties::FreeForm(true)))
-            .description(Some(format!(
-                "Free-form: at most {METADATA_MAX_KEYS} keys, nested {METADATA_MAX_DEPTH} levels, {METADATA_MAX_BYTES} bytes"
-            ))),
-    };
-    // The validator takes `null` for a field that may be left out, as if it were.
-    let schema = if spec.required {
-        schema
-    } else {
-        schema.schema_type(SchemaType::from_iter([kind_type(spec.kind), Type::Null]))
-    };
-    schema.into()
-}
-
-pub(super) fn data_schema(family: Family) -> Schema {
-    let mut object = ObjectBuilder::new()
-        .schema_type(Type::Object)
-        .additional_properties(Some(AdditionalProperties::FreeForm(false)));
-    for spec in family.fields() {
-        object = object.property(spec.name, field_schema(spec));
-        if spec.required {
-            object = object.required(spec.name);
-        }
-    }
-    let stricter: Vec<String> = family
-        .event_types()
-        .filter(|t| t.requires_user_id())
-        .map(|t| {
-            let progress = if t.requires_progress() {
-                " and `progress`"
-            } else {
-                ""
-            };
-            format!("`{t}` also requires `userId`{progress}")
+/// Every event type, with where its JSON Schema is.
+#[utoipa::path(get, path = "/v1/schemas", tag = "schemas",
+    responses((status = 200, description = "The 18 event types", body = SchemaList), RateLimited))]
+async fn list_schemas() -> Json<SchemaList> {
+    let schemas = EventType::ALL
+        .into_iter()
+        .map(|event_type| SchemaEntry {
+            event_type: event_type.as_str(),
+            family: event_type.family().as_str(),
+            schema: format!("/v1/schemas/{event_type}"),
+            requires_user_id: event_type.requires_user_id(),
         })
         .collect();
-    let types: Vec<String> = family.event_types().map(|t| format!("`{t}`")).collect();
-    let mut description = format!("The `data` of {}.", types.join(", "));
-    if !stricter.is_empty() {
-        description = format!("{description} {}.", stricter.join("; "));
-    }
-    object.description(Some(description)).into()
+    Json(SchemaList { schemas })
 }
 
-pub(super) fn client_metadata_schema() -> Schema {
-    ObjectBuilder::new()
-        .schema_type(Type::Object)
-        .additional_properties(Some(AdditionalProperties::FreeForm(false)))
-        .description(Some(
-            "What a client may state; `timestamp`, `source` and `userId` are accepted but \
-             replaced by the gateway.",
-        ))
-        .property(
-            "correlationId",
-            id_schema().description(Some("Used when no X-Correlation-Id header is sent")),
-        )
-        .property(
-            "version",
-            ObjectBuilder::new()
-                .schema_type(Type::String)
-                .enum_values(Some([ENVELOPE_VERSION])),
-        )
-        .property("timestamp", replaced())
-        .property("source", replaced())
-        .property("userId", replaced())
-        .into()
+/// The JSON Schema (2020-12) of one event type, as a producer sends it to `POST /v1/events`.
+#[utoipa::path(get, path = "/v1/schemas/{type}", tag = "schemas",
+    params(("type" = String, Path, description = "An event type", example = "achievement.completed")),
+    responses(
+        (status = 200, description = "The schema", body = Object, content_type = "application/schema+json"),
+        (status = 404, description = "No such event type", body = Problem, content_type = "application/problem+json"),
+        RateLimited,
+    ))]
+async fn get_schema(Path(event_type): Path<String>) -> Result<Response, ApiError> {
+    let event_type: EventType = event_type.parse().map_err(|_| ApiError::NotFound)?;
+    let schema = producer_schema(event_type);
+    Ok((
+        [(header::CONTENT_TYPE, "application/schema+json")],
+        Json(schema),
+    )
+        .into_response())
 }
 
-/// Metadata the gateway fills itself: whatever a client sends there is replaced.
-pub(super) fn replaced() -> ObjectBuilder {
-    ObjectBuilder::new()
-        .schema_type(SchemaType::AnyValue)
-        .description(Some("Any value; replaced by the gateway"))
-}
-
-pub(super) fn event_schema(family: Family) -> Schema {
-    let types: Vec<&str> = family.event_types().map(EventType::as_str).collect();
-    ObjectBuilder::new()
-        .schema_type(Type::Object)
-        .additional_properties(Some(AdditionalProperties::FreeForm(false)))
-        .property(
-            "id",
-            ObjectBuilder::new()
-                .schema_type(Type::String)
-                .format(Some(SchemaFormat::KnownFormat(KnownFormat::Uuid)))
-                .description(Some("Optional event id; generated when absent")),
-        )
-        .property(
-            "type",
-            ObjectBuilder::new()
-                .schema_type(Type::String)
-                .enum_values(Some(types)),
-        )
-        .required("type")
-        .property("data", reference(&data_name(family)))
-        .required("data")
-        // `null` reads as no metadata.
-        .property(
-            "metadata",
-            OneOfBuilder::new()
-                .item(reference("ClientMetadata"))
-                .item(ObjectBuilder::new().schema_type(Type::Null)),
-        )
-        .into()
-}
-
-pub(super) fn one_of_families(name: fn(Family) -> String) -> Schema {
-    let mut one_of = OneOfBuilder::new();
-    for family in Family::ALL {
-        one_of = one_of.item(reference(&name(family)));
-    }
-    one_of.into()
-}
-
-pub(super) fn add_data_schemas(schemas: &mut Schemas) {
-    for family in Family::ALL {
-        schemas.push((data_name(family), data_schema(family).into()));
-    }
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_schemas))
+        .routes(routes!(get_schema))
 }

@@ -1,6 +1,7 @@
 //! One integration-test binary: every test starts its own gateway against the real
 //! RabbitMQ and Redis, isolated by exchange and queue names.
 
+mod asyncapi;
 mod auth;
 mod broker;
 mod browser;
@@ -19,6 +20,7 @@ mod proxy;
 mod publish;
 mod rate_limits;
 mod reads;
+mod schemas;
 mod sealing;
 mod tracing;
 mod validation;

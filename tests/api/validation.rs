@@ -13,10 +13,9 @@ async fn refused(app: &TestApp, body: &Value) -> (u16, Value) {
     answer
 }
 
-#[tokio::test]
-async fn every_rule_is_refused_with_its_pointer() {
-    let app = spawn_app().await;
-    let cases: Vec<(&str, Value, &str)> = vec![
+/// One bad `data` per rule of the field table: the type, the data, the field named.
+pub fn refused_cases() -> Vec<(&'static str, Value, &'static str)> {
+    vec![
         (
             "reward.claimed",
             json!({"rewardId": "r", "userId": "u", "name": "a\u{0}b", "type": "coins", "value": 1}),
@@ -110,7 +109,13 @@ async fn every_rule_is_refused_with_its_pointer() {
             json!({"achievementId": "a", "metadata": {"blob": "x".repeat(9000)}}),
             "/data/metadata",
         ),
-    ];
+    ]
+}
+
+#[tokio::test]
+async fn every_rule_is_refused_with_its_pointer() {
+    let app = spawn_app().await;
+    let cases = refused_cases();
     for (event_type, data, pointer) in cases {
         let (status, problem) = refused(&app, &json!({"type": event_type, "data": data})).await;
         assert_eq!(status, 422, "{event_type} {data}");
