@@ -88,11 +88,14 @@ fn request_span(request: &Request) -> tracing::Span {
 }
 
 /// Headers a browser may send, and may read, across origins.
-const CORS_REQUEST_HEADERS: [&str; 12] = [
+const CORS_REQUEST_HEADERS: [&str; 14] = [
     "authorization",
     "content-type",
     "idempotency-key",
     "x-correlation-id",
+    // W3C trace context, which browser instrumentation sends with every call.
+    "traceparent",
+    "tracestate",
     "ce-specversion",
     "ce-id",
     "ce-source",

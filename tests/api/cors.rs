@@ -48,6 +48,8 @@ async fn a_preflight_from_an_allowed_origin_gets_the_methods_and_headers_the_api
         "content-type",
         "idempotency-key",
         "x-correlation-id",
+        "traceparent",
+        "tracestate",
     ] {
         assert!(allowed.contains(&name.to_owned()), "{name} in {allowed:?}");
     }
