@@ -302,6 +302,7 @@ async fn a_poison_message_is_dead_lettered_at_once() {
 
 #[tokio::test]
 async fn a_replay_while_the_broker_is_down_is_held_in_the_outbox_and_published_on_its_return() {
+    const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
     let (app, broker) = spawn_app_behind_proxy().await;
     let (letter, event_id) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
     let body = json!({
@@ -311,12 +312,14 @@ async fn a_replay_while_the_broker_is_down_is_held_in_the_outbox_and_published_o
         "metadata": {"correlationId": "corr-replayed", "userId": "user-1"},
     });
     sqlx::query(
-        "INSERT INTO dead_letters (id, event_id, routing_key, queue, attempts, last_error, body)
-         VALUES ($1, $2, 'quest.started', 'quest_events', 3, 'redis: down', $3)",
+        "INSERT INTO dead_letters (id, event_id, routing_key, queue, attempts, last_error, body,
+                                   traceparent)
+         VALUES ($1, $2, 'quest.started', 'quest_events', 3, 'redis: down', $3, $4)",
     )
     .bind(letter)
     .bind(event_id.to_string())
     .bind(body.to_string().into_bytes())
+    .bind(TRACEPARENT)
     .execute(&app.db().await)
     .await
     .unwrap();
@@ -357,4 +360,14 @@ async fn a_replay_while_the_broker_is_down_is_held_in_the_outbox_and_published_o
     assert_eq!(message_id, Some(event_id.to_string()), "the same event id");
     let published: Value = serde_json::from_slice(&message.data).unwrap();
     assert_eq!(published, body, "the same envelope");
+    let traceparent = message
+        .properties
+        .headers()
+        .as_ref()
+        .and_then(|headers| headers.inner().get("traceparent").cloned());
+    assert_eq!(
+        traceparent,
+        Some(lapin::types::AMQPValue::LongString(TRACEPARENT.into())),
+        "the trace it was first published in"
+    );
 }
