@@ -28,6 +28,8 @@ const READY_POLL: Duration = Duration::from_millis(100);
 pub struct Naming {
     pub exchange: String,
     pub queue_prefix: String,
+    /// Which gateway of this run: names its log file and its database.
+    pub label: String,
     /// The gateway's own PostgreSQL database, dropped at the end.
     pub database_url: String,
 }
@@ -35,12 +37,23 @@ pub struct Naming {
 impl Naming {
     pub fn fresh() -> Self {
         let exchange = format!("bench-{}", Uuid::new_v4().simple());
+        Naming::labelled(exchange.clone(), exchange)
+    }
+
+    /// The traced gateway's: the same exchange and queues (so the same drain counts its
+    /// events), but a database of its own, dropped when it stops.
+    pub fn traced(&self) -> Self {
+        Naming::labelled(self.exchange.clone(), format!("{}-traced", self.exchange))
+    }
+
+    fn labelled(exchange: String, label: String) -> Self {
         Naming {
             queue_prefix: format!("{exchange}."),
             database_url: format!(
                 "postgres://postgres@127.0.0.1:5432/{}",
-                exchange.replace('-', "_")
+                label.replace('-', "_")
             ),
+            label,
             exchange,
         }
     }
@@ -62,35 +75,22 @@ pub struct Gateway {
 
 impl Gateway {
     /// Starts `bin` and returns once `/health/ready` answers 200 (broker connected and
-    /// topology declared).
-    pub async fn start(bin: &Path, amqp_port: u16, naming: &Naming) -> anyhow::Result<Self> {
+    /// topology declared). With `otlp`, it exports its spans there.
+    pub async fn start(
+        bin: &Path,
+        amqp_port: u16,
+        naming: &Naming,
+        otlp: Option<SocketAddr>,
+    ) -> anyhow::Result<Self> {
         let secret = format!("bench-{}", Uuid::new_v4().simple());
         let bearer = mint_bearer(bin, &secret).await?;
         let addr = free_local_port()?;
-        let log = std::env::temp_dir().join(format!("{}-gateway.log", naming.exchange));
+        let log = std::env::temp_dir().join(format!("{}-gateway.log", naming.label));
         let output =
             std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
-        let child = Command::new(bin)
-            .arg("serve")
-            // Only the settings chosen here: a JWT_PUBLIC_KEY_FILE in the caller's
-            // environment would otherwise turn the secret down.
-            .env_clear()
+        let child = serve_command(bin, amqp_port, naming, otlp)
             .env("HTTP_ADDR", addr.to_string())
-            .env("AMQP_URL", amqp_url(amqp_port))
-            .env("AMQP_EXCHANGE", &naming.exchange)
-            .env("AMQP_QUEUE_PREFIX", &naming.queue_prefix)
             .env("JWT_SECRET", &secret)
-            .env("DATABASE_URL", &naming.database_url)
-            .env("REDIS_KEY_PREFIX", format!("{}:", naming.exchange))
-            // The publish path alone: consumers would eat the messages the bench counts.
-            .env("CONSUMERS_ENABLED", "false")
-            // The limiter runs on every request, as deployed, but never refuses: one
-            // bench token sends far more than a default budget.
-            .env("RATE_LIMIT_RPS", "1000000")
-            .env("RATE_LIMIT_BURST", "1000000")
-            .env("RETRY_MAX_ATTEMPTS", "3")
-            .env("RETRY_INITIAL_DELAY", "1s")
-            .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(output.try_clone().context("sharing the log file")?)
             .stderr(output)
@@ -134,6 +134,38 @@ impl Gateway {
             .await
             .context("dropping the bench's database")
     }
+}
+
+/// `bin serve` with the settings of a bench gateway, but for its port and its secret.
+fn serve_command(bin: &Path, amqp_port: u16, naming: &Naming, otlp: Option<SocketAddr>) -> Command {
+    let mut command = Command::new(bin);
+    command
+        .arg("serve")
+        // Only the settings chosen here: a JWT_PUBLIC_KEY_FILE in the caller's
+        // environment would otherwise turn the secret down.
+        .env_clear()
+        .env("AMQP_URL", amqp_url(amqp_port))
+        .env("AMQP_EXCHANGE", &naming.exchange)
+        .env("AMQP_QUEUE_PREFIX", &naming.queue_prefix)
+        .env("DATABASE_URL", &naming.database_url)
+        .env("REDIS_KEY_PREFIX", format!("{}:", naming.exchange))
+        // The publish path alone: consumers would eat the messages the bench counts.
+        .env("CONSUMERS_ENABLED", "false")
+        // The limiter runs on every request, as deployed, but never refuses: one
+        // bench token sends far more than a default budget.
+        .env("RATE_LIMIT_RPS", "1000000")
+        .env("RATE_LIMIT_BURST", "1000000")
+        .env("RETRY_MAX_ATTEMPTS", "3")
+        .env("RETRY_INITIAL_DELAY", "1s")
+        .env("RUST_LOG", "warn");
+    if let Some(otlp) = otlp {
+        // The filter is global: spans below it are never made, so none would go out.
+        // The gateway's own spans are info; its info log lines are only at start.
+        command
+            .env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{otlp}"))
+            .env("RUST_LOG", "warn,event_gateway=info");
+    }
+    command
 }
 
 /// A token from the gateway's own `token` command, signed with `secret`.

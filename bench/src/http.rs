@@ -9,6 +9,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HOST, HeaderValue};
+use hyper::http::request;
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
@@ -55,15 +56,35 @@ impl Connection {
 
     /// POSTs `body` as JSON to `target` and reads the whole answer.
     pub async fn post_json(&mut self, target: &Target, body: Bytes) -> anyhow::Result<Answer> {
-        let request = Request::builder()
+        let request = self
+            .post(target)
+            .body(Full::new(body))
+            .context("building a request")?;
+        self.send(request).await
+    }
+
+    /// The same, as part of the caller's trace: W3C `traceparent` on the request.
+    pub async fn post_json_traced(
+        &mut self,
+        target: &Target,
+        body: Bytes,
+        traceparent: HeaderValue,
+    ) -> anyhow::Result<Answer> {
+        let request = self
+            .post(target)
+            .header("traceparent", traceparent)
+            .body(Full::new(body))
+            .context("building a request")?;
+        self.send(request).await
+    }
+
+    fn post(&self, target: &Target) -> request::Builder {
+        Request::builder()
             .method(Method::POST)
             .uri(target.path.as_str())
             .header(HOST, self.host.clone())
             .header(AUTHORIZATION, target.authorization.clone())
             .header(CONTENT_TYPE, "application/json")
-            .body(Full::new(body))
-            .context("building a request")?;
-        self.send(request).await
     }
 
     async fn send(&mut self, request: Request<Full<Bytes>>) -> anyhow::Result<Answer> {

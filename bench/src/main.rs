@@ -9,12 +9,14 @@
 //! `broker` are the two ways in; `scenarios` says what each scenario sends (`raw` and
 //! `peer` have their own files); `gateway` and `procfs` own the gateway process and the
 //! numbers read about it; `session` runs the plan; `report` summarises the runs, `targets`
-//! checks the targets and `table` prints them.
+//! checks the targets and `table` prints them. `traced` and `otlp_sink` measure
+//! what OTLP export costs: a second gateway exports its spans to a sink in the bench.
 
 mod broker;
 mod gateway;
 mod http;
 mod load;
+mod otlp_sink;
 mod peer;
 mod procfs;
 mod raw;
@@ -23,6 +25,7 @@ mod scenarios;
 mod session;
 mod table;
 mod targets;
+mod traced;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

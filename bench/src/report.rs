@@ -7,8 +7,10 @@ use anyhow::Context;
 use serde::Serialize;
 
 use crate::load::Totals;
+use crate::otlp_sink::SinkCounts;
 use crate::scenarios::Scenario;
 use crate::targets::{self, TargetCheck};
+use crate::traced::{self, TracingCost};
 
 const KIB_PER_MIB: f64 = 1024.0;
 
@@ -39,7 +41,8 @@ pub struct Run {
     /// Share of all cores busy with anything but the gateway, the broker and the bench
     /// (other processes, interrupts): high means the run was disturbed.
     pub rest_pct: f64,
-    /// This run against the raw run just before it.
+    /// This run against the raw run just before it (for `traced`, the one before
+    /// `traced-off`).
     pub vs_raw: Option<VsRaw>,
 }
 
@@ -220,17 +223,24 @@ pub struct Report {
     pub setting: Setting,
     pub summaries: Vec<Summary>,
     pub targets: Vec<TargetCheck>,
+    /// What OTLP export costs, when `traced` ran.
+    pub tracing: Option<TracingCost>,
     /// The gateway's VmHWM at the end: its peak resident set over the whole bench.
     pub gateway_peak_rss_mib: f64,
     pub runs: Vec<Run>,
 }
 
 impl Report {
-    pub fn new(setting: Setting, runs: Vec<Run>, gateway_peak_rss_kib: u64) -> Self {
+    /// `exported`: what the OTLP sink received, when `traced` ran.
+    pub fn new(
+        setting: Setting,
+        runs: Vec<Run>,
+        gateway_peak_rss_kib: u64,
+        exported: Option<SinkCounts>,
+    ) -> Self {
         let gateway_peak_rss_mib = gateway_peak_rss_kib as f64 / KIB_PER_MIB;
-        let mut summaries: Vec<Summary> = [Scenario::Raw]
+        let mut summaries: Vec<Summary> = Scenario::ROWS
             .into_iter()
-            .chain(Scenario::COMPARED)
             .filter_map(|scenario| summarise(&runs, scenario, false))
             .collect();
         summaries.extend(
@@ -243,6 +253,7 @@ impl Report {
             setting,
             summaries,
             targets,
+            tracing: exported.and_then(|sink| traced::cost(&runs, sink)),
             gateway_peak_rss_mib,
             runs,
         }

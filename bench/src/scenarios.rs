@@ -19,7 +19,7 @@ use event_gateway::domain::{Envelope, ValidEvent};
 use crate::broker::Broker;
 use crate::http::{Connection, Target, expect_success};
 use crate::load::{Plan, Recorder, Schedule, Totals, run_workers};
-use crate::{peer, raw};
+use crate::{peer, raw, traced};
 
 /// The routing key (and type) of the analytics event every scenario but `critical` sends.
 pub const ANALYTICS: &str = "analytics.event_tracked";
@@ -36,15 +36,34 @@ pub enum Scenario {
     Batch,
     Critical,
     Peer,
+    /// `single` with a `traceparent`, to a second gateway exporting its spans (OTLP).
+    Traced,
+    /// The load of `traced` on the plain gateway: always runs right before `traced`.
+    #[value(skip)]
+    #[serde(rename = "traced-off")]
+    TracedOff,
 }
 
 impl Scenario {
-    /// The scenarios measured against `raw`, each run right after a raw run.
-    pub const COMPARED: [Scenario; 4] = [
+    /// The scenarios measured against `raw`, each run right after a raw run (`traced`
+    /// after `traced-off`, which follows the raw run).
+    pub const COMPARED: [Scenario; 5] = [
         Scenario::Single,
         Scenario::Batch,
         Scenario::Critical,
         Scenario::Peer,
+        Scenario::Traced,
+    ];
+
+    /// The table's rows, in order.
+    pub const ROWS: [Scenario; 7] = [
+        Scenario::Raw,
+        Scenario::Single,
+        Scenario::Batch,
+        Scenario::Critical,
+        Scenario::Peer,
+        Scenario::TracedOff,
+        Scenario::Traced,
     ];
 
     pub fn name(self) -> &'static str {
@@ -54,6 +73,8 @@ impl Scenario {
             Scenario::Batch => "batch",
             Scenario::Critical => "critical",
             Scenario::Peer => "peer",
+            Scenario::Traced => "traced",
+            Scenario::TracedOff => "traced-off",
         }
     }
 }
@@ -65,6 +86,8 @@ pub struct Endpoints {
     pub bearer: HeaderValue,
     /// The management listener, when one answers.
     pub peer: Option<SocketAddr>,
+    /// `POST /v1/events` on the gateway that exports its spans, when `traced` runs.
+    pub traced: Option<Target>,
     pub batch_size: u32,
     pub raw_window: u32,
 }
@@ -95,6 +118,14 @@ pub async fn run(
         Scenario::Peer => {
             let addr = endpoints.peer.context("the management plugin is absent")?;
             peer::run(plan, addr, &broker.topology().exchange).await
+        }
+        Scenario::Traced => {
+            let target = endpoints.traced.clone().context("no traced gateway")?;
+            traced::run(plan, target, Bytes::from(analytics_event().to_string())).await
+        }
+        Scenario::TracedOff => {
+            let body = Bytes::from(analytics_event().to_string());
+            traced::run(plan, gateway_target(endpoints, "/v1/events"), body).await
         }
     }
 }

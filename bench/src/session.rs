@@ -10,7 +10,9 @@ use tokio::process::Command;
 use crate::Args;
 use crate::broker::Broker;
 use crate::gateway::{Gateway, Naming};
+use crate::http::Target;
 use crate::load::Plan;
+use crate::otlp_sink::OtlpSink;
 use crate::procfs::{self, MachineTicks, RssSampler};
 use crate::report::{Report, Run, Setting, Usage, median};
 use crate::scenarios::{self, Endpoints, Scenario};
@@ -21,26 +23,41 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let naming = Naming::fresh();
-    let gateway = Gateway::start(&args.gateway_bin, args.amqp_port, &naming).await?;
+    let gateway = Gateway::start(&args.gateway_bin, args.amqp_port, &naming, None).await?;
     // On stderr, so the table stays clean: the pid to attach a profiler to.
     eprintln!(
         "bench: gateway pid {} on {}, exchange {}",
         gateway.pid, gateway.addr, naming.exchange
     );
+    let exporting = match Exporting::start(&args, &naming).await {
+        Ok(exporting) => exporting,
+        Err(error) => {
+            let _ = gateway.stop(&naming).await;
+            return Err(error);
+        }
+    };
     let topology = naming.topology();
     let broker = Broker::connect(args.amqp_port, topology, args.raw_channels).await?;
     let measured = tokio::select! {
-        measured = measure(&args, &gateway, &broker) => measured,
+        measured = measure(&args, &gateway, exporting.as_ref(), &broker) => measured,
         _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted")),
     };
-    let log = gateway.log.clone();
+    let mut logs = vec![gateway.log.clone()];
+    logs.extend(exporting.as_ref().map(|e| e.gateway.log.clone()));
     let stopped = gateway.stop(&naming).await;
+    let stopped_traced = match exporting {
+        Some(exporting) => exporting.stop().await,
+        None => Ok(()),
+    };
     let removed = broker.remove_topology().await;
-    let report = measured.with_context(|| format!("the gateway's log is {}", log.display()))?;
+    let report = measured.with_context(|| format!("the gateways' logs are {logs:?}"))?;
     stopped?;
+    stopped_traced?;
     removed.context("removing the bench's queues and exchanges")?;
-    // The log only matters when something failed; a clean run leaves no files behind.
-    let _ = std::fs::remove_file(&log);
+    // The logs only matter when something failed; a clean run leaves no files behind.
+    for log in &logs {
+        let _ = std::fs::remove_file(log);
+    }
     println!("{}", table::render(&report));
     if let Some(path) = &args.json {
         report.write_json(path)?;
@@ -48,16 +65,67 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn measure(args: &Args, gateway: &Gateway, broker: &Broker) -> anyhow::Result<Report> {
+/// The second gateway of `traced`, exporting its spans to a sink inside the bench.
+struct Exporting {
+    gateway: Gateway,
+    naming: Naming,
+    sink: OtlpSink,
+}
+
+impl Exporting {
+    /// `None` unless `traced` is asked for.
+    async fn start(args: &Args, naming: &Naming) -> anyhow::Result<Option<Self>> {
+        if !args.scenarios.contains(&Scenario::Traced) {
+            return Ok(None);
+        }
+        let sink = OtlpSink::start().await?;
+        let naming = naming.traced();
+        let otlp = Some(sink.addr);
+        let gateway = Gateway::start(&args.gateway_bin, args.amqp_port, &naming, otlp).await?;
+        eprintln!(
+            "bench: traced gateway pid {} on {}, exporting to {}",
+            gateway.pid, gateway.addr, sink.addr
+        );
+        Ok(Some(Exporting {
+            gateway,
+            naming,
+            sink,
+        }))
+    }
+
+    fn target(&self) -> Target {
+        Target {
+            addr: self.gateway.addr,
+            path: "/v1/events".to_owned(),
+            authorization: self.gateway.bearer.clone(),
+        }
+    }
+
+    async fn stop(self) -> anyhow::Result<()> {
+        self.gateway.stop(&self.naming).await
+    }
+}
+
+async fn measure(
+    args: &Args,
+    gateway: &Gateway,
+    exporting: Option<&Exporting>,
+    broker: &Broker,
+) -> anyhow::Result<Report> {
     let peer = probe_peer(args.management_port).await;
     let endpoints = Endpoints {
         gateway: gateway.addr,
         bearer: gateway.bearer.clone(),
         peer,
+        traced: exporting.map(Exporting::target),
         batch_size: args.batch_size,
         raw_window: args.raw_window,
     };
-    let meter = Meter::new(gateway.pid, args.amqp_port, broker, &endpoints)?;
+    let pids = Pids {
+        gateway: gateway.pid,
+        traced: exporting.map(|e| e.gateway.pid),
+    };
+    let meter = Meter::new(pids, args.amqp_port, broker, &endpoints)?;
     let full_speed = Plan {
         concurrency: args.concurrency,
         duration: args.duration,
@@ -66,20 +134,25 @@ async fn measure(args: &Args, gateway: &Gateway, broker: &Broker) -> anyhow::Res
     if !args.smoke {
         meter.warm_up(&full_speed).await?;
     }
+    let exported_before = exporting.map(|e| e.sink.counts());
     let mut runs = Vec::new();
     for _ in 0..args.runs {
         for &scenario in &args.scenarios {
             if scenario == Scenario::Peer && peer.is_none() {
                 continue;
             }
-            runs.extend(meter.pair(scenario, &full_speed).await?);
+            runs.extend(meter.round(scenario, &full_speed).await?);
         }
     }
     if args.scenarios.contains(&Scenario::Single) {
         runs.extend(meter.paced_pairs(args, &runs).await?);
     }
     let peak_rss_kib = procfs::status_kib(gateway.pid, "VmHWM")?;
-    Ok(Report::new(setting(args, peer).await, runs, peak_rss_kib))
+    let exported = exporting
+        .zip(exported_before)
+        .map(|(e, before)| e.sink.counts().since(before));
+    let setting = setting(args, peer).await;
+    Ok(Report::new(setting, runs, peak_rss_kib, exported))
 }
 
 /// The management listener, if something accepts connections on its port.
@@ -118,11 +191,18 @@ async fn rabbitmq_version() -> String {
 /// Runs scenarios and measures around them: CPU of the gateway, the broker and the bench,
 /// the gateway's resident set, and the events that reached the queues.
 struct Meter<'a> {
-    gateway_pid: u32,
+    pids: Pids,
     broker_pid: Option<u32>,
     ticks_per_sec: f64,
     broker: &'a Broker,
     endpoints: &'a Endpoints,
+}
+
+/// The gateways: the plain one, and the one exporting spans when `traced` runs.
+#[derive(Clone, Copy)]
+struct Pids {
+    gateway: u32,
+    traced: Option<u32>,
 }
 
 /// CPU ticks of the gateway, the broker (if found) and the bench itself.
@@ -135,13 +215,13 @@ struct CpuTicks {
 
 impl<'a> Meter<'a> {
     fn new(
-        gateway_pid: u32,
+        pids: Pids,
         amqp_port: u16,
         broker: &'a Broker,
         endpoints: &'a Endpoints,
     ) -> anyhow::Result<Self> {
         Ok(Meter {
-            gateway_pid,
+            pids,
             broker_pid: procfs::find_listener(amqp_port),
             ticks_per_sec: procfs::ticks_per_second()? as f64,
             broker,
@@ -149,9 +229,17 @@ impl<'a> Meter<'a> {
         })
     }
 
-    fn cpu_ticks(&self) -> anyhow::Result<CpuTicks> {
+    /// The gateway `scenario` sends to.
+    fn gateway_pid(&self, scenario: Scenario) -> anyhow::Result<u32> {
+        match scenario {
+            Scenario::Traced => self.pids.traced.context("no traced gateway"),
+            _ => Ok(self.pids.gateway),
+        }
+    }
+
+    fn cpu_ticks(&self, gateway_pid: u32) -> anyhow::Result<CpuTicks> {
         Ok(CpuTicks {
-            gateway: procfs::cpu_ticks(self.gateway_pid)?,
+            gateway: procfs::cpu_ticks(gateway_pid)?,
             broker: self.broker_pid.and_then(|pid| procfs::cpu_ticks(pid).ok()),
             bench: procfs::cpu_ticks(std::process::id())?,
             machine: procfs::machine_ticks()?,
@@ -164,10 +252,23 @@ impl<'a> Meter<'a> {
             duration: WARM_UP,
             ..*plan
         };
-        for scenario in [Scenario::Raw, Scenario::Single] {
+        let traced = self.pids.traced.map(|_| Scenario::Traced);
+        for scenario in [Scenario::Raw, Scenario::Single].into_iter().chain(traced) {
             scenarios::run(scenario, &short, self.endpoints, self.broker).await?;
         }
         self.broker.drain().await.map(drop)
+    }
+
+    /// A raw run, then `scenario` compared with it; `traced` comes right after
+    /// `traced-off`, both compared with the raw run.
+    async fn round(&self, scenario: Scenario, plan: &Plan) -> anyhow::Result<Vec<Run>> {
+        if scenario != Scenario::Traced {
+            return Ok(self.pair(scenario, plan).await?.into());
+        }
+        let [raw, off] = self.pair(Scenario::TracedOff, plan).await?;
+        let mut on = self.measure(Scenario::Traced, plan).await?;
+        on.compare_with(&raw);
+        Ok(vec![raw, off, on])
     }
 
     /// A raw run, then `scenario` compared with it.
@@ -198,13 +299,14 @@ impl<'a> Meter<'a> {
     }
 
     async fn measure(&self, scenario: Scenario, plan: &Plan) -> anyhow::Result<Run> {
-        let before = self.cpu_ticks()?;
-        let rss = RssSampler::start(self.gateway_pid);
+        let gateway_pid = self.gateway_pid(scenario)?;
+        let before = self.cpu_ticks(gateway_pid)?;
+        let rss = RssSampler::start(gateway_pid);
         let totals = scenarios::run(scenario, plan, self.endpoints, self.broker)
             .await
             .with_context(|| format!("running {}", scenario.name()))?;
         let gateway_rss_peak_kib = rss.finish().await?;
-        let after = self.cpu_ticks()?;
+        let after = self.cpu_ticks(gateway_pid)?;
         let delivered = self.broker.drain().await?;
         let usage = self.usage(&before, &after, gateway_rss_peak_kib);
         Ok(Run::new(scenario, plan.rate, totals, delivered, usage))

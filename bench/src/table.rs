@@ -4,6 +4,7 @@ use std::fmt::Write as _;
 
 use crate::report::{Report, Summary};
 use crate::scenarios::Scenario;
+use crate::traced::TracingCost;
 
 /// The whole printed report. `write!` to a `String` cannot fail, hence the `let _`.
 pub fn render(report: &Report) -> String {
@@ -21,6 +22,9 @@ pub fn render(report: &Report) -> String {
     );
     let _ = writeln!(out, "peer: {}\n", s.peer.as_deref().unwrap_or("absent"));
     out.push_str(&rows(report));
+    if let Some(cost) = &report.tracing {
+        out.push_str(&tracing_lines(cost));
+    }
     let _ = writeln!(
         out,
         "\ngateway peak RSS (VmHWM over the whole bench): {:.1} MiB\n\ntargets (informational):",
@@ -106,5 +110,24 @@ fn row_line(row: &Summary) -> String {
         row.gateway_rss_peak_mib,
         row.machine_idle_pct,
         row.rest_pct,
+    )
+}
+
+/// Export on against off, then what the sink received.
+fn tracing_lines(cost: &TracingCost) -> String {
+    let sink = &cost.sink;
+    format!(
+        "\ntracing, export on / off (traced / traced-off, median of {} pairs): events/s {:.3}x, p50 {:.2}x, p99 {:.2}x, gw cpu per event {:.2}x, gw RSS {:.2}x\n\
+         OTLP sink: {} POST /v1/traces, {:.1} MiB of JSON, {} spans ({:.1} per traced event)\n",
+        cost.pairs,
+        cost.events_per_sec,
+        cost.p50,
+        cost.p99,
+        cost.gateway_cpu_per_event,
+        cost.gateway_rss_peak,
+        sink.requests,
+        sink.bytes as f64 / (1024.0 * 1024.0),
+        sink.spans,
+        cost.spans_per_event,
     )
 }
