@@ -126,7 +126,8 @@ pub fn dead_letter_record(delivery: &Delivery) -> DeadLetter {
         failed_at: OffsetDateTime::now_utc(),
         replayed_at: None,
         traceparent: traceparent(delivery),
-        tracestate: header_string(delivery, TRACESTATE_HEADER),
+        tracestate: header_string(delivery, TRACESTATE_HEADER)
+            .filter(|state| crate::domain::trace::valid_tracestate(state).is_some()),
     }
 }
 

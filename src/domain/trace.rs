@@ -73,6 +73,33 @@ impl TraceParent {
 }
 
 /// A random, never all-zero span id (a v4 UUID's first half always has its version bits).
+/// Longest `tracestate` passed on, and most list members (W3C trace context).
+const TRACESTATE_MAX_BYTES: usize = 512;
+const TRACESTATE_MAX_MEMBERS: usize = 32;
+
+/// `tracestate` as it may be passed on: at most 512 bytes and 32 `key=value` members of
+/// printable ASCII; anything else is dropped (the trace itself continues).
+pub fn valid_tracestate(state: &str) -> Option<&str> {
+    let state = state.trim();
+    let members: Vec<&str> = state
+        .split(',')
+        .map(str::trim)
+        .filter(|m| !m.is_empty())
+        .collect();
+    let well_formed = |member: &&str| {
+        member.split_once('=').is_some_and(|(key, value)| {
+            !key.is_empty()
+                && !value.is_empty()
+                && member.bytes().all(|b| (0x20..0x7f).contains(&b))
+        })
+    };
+    (!state.is_empty()
+        && state.len() <= TRACESTATE_MAX_BYTES
+        && members.len() <= TRACESTATE_MAX_MEMBERS
+        && members.iter().all(well_formed))
+    .then_some(state)
+}
+
 pub fn new_span_id() -> [u8; 8] {
     Uuid::new_v4().as_u64_pair().0.to_be_bytes()
 }
@@ -112,6 +139,20 @@ impl fmt::Display for TraceParent {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tracestate_is_passed_on_only_when_bounded_and_well_formed() {
+        assert_eq!(
+            valid_tracestate("rojo=00f067aa0ba902b7,congo=t61rcWkgMzE"),
+            Some("rojo=00f067aa0ba902b7,congo=t61rcWkgMzE")
+        );
+        assert_eq!(valid_tracestate(&format!("a={}", "x".repeat(600))), None);
+        let many: Vec<String> = (0..33).map(|i| format!("k{i}=v")).collect();
+        assert_eq!(valid_tracestate(&many.join(",")), None);
+        assert_eq!(valid_tracestate("no-equals-sign"), None);
+        assert_eq!(valid_tracestate("a=b\u{0}"), None);
+        assert_eq!(valid_tracestate(""), None);
+    }
 
     const VALID: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 

@@ -144,9 +144,9 @@ fn example_error(path: &str, status: u16) -> Option<ApiError> {
                     .into(),
             }
         }
-        400 => ApiError::BadRequest {
-            title: "Malformed JSON",
-            detail: "expected value at line 1 column 1".into(),
+        400 => match super::extract::parse_json(b"{") {
+            Err(error) => error,
+            Ok(_) => return None,
         },
         401 if path.starts_with("/v1/webhooks/") => ApiError::WebhookRefused(
             crate::domain::webhook::Rejection::MissingHeader("webhook-signature"),

@@ -3,6 +3,8 @@
 
 use tracing::Instrument;
 
+use super::telemetry;
+
 /// The detached work panicked, so its outcome is unknown.
 #[derive(Debug, Clone, Copy, thiserror::Error)]
 #[error("a detached task panicked")]
@@ -10,11 +12,11 @@ pub struct Panicked;
 
 /// Runs `work` in a task of its own and waits for it. If this future is dropped, `work`
 /// still runs to its end: a claim is settled, a row committed, a confirm awaited. It runs
-/// in the caller's span, so its logs and spans belong to the request.
+/// in the caller's span and trace, so its logs, spans and messages belong to the request.
 pub async fn finish_detached<T: Send + 'static>(
     work: impl Future<Output = T> + Send + 'static,
 ) -> Result<T, Panicked> {
-    tokio::spawn(work.in_current_span())
+    tokio::spawn(telemetry::in_current_request(work.in_current_span()))
         .await
         .map_err(|_| Panicked)
 }

@@ -41,13 +41,27 @@ pub fn request_trace(incoming: Option<TraceParent>, tracestate: Option<&str>) ->
     TraceContext {
         parent: parent.child(trace::new_span_id()),
         // A state belongs to the caller's trace: a new trace starts without one.
-        state: incoming.and(tracestate).map(Into::into),
+        state: incoming
+            .and(tracestate.and_then(trace::valid_tracestate))
+            .map(Into::into),
     }
 }
 
 /// Runs `work` as the request with this trace.
 pub async fn in_request<F: Future>(trace: TraceContext, work: F) -> F::Output {
     REQUEST_TRACE.scope(trace, work).await
+}
+
+/// `work`, in the trace of the request running now (if any), for a task of its own: a
+/// spawned task does not inherit the task-local, so it is read here, before the spawn.
+pub fn in_current_request<F: Future>(work: F) -> impl Future<Output = F::Output> {
+    let trace = REQUEST_TRACE.try_with(Clone::clone).ok();
+    async move {
+        match trace {
+            Some(trace) => REQUEST_TRACE.scope(trace, work).await,
+            None => work.await,
+        }
+    }
 }
 
 /// What a message published now carries: the exported span publishing it (export on),

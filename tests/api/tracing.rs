@@ -87,7 +87,12 @@ async fn the_callers_trace_goes_on_with_the_gateways_span_as_parent() {
 async fn a_request_without_a_valid_traceparent_starts_a_trace() {
     let app = spawn_app().await;
     let all_zero = "00-00000000000000000000000000000000-00f067aa0ba902b7-01";
-    for headers in [vec![], vec![("traceparent", all_zero)]] {
+    // A caller's state belongs to its trace: a new trace starts without one.
+    let cases = [
+        vec![],
+        vec![("traceparent", all_zero), ("tracestate", "vendor=opaque")],
+    ];
+    for headers in cases {
         publish_traced(&app, &event("quest.created"), &headers).await;
         let message = app.next_message(&app.queue("quest")).await;
         let traceparent = header(&message, "traceparent").expect("a traceparent header");
@@ -98,6 +103,31 @@ async fn a_request_without_a_valid_traceparent_starts_a_trace() {
         assert_eq!(parts[3], "01");
         assert_eq!(header(&message, "tracestate"), None);
     }
+}
+
+#[tokio::test]
+async fn keyed_publishes_keep_the_trace_and_an_unbounded_state_is_dropped() {
+    let app = spawn_app().await;
+    let traceparent = caller_traceparent();
+    let oversized = format!("vendor={}", "x".repeat(600));
+    let headers = [
+        ("traceparent", traceparent.as_str()),
+        ("tracestate", oversized.as_str()),
+        ("idempotency-key", "traced-once"),
+    ];
+    publish_traced(&app, &event("quest.created"), &headers).await;
+    let message = app.next_message(&app.queue("quest")).await;
+    let published = header(&message, "traceparent").expect("a traceparent header");
+    assert_eq!(
+        parts(&published)[1],
+        TRACE_ID,
+        "the same trace, though keyed"
+    );
+    assert_eq!(
+        header(&message, "tracestate"),
+        None,
+        "over 512 bytes: dropped"
+    );
 }
 
 #[tokio::test]
@@ -206,6 +236,12 @@ async fn spans_are_exported_over_otlp_with_their_parents() {
         .spawn()
         .expect("the gateway binary");
     let logs = read_lines(child.stdout.take().expect("stdout"));
+    // The child process takes a moment to listen, longer while the suite runs.
+    let addr = settings.http_addr;
+    eventually(Duration::from_secs(30), || async move {
+        tokio::net::TcpStream::connect(addr).await.is_ok()
+    })
+    .await;
     let app = beside(settings).await;
     app.wait_until_ready().await;
 
