@@ -2,8 +2,6 @@
 //! AsyncAPI project's own parser (`@asyncapi/parser`, installed by `scripts/test`) finds
 //! no error in it.
 
-use std::process::Command;
-
 use event_gateway::config::Settings;
 use serde_json::Value;
 
@@ -45,21 +43,11 @@ async fn the_served_printed_and_committed_documents_agree() {
 #[tokio::test]
 async fn the_asyncapi_parser_finds_no_error() {
     let root = env!("CARGO_MANIFEST_DIR");
-    let run = tokio::task::spawn_blocking(move || {
-        Command::new("node")
-            .arg(format!("{root}/tests/asyncapi/validate.mjs"))
-            .arg(format!("{root}/openapi/asyncapi.json"))
-            .output()
-    })
-    .await
-    .unwrap()
-    .expect("node runs (scripts/test installs tests/asyncapi)");
-    let printed = String::from_utf8_lossy(&run.stdout);
-    assert!(
-        run.status.success(),
-        "{printed}\n{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
+    let args = vec![
+        format!("{root}/tests/asyncapi/validate.mjs"),
+        format!("{root}/openapi/asyncapi.json"),
+    ];
+    let printed = run_tool("node", args).await;
     let report: Value = serde_json::from_str(printed.trim()).unwrap();
     assert_eq!(report["parsed"], true);
     assert_eq!(report["errors"], Value::Array(Vec::new()));

@@ -2,8 +2,6 @@
 //! tests/browser): the first click publishes an event, and the page loads nothing from
 //! anywhere but the gateway. `scripts/test` installs both.
 
-use std::process::Command;
-
 use serde_json::Value;
 
 use crate::helpers::*;
@@ -15,21 +13,8 @@ async fn swagger_ui_publishes_on_the_first_click() {
     let root = env!("CARGO_MANIFEST_DIR");
     let screenshot = format!("{root}/target/swagger-first-click.png");
     let base = app.base.clone();
-    let run = tokio::task::spawn_blocking(move || {
-        Command::new("node")
-            .arg(format!("{root}/tests/browser/swagger.mjs"))
-            .args([base.as_str(), token.as_str(), screenshot.as_str()])
-            .output()
-    })
-    .await
-    .unwrap()
-    .expect("node runs (scripts/test installs tests/browser and chromium)");
-    let printed = String::from_utf8_lossy(&run.stdout);
-    assert!(
-        run.status.success(),
-        "{printed}\n{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
+    let script = format!("{root}/tests/browser/swagger.mjs");
+    let printed = run_tool("node", vec![script, base, token, screenshot]).await;
     let seen: Value = serde_json::from_str(printed.trim()).unwrap();
     assert_eq!(seen["status"], "202");
     assert_eq!(

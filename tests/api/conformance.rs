@@ -3,8 +3,6 @@
 //! every answer against the document: no server error, only documented statuses, content
 //! types and bodies, and invalid input refused.
 
-use std::process::Command;
-
 use crate::helpers::*;
 
 const CHECKS: &str = "not_a_server_error,status_code_conformance,content_type_conformance,\
@@ -18,21 +16,24 @@ async fn schemathesis_finds_nothing_in_the_served_document() {
     let app = spawn_app_with(settings).await;
     let token = app.token("conformance", "events:publish events:read admin");
     let url = format!("{}/openapi.json", app.base);
-    let run = tokio::task::spawn_blocking(move || {
-        Command::new("st")
-            .args(["run", &url, "--checks", CHECKS, "--max-examples", "50"])
-            // A fixed seed: the same requests every run, so a failure can be replayed.
-            .args(["--seed", "1", "--no-color"])
-            .args(["-H", &format!("Authorization: Bearer {token}")])
-            .output()
-    })
-    .await
-    .unwrap()
-    .expect("st runs (scripts/test installs schemathesis)");
-    assert!(
-        run.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&run.stdout),
-        String::from_utf8_lossy(&run.stderr)
-    );
+    // A fixed seed: the same requests every run, so a failure can be replayed.
+    let args = [
+        "run",
+        &url,
+        "--checks",
+        CHECKS,
+        "--max-examples",
+        "50",
+        "--seed",
+        "1",
+    ]
+    .into_iter()
+    .chain([
+        "--no-color",
+        "-H",
+        &format!("Authorization: Bearer {token}"),
+    ])
+    .map(str::to_owned)
+    .collect();
+    run_tool("st", args).await;
 }

@@ -388,3 +388,21 @@ pub fn metric(text: &str, line_start: &str) -> f64 {
         .and_then(|value| value.parse().ok())
         .unwrap_or(0.0)
 }
+
+/// Runs a tool `scripts/tools-up` installs (node, st) off the runtime's threads, fails the
+/// test with everything it printed unless it succeeds, and returns its stdout.
+pub async fn run_tool(program: &'static str, args: Vec<String>) -> String {
+    let run = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(program).args(&args).output()
+    })
+    .await
+    .expect("the tool's thread")
+    .unwrap_or_else(|error| panic!("{program} runs (scripts/test installs it): {error}"));
+    let printed = String::from_utf8_lossy(&run.stdout).into_owned();
+    assert!(
+        run.status.success(),
+        "{program} failed:\n{printed}\n{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    printed
+}
