@@ -19,15 +19,23 @@ use crate::runtime::metrics::PublishOutcome;
 /// An adapter's own error, kept as the cause of the application's.
 pub type Cause = Arc<dyn std::error::Error + Send + Sync>;
 
-/// Why a message was not confirmed; none of these may be answered 202.
+/// Why a message was not confirmed; none of these may be answered 202. Some mean it was
+/// never sent; [`PublishError::may_be_published`] tells the ones that leave the outcome
+/// open (sent, but no confirm came back).
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
+    /// Not sent: no connection, or the channel was already broken.
     #[error("the broker is unreachable")]
     Unavailable(#[source] Option<Cause>),
+    /// Sent, but the channel or connection failed before the broker confirmed it: it may
+    /// or may not be on the bus.
+    #[error("the broker connection failed before it confirmed the message")]
+    ConfirmLost(#[source] Cause),
     #[error("the broker refused the message (nack)")]
     Nacked,
     #[error("no queue is bound for routing key {routing_key}")]
     Unroutable { routing_key: String },
+    /// Sent (or about to be), and no confirm within the timeout: it may be on the bus.
     #[error("the broker did not confirm within {0:?}")]
     ConfirmTimeout(std::time::Duration),
     #[error("the channel is not in confirm mode, so delivery is unknown")]
@@ -42,13 +50,26 @@ impl PublishError {
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
-            PublishError::Unavailable(_) | PublishError::Nacked | PublishError::ConfirmTimeout(_)
+            PublishError::Unavailable(_)
+                | PublishError::ConfirmLost(_)
+                | PublishError::Nacked
+                | PublishError::ConfirmTimeout(_)
+        )
+    }
+
+    /// The message may be on the bus although it was not confirmed: whoever cannot hold
+    /// it in the outbox must not call it refused.
+    pub fn may_be_published(&self) -> bool {
+        matches!(
+            self,
+            PublishError::ConfirmLost(_) | PublishError::ConfirmTimeout(_)
         )
     }
 
     pub fn outcome(&self) -> PublishOutcome {
         match self {
             PublishError::Unavailable(_) => PublishOutcome::Unavailable,
+            PublishError::ConfirmLost(_) => PublishOutcome::ConfirmLost,
             PublishError::Nacked => PublishOutcome::Nacked,
             PublishError::Unroutable { .. } => PublishOutcome::Unroutable,
             PublishError::ConfirmTimeout(_) => PublishOutcome::Timeout,

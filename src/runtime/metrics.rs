@@ -57,6 +57,7 @@ labels! {
         Nacked = "nacked",
         Unroutable = "unroutable",
         Timeout = "timeout",
+        ConfirmLost = "confirm_lost",
         NotConfirmed = "not_confirmed",
         EncodeFailed = "encode_failed",
         Duplicate = "duplicate",
