@@ -62,7 +62,9 @@ impl PublishError {
     pub fn may_be_published(&self) -> bool {
         matches!(
             self,
-            PublishError::ConfirmLost(_) | PublishError::ConfirmTimeout(_)
+            PublishError::ConfirmLost(_)
+                | PublishError::ConfirmTimeout(_)
+                | PublishError::NotConfirmed
         )
     }
 
@@ -84,6 +86,9 @@ impl PublishError {
 pub enum StoreError {
     #[error("the database is unavailable: {0}")]
     Unavailable(Cause),
+    /// The connection failed during the COMMIT: the rows may or may not be written.
+    #[error("the database connection failed during the commit: {0}")]
+    CommitUnknown(Cause),
     /// The database answered and refused this statement itself (not a connection problem).
     #[error("the database refused the statement: {0}")]
     Refused(Cause),

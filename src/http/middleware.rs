@@ -17,8 +17,10 @@ use tower_http::trace::TraceLayer;
 use tracing::info_span;
 
 use super::error::ApiError;
+use crate::app::publish::{NotTaken, Unknown};
 use crate::config::CorsOrigin;
 use crate::domain::trace::{TraceContext, TraceParent};
+use crate::runtime::in_flight::{self, Handover};
 use crate::runtime::metrics::Metrics;
 use crate::runtime::telemetry;
 
@@ -181,15 +183,26 @@ async fn limit_head(State(max): State<usize>, request: Request, next: Next) -> R
     next.run(request).await
 }
 
-/// Answers 503 as problem+json when a request outlives `timeout`.
+/// Answers 503 as problem+json when a request outlives `timeout`: `outcome-unknown` with
+/// the ids of the events it handed to publishing (they may still go out), else a plain
+/// refusal, after which none of its events is published.
 async fn request_timeout(
     State(timeout): State<Duration>,
     request: Request,
     next: Next,
 ) -> Response {
-    match tokio::time::timeout(timeout, next.run(request)).await {
+    let handover = Arc::new(Handover::default());
+    let work = in_flight::in_request(handover.clone(), next.run(request));
+    match tokio::time::timeout(timeout, work).await {
         Ok(response) => response,
-        Err(_) => ApiError::Timeout.into_response(),
+        Err(_) => match handover.answer_now() {
+            ids if ids.is_empty() => ApiError::Timeout.into_response(),
+            ids => ApiError::from(NotTaken::OutcomeUnknown {
+                ids,
+                why: Unknown::Deadline,
+            })
+            .into_response(),
+        },
     }
 }
 

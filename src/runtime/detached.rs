@@ -3,7 +3,7 @@
 
 use tracing::Instrument;
 
-use super::telemetry;
+use super::{in_flight, telemetry};
 
 /// The detached work panicked, so its outcome is unknown.
 #[derive(Debug, Clone, Copy, thiserror::Error)]
@@ -12,13 +12,16 @@ pub struct Panicked;
 
 /// Runs `work` in a task of its own and waits for it. If this future is dropped, `work`
 /// still runs to its end: a claim is settled, a row committed, a confirm awaited. It runs
-/// in the caller's span and trace, so its logs, spans and messages belong to the request.
+/// in the caller's span and trace, so its logs, spans and messages belong to the request,
+/// and with the request's handover, so it publishes nothing the request refused already.
 pub async fn finish_detached<T: Send + 'static>(
     work: impl Future<Output = T> + Send + 'static,
 ) -> Result<T, Panicked> {
-    tokio::spawn(telemetry::in_current_request(work.in_current_span()))
-        .await
-        .map_err(|_| Panicked)
+    tokio::spawn(in_flight::in_current_request(
+        telemetry::in_current_request(work.in_current_span()),
+    ))
+    .await
+    .map_err(|_| Panicked)
 }
 
 #[cfg(test)]

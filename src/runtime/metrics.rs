@@ -61,6 +61,7 @@ labels! {
         NotConfirmed = "not_confirmed",
         EncodeFailed = "encode_failed",
         Duplicate = "duplicate",
+        Unknown = "unknown",
     }
 }
 

@@ -9,11 +9,17 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Mutex, watch};
 use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// Bytes that, once armed, cut the connection they pass through right after they are
+/// passed on: the peer gets them, the answer never comes back.
+type Tripwire = Arc<std::sync::Mutex<Option<&'static [u8]>>>;
 
 pub struct Proxy {
     pub addr: SocketAddr,
     cut: Arc<AtomicBool>,
     stalled: watch::Sender<bool>,
+    tripwire: Tripwire,
     links: Arc<Mutex<JoinSet<()>>>,
     accept: tokio::task::JoinHandle<()>,
 }
@@ -25,11 +31,13 @@ impl Proxy {
         let cut = Arc::new(AtomicBool::new(false));
         let (stalled, _) = watch::channel(false);
         let links = Arc::new(Mutex::new(JoinSet::new()));
+        let tripwire = Tripwire::default();
         let target = target.to_owned();
         let accept = tokio::spawn({
             let cut = cut.clone();
             let links = links.clone();
             let stalled = stalled.clone();
+            let tripwire = tripwire.clone();
             async move {
                 while let Ok((client, _)) = listener.accept().await {
                     if cut.load(Ordering::SeqCst) {
@@ -37,13 +45,25 @@ impl Proxy {
                     }
                     let target = target.clone();
                     let stalled = stalled.subscribe();
+                    let tripwire = tripwire.clone();
                     links.lock().await.spawn(async move {
                         if let Ok(server) = TcpStream::connect(&target).await {
                             let (client_read, client_write) = client.into_split();
                             let (server_read, server_write) = server.into_split();
+                            let severed = CancellationToken::new();
+                            let outgoing = Pump {
+                                stalled: stalled.clone(),
+                                severed: severed.clone(),
+                                tripwire: Some(tripwire),
+                            };
+                            let incoming = Pump {
+                                stalled,
+                                severed,
+                                tripwire: None,
+                            };
                             tokio::join!(
-                                pump(client_read, server_write, stalled.clone()),
-                                pump(server_read, client_write, stalled),
+                                outgoing.run(client_read, server_write),
+                                incoming.run(server_read, client_write),
                             );
                         }
                     });
@@ -54,6 +74,7 @@ impl Proxy {
             addr,
             cut,
             stalled,
+            tripwire,
             links,
             accept,
         }
@@ -74,28 +95,66 @@ impl Proxy {
     pub fn stall(&self) {
         self.stalled.send_replace(true);
     }
+
+    /// The next time a client sends `bytes` (a PostgreSQL `COMMIT`, say), they reach the
+    /// server and then that connection is cut, so the client never hears the answer.
+    pub fn cut_after_next(&self, bytes: &'static [u8]) {
+        *self.tripwire.lock().expect("tripwire") = Some(bytes);
+    }
 }
 
-/// Copies bytes one way, holding them while the proxy is stalled.
-async fn pump(
-    mut from: impl AsyncRead + Unpin,
-    mut to: impl AsyncWrite + Unpin,
-    mut stalled: watch::Receiver<bool>,
-) {
-    let mut buffer = vec![0; 16 * 1024];
-    loop {
-        let read = match from.read(&mut buffer).await {
-            Ok(0) | Err(_) => return,
-            Ok(read) => read,
-        };
-        while *stalled.borrow_and_update() {
-            if stalled.changed().await.is_err() {
+/// Copies bytes one way, holding them while the proxy is stalled; `severed` ends both
+/// ways of a link at once, when a tripwire (client to server only) went off.
+struct Pump {
+    stalled: watch::Receiver<bool>,
+    severed: CancellationToken,
+    tripwire: Option<Tripwire>,
+}
+
+impl Pump {
+    async fn run(mut self, from: impl AsyncRead + Unpin, to: impl AsyncWrite + Unpin) {
+        let severed = self.severed.clone();
+        tokio::select! {
+            () = self.copy(from, to) => {}
+            () = severed.cancelled() => {}
+        }
+    }
+
+    async fn copy(&mut self, mut from: impl AsyncRead + Unpin, mut to: impl AsyncWrite + Unpin) {
+        let mut buffer = vec![0; 16 * 1024];
+        loop {
+            let read = match from.read(&mut buffer).await {
+                Ok(0) | Err(_) => return,
+                Ok(read) => read,
+            };
+            while *self.stalled.borrow_and_update() {
+                if self.stalled.changed().await.is_err() {
+                    return;
+                }
+            }
+            let tripped = self.tripped(&buffer[..read]);
+            if to.write_all(&buffer[..read]).await.is_err() {
+                return;
+            }
+            if tripped {
+                let _ = to.flush().await;
+                self.severed.cancel();
                 return;
             }
         }
-        if to.write_all(&buffer[..read]).await.is_err() {
-            return;
+    }
+
+    /// Whether `chunk` holds the armed bytes (which disarms them).
+    fn tripped(&self, chunk: &[u8]) -> bool {
+        let Some(tripwire) = &self.tripwire else {
+            return false;
+        };
+        let mut armed = tripwire.lock().expect("tripwire");
+        let hit = armed.is_some_and(|bytes| chunk.windows(bytes.len()).any(|w| w == bytes));
+        if hit {
+            *armed = None;
         }
+        hit
     }
 }
 

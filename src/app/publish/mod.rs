@@ -42,6 +42,9 @@ pub enum ReceiptStatus {
     Queued,
     /// The event was not taken (only inside a failed batch's problem document).
     Failed,
+    /// Whether the event was taken is unknown (only inside an `outcome-unknown` problem
+    /// document): retry it with the same id.
+    Unknown,
 }
 
 /// The answer for one accepted event.
@@ -67,7 +70,8 @@ pub struct BatchReceipt {
     pub results: Vec<Receipt>,
 }
 
-/// Why an event was not taken; none of these may be answered 202.
+/// Why an event was not taken; none of these may be answered 202. All but
+/// [`NotTaken::OutcomeUnknown`] are definite: nothing of the event was or will be published.
 #[derive(Debug, thiserror::Error)]
 pub enum NotTaken {
     #[error(transparent)]
@@ -77,6 +81,35 @@ pub enum NotTaken {
     Unavailable(#[source] StoreError),
     #[error("an event with this id was already accepted")]
     Duplicate,
+    /// The request was answered (it timed out) before the event was handed over.
+    #[error("the request was answered before the event was taken")]
+    TooLate,
+    /// The gateway could not learn in time whether these events were taken.
+    #[error("whether the event was taken is unknown: {why}")]
+    OutcomeUnknown { ids: Vec<Uuid>, why: Unknown },
+}
+
+/// Why an outcome is unknown.
+#[derive(Debug, thiserror::Error)]
+pub enum Unknown {
+    /// Sent, no confirm, and the outbox could not hold it either.
+    #[error("{0}, and the outbox could not hold it")]
+    Unconfirmed(PublishError),
+    /// The connection failed during the COMMIT, and the row could not be looked up.
+    #[error(transparent)]
+    Commit(StoreError),
+    /// It could not be dropped after the broker returned it, so the relay may publish it.
+    #[error("the broker returned it and its outbox row could not be dropped")]
+    NotForgotten,
+    #[error("the request ran out of time (REQUEST_TIMEOUT)")]
+    Deadline,
+}
+
+impl NotTaken {
+    /// The one event `id` whose outcome is unknown.
+    pub(crate) fn unknown(id: Uuid, why: Unknown) -> Self {
+        NotTaken::OutcomeUnknown { ids: vec![id], why }
+    }
 }
 
 /// A batch not wholly taken: the first failure, and what happened to each event.
@@ -324,7 +357,8 @@ fn unavailable() -> NotTaken {
 }
 
 /// Accepted when every event was taken; otherwise the first failure, listing what
-/// happened to each event so the client can retry exactly the ones that failed.
+/// happened to each event so the client can retry exactly the ones that failed. When any
+/// event's outcome is unknown, so is the batch's, naming every such event.
 fn batch_answer(
     correlation_id: String,
     events: &[ValidEvent],
@@ -332,26 +366,42 @@ fn batch_answer(
 ) -> Result<Accepted, BatchNotTaken> {
     let mut results = Vec::with_capacity(outcomes.len());
     let mut first = None;
+    let mut unknown = None;
     for (event, outcome) in events.iter().zip(outcomes) {
-        match outcome {
-            Ok(receipt) => results.push(receipt),
-            Err(error) => {
-                results.push(Receipt {
-                    id: event.id,
-                    event_type: event.event_type.as_str().to_owned(),
-                    correlation_id: event
-                        .correlation_id
-                        .clone()
-                        .unwrap_or_else(|| correlation_id.clone()),
-                    status: ReceiptStatus::Failed,
-                    persisted: false,
-                    error: Some(error.to_string()),
-                });
+        let error = match outcome {
+            Ok(receipt) => {
+                results.push(receipt);
+                continue;
+            }
+            Err(error) => error,
+        };
+        let status = match &error {
+            NotTaken::OutcomeUnknown { .. } => ReceiptStatus::Unknown,
+            _ => ReceiptStatus::Failed,
+        };
+        results.push(Receipt {
+            id: event.id,
+            event_type: event.event_type.as_str().to_owned(),
+            correlation_id: event
+                .correlation_id
+                .clone()
+                .unwrap_or_else(|| correlation_id.clone()),
+            status,
+            persisted: false,
+            error: Some(error.to_string()),
+        });
+        match (error, &mut unknown) {
+            (
+                NotTaken::OutcomeUnknown { ids, .. },
+                Some(NotTaken::OutcomeUnknown { ids: all, .. }),
+            ) => all.extend(ids),
+            (error @ NotTaken::OutcomeUnknown { .. }, None) => unknown = Some(error),
+            (error, _) => {
                 first.get_or_insert(error);
             }
         }
     }
-    match first {
+    match unknown.or(first) {
         None => Ok(Accepted {
             correlation_id,
             body: json!(BatchReceipt { results }),

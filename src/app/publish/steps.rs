@@ -7,9 +7,10 @@ use std::collections::HashSet;
 use tracing::warn;
 use uuid::Uuid;
 
-use super::{Item, NotTaken, Outcome, Publishing, ReceiptStatus, unavailable};
-use crate::app::ports::PublishError;
+use super::{Item, NotTaken, Outcome, Publishing, ReceiptStatus, Unknown, unavailable};
+use crate::app::ports::{PublishError, StoreError};
 use crate::app::records::{Owner, PendingEvent};
+use crate::runtime::in_flight;
 use crate::runtime::metrics::PublishOutcome;
 
 /// Where one event of a request stands.
@@ -20,8 +21,8 @@ enum Step {
     HeldBySelf,
     /// Straight to the broker.
     Direct,
-    /// The broker could not take it for now: to the outbox.
-    Refused,
+    /// The broker could not take it for now (and may have, when unconfirmed): to the outbox.
+    Refused(PublishError),
     Done(Outcome),
 }
 
@@ -34,9 +35,19 @@ impl Publishing {
         let mut steps = Vec::with_capacity(items.len());
         let mut pendings = Vec::with_capacity(items.len());
         let mut types = Vec::with_capacity(items.len());
+        let ids: Vec<Uuid> = items
+            .iter()
+            .filter_map(|(_, pending)| pending.as_ref().ok().map(|p| p.id))
+            .collect();
+        // A request already answered (timed out) publishes nothing it did not hand over.
+        let too_late = !in_flight::take(ids);
         for (event_type, pending) in items {
             types.push(event_type);
             match pending {
+                Ok(_) if too_late => {
+                    steps.push(Step::Done(Err(NotTaken::TooLate)));
+                    pendings.push(None);
+                }
                 Ok(pending) => {
                     let hold = pending.record.is_some() || backlog;
                     steps.push(if hold { Step::ToHold } else { Step::Direct });
@@ -113,7 +124,8 @@ impl Publishing {
             }
             Err(error) => {
                 for &i in &indexes {
-                    steps[i] = Step::Done(Err(NotTaken::Unavailable(error.clone())));
+                    let id = pendings[i].as_ref().map(|p| p.id);
+                    steps[i] = Step::Done(Err(not_held(id, &error, None)));
                 }
             }
         }
@@ -147,16 +159,11 @@ impl Publishing {
             }
             steps[i] = match outcome {
                 Ok(()) => Step::Done(Ok(ReceiptStatus::Published)),
-                Err(error) if !error.is_transient() => {
-                    if held && let Err(forget) = self.outbox.forget(id).await {
-                        warn!(error = %forget, event_id = %id, "could not drop an unpublishable event");
-                    }
-                    Step::Done(Err(error.into()))
-                }
+                Err(error) if !error.is_transient() => self.refuse(id, held, error).await,
                 Err(error) if held => self.hand_to_relay(id, &error).await,
                 Err(error) => {
                     warn!(%error, event_id = %id, "broker did not take the event; holding it in the outbox");
-                    Step::Refused
+                    Step::Refused(error)
                 }
             };
         }
@@ -165,6 +172,19 @@ impl Publishing {
         {
             warn!(%error, "could not mark events published; the relay will publish them again");
         }
+    }
+
+    /// The broker will never take it (returned, say): refused, once its row (if any) is
+    /// gone, so the relay cannot publish it later; unknown if it may be on the bus.
+    async fn refuse(&self, id: Uuid, held: bool, error: PublishError) -> Step {
+        if held && let Err(forget) = self.outbox.forget(id).await {
+            warn!(error = %forget, event_id = %id, "could not drop an unpublishable event");
+            return Step::Done(Err(NotTaken::unknown(id, Unknown::NotForgotten)));
+        }
+        if error.may_be_published() {
+            return Step::Done(Err(NotTaken::unknown(id, Unknown::Unconfirmed(error))));
+        }
+        Step::Done(Err(error.into()))
     }
 
     /// A committed row this request could not publish: the relay publishes it.
@@ -183,7 +203,7 @@ impl Publishing {
         steps: &mut [Step],
         pendings: &[Option<PendingEvent>],
     ) {
-        let indexes = matching(steps, |step| matches!(step, Step::Refused));
+        let indexes = matching(steps, |step| matches!(step, Step::Refused(_)));
         if indexes.is_empty() {
             return;
         }
@@ -193,15 +213,33 @@ impl Publishing {
             .collect();
         let held = self.outbox.hold(refused, Owner::Relay).await;
         for &i in &indexes {
+            let step = std::mem::replace(&mut steps[i], Step::Done(Err(unavailable())));
+            let (Step::Refused(publish), Some(pending)) = (step, &pendings[i]) else {
+                continue;
+            };
             steps[i] = Step::Done(match &held {
                 // Already in the outbox (a retry of the same id) is just as safe.
                 Ok(_) => Ok(ReceiptStatus::Queued),
-                Err(error) => Err(NotTaken::Unavailable(error.clone())),
+                Err(error) => Err(not_held(Some(pending.id), error, Some(publish))),
             });
         }
         if held.is_ok() {
             self.backlog.added();
         }
+    }
+}
+
+/// An event the outbox could not hold: refused, unless it may be on the bus already (sent
+/// and unconfirmed) or in the database (a COMMIT whose outcome is unknown).
+fn not_held(id: Option<Uuid>, error: &StoreError, publish: Option<PublishError>) -> NotTaken {
+    let why = match (publish, error) {
+        (Some(publish), _) if publish.may_be_published() => Unknown::Unconfirmed(publish),
+        (_, StoreError::CommitUnknown(_)) => Unknown::Commit(error.clone()),
+        _ => return NotTaken::Unavailable(error.clone()),
+    };
+    match id {
+        Some(id) => NotTaken::unknown(id, why),
+        None => NotTaken::Unavailable(error.clone()),
     }
 }
 
@@ -217,5 +255,7 @@ pub(super) fn outcome_label(outcome: &Outcome) -> PublishOutcome {
         Err(NotTaken::Publish(error)) => error.outcome(),
         Err(NotTaken::Unavailable(_)) => PublishOutcome::Unavailable,
         Err(NotTaken::Duplicate) => PublishOutcome::Duplicate,
+        Err(NotTaken::TooLate) => PublishOutcome::Timeout,
+        Err(NotTaken::OutcomeUnknown { .. }) => PublishOutcome::Unknown,
     }
 }

@@ -17,6 +17,13 @@ impl ApiError {
             ApiError::NotTaken { results, .. } => (Vec::new(), results.clone()),
             _ => (Vec::new(), None),
         };
+        let event_ids = match self {
+            ApiError::NotTaken {
+                source: NotTaken::OutcomeUnknown { ids, .. },
+                ..
+            } => ids.clone(),
+            _ => Vec::new(),
+        };
         Problem {
             problem_type: format!("urn:problem:event-gateway:{kind}"),
             title: title.to_owned(),
@@ -24,6 +31,7 @@ impl ApiError {
             detail: self.detail(),
             errors,
             results,
+            event_ids,
         }
     }
 
@@ -142,6 +150,13 @@ impl ApiError {
                 source: NotTaken::Duplicate,
                 ..
             } => "an event with this id was already accepted with another request".into(),
+            ApiError::NotTaken {
+                source: NotTaken::OutcomeUnknown { why, .. },
+                ..
+            } => format!(
+                "{why}: the events in eventIds may or may not be published; retry them with the same \
+                 Idempotency-Key or event ids, which publishes at most one more copy with the same ids"
+            ),
             ApiError::NotTaken { source, .. } => {
                 format!("{source}; the event was not accepted, retry later")
             }
@@ -199,5 +214,15 @@ fn not_taken_parts(source: &NotTaken) -> (StatusCode, &'static str, &'static str
             "The event could not be made safe now; retry later",
         ),
         NotTaken::Duplicate => (StatusCode::CONFLICT, "duplicate", "Event already accepted"),
+        NotTaken::TooLate => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "timeout",
+            "The request took too long",
+        ),
+        NotTaken::OutcomeUnknown { .. } => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "outcome-unknown",
+            "Whether the events were taken is unknown",
+        ),
     }
 }

@@ -8,6 +8,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use tracing::{error, warn};
 use utoipa::ToSchema;
+use uuid::Uuid;
 
 use crate::app::ports::{CacheError, StoreError};
 use crate::app::publish::{NotTaken, Receipt};
@@ -48,6 +49,10 @@ pub struct Problem {
     /// For a batch that was not wholly taken: what happened to each event, in order.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub results: Option<Vec<Receipt>>,
+    /// For `outcome-unknown`: the events that may or may not have been taken; retry them
+    /// with the same ids (or `Idempotency-Key`).
+    #[serde(rename = "eventIds", skip_serializing_if = "Vec::is_empty")]
+    pub event_ids: Vec<Uuid>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -17,12 +17,16 @@ use crate::app::records::{OutgoingMessage, Owner, PendingEvent, QueueDepth};
 use crate::domain::{EventType, Principal, Scopes, ValidEvent};
 use crate::runtime::metrics::Metrics;
 
-/// A broker that confirms everything but what it was told to refuse, by routing key.
+mod outcomes;
+
+/// A broker that confirms everything but what it was told to refuse, by routing key, or
+/// fails every message with `fail` (a lost or late confirm, say).
 #[derive(Default)]
 struct MemoryBus {
     down: bool,
     nack: HashSet<&'static str>,
     unroutable: HashSet<&'static str>,
+    fail: Option<fn() -> PublishError>,
     published: Mutex<Vec<Uuid>>,
 }
 
@@ -41,7 +45,9 @@ impl EventBus for MemoryBus {
             .into_iter()
             .map(|message| {
                 let key = message.routing_key;
-                if self.down || self.nack.contains(key) {
+                if let Some(fail) = self.fail {
+                    Err(fail())
+                } else if self.down || self.nack.contains(key) {
                     Err(PublishError::Nacked)
                 } else if self.unroutable.contains(key) {
                     Err(PublishError::Unroutable {
@@ -60,9 +66,11 @@ impl EventBus for MemoryBus {
     }
 }
 
-/// An outbox that remembers every row, who owns it, and what became of it.
+/// An outbox that remembers every row, who owns it, and what became of it; or that fails
+/// every hold with `fail`.
 #[derive(Default)]
 struct MemoryOutbox {
+    fail: Option<fn() -> StoreError>,
     rows: Mutex<HashMap<Uuid, Owner>>,
     confirmed: Mutex<Vec<Uuid>>,
     released: Mutex<Vec<Uuid>>,
@@ -72,6 +80,9 @@ struct MemoryOutbox {
 #[async_trait]
 impl Outbox for MemoryOutbox {
     async fn hold(&self, events: Vec<PendingEvent>, owner: Owner) -> Result<Vec<bool>, StoreError> {
+        if let Some(fail) = self.fail {
+            return Err(fail());
+        }
         let mut rows = self.rows.lock().unwrap();
         Ok(events
             .iter()
@@ -127,7 +138,15 @@ struct Harness {
 
 /// `achievement.completed` is critical, as by default; the backlog starts counted empty.
 fn harness(bus: MemoryBus) -> Harness {
-    let (bus, outbox, cache) = (Arc::new(bus), Arc::default(), Arc::<MemoryCache>::default());
+    harness_with(bus, MemoryOutbox::default())
+}
+
+fn harness_with(bus: MemoryBus, outbox: MemoryOutbox) -> Harness {
+    let (bus, outbox, cache) = (
+        Arc::new(bus),
+        Arc::new(outbox),
+        Arc::<MemoryCache>::default(),
+    );
     let backlog = Backlog::default();
     backlog.counted(backlog.generation(), false);
     let publishing = Publishing::new(PublishingParts {
