@@ -34,6 +34,7 @@ pub mod store;
 pub mod workers;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use tokio::net::TcpListener;
@@ -76,6 +77,9 @@ pub fn asyncapi_json(settings: &Settings) -> serde_json::Result<String> {
 }
 
 /// The store's part of the settings.
+/// How much longer than the confirm timeout a request's own outbox rows are left to it.
+const REQUEST_LEASE_MARGIN: Duration = Duration::from_secs(2);
+
 pub fn store_settings(settings: &Settings) -> StoreSettings {
     StoreSettings {
         url: settings.database_url.expose().to_owned(),
@@ -83,6 +87,9 @@ pub fn store_settings(settings: &Settings) -> StoreSettings {
         acquire_timeout: settings.db_acquire_timeout,
         statement_timeout: settings.db_statement_timeout,
         write_batch: settings.db_write_batch as usize,
+        // The request publishes its own row right after the commit, within the confirm
+        // timeout; after that (and a margin) the relay may.
+        request_lease: settings.amqp_confirm_timeout + REQUEST_LEASE_MARGIN,
     }
 }
 

@@ -8,6 +8,7 @@ mod dead_letters;
 mod idempotency;
 mod outbox;
 mod reads;
+mod rows;
 mod writer;
 
 use std::sync::Arc;
@@ -43,6 +44,8 @@ pub struct StoreSettings {
     pub statement_timeout: Duration,
     /// Most events per transaction; 1 turns group commit off.
     pub write_batch: usize,
+    /// How long a request may take to publish its own row before the relay may.
+    pub request_lease: Duration,
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -68,6 +71,8 @@ async fn detached<T: Send + 'static>(
 #[derive(Clone)]
 pub struct Store {
     pool: PgPool,
+    /// Where holds are written when group commit is off.
+    target: writer::Target,
     writer: Option<mpsc::Sender<WriteJob>>,
     ready: Arc<AtomicBool>,
     breaker: Arc<CircuitBreaker>,
@@ -86,10 +91,15 @@ impl Store {
             .max_connections(settings.pool_size)
             .acquire_timeout(settings.acquire_timeout)
             .connect_lazy_with(options);
-        let writer = (settings.write_batch > 1)
-            .then(|| writer::spawn(pool.clone(), settings.write_batch, workers));
+        let target = writer::Target {
+            pool: pool.clone(),
+            max_rows: settings.write_batch,
+            lease: settings.request_lease,
+        };
+        let writer = (settings.write_batch > 1).then(|| writer::spawn(target.clone(), workers));
         let store = Store {
             pool,
+            target,
             writer,
             ready: Arc::new(AtomicBool::new(false)),
             breaker: Arc::new(breaker),
@@ -150,7 +160,8 @@ impl Outbox for Store {
     /// The commit: the request's wait for its group commit round.
     #[instrument(name = "commit", skip_all, fields(events = events.len()))]
     async fn hold(&self, events: Vec<PendingEvent>, owner: Owner) -> Result<Vec<bool>, StoreError> {
-        let pool = self.pool()?.clone();
+        self.pool()?;
+        let target = self.target.clone();
         match &self.writer {
             Some(writer) => {
                 let outcome = writer::submit(writer, events, owner).await;
@@ -158,18 +169,19 @@ impl Outbox for Store {
                 outcome
             }
             None => {
-                self.guarded(async move { writer::insert(&pool, &events, owner).await })
+                self.guarded(async move { writer::write(&target, &events, owner).await })
                     .await
             }
         }
     }
 
     async fn confirmed(&self, ids: Vec<Uuid>) -> Result<(), StoreError> {
-        let pool = self.pool()?.clone();
+        self.pool()?;
+        let target = self.target.clone();
         match &self.writer {
             Some(writer) => writer::confirm(writer, ids).await,
             None => {
-                self.guarded(async move { writer::mark_confirmed(&pool, &ids).await })
+                self.guarded(async move { writer::mark_confirmed(&target, &ids).await })
                     .await
             }
         }

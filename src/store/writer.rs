@@ -1,20 +1,30 @@
 //! Group commit: one task takes every write waiting in its queue and commits them in one
-//! transaction, so throughput is not one fsync per request.
+//! transaction, so throughput is not one fsync per request. A COMMIT whose connection
+//! died is not taken for a failure: the rows are looked up before anyone is answered.
+//! Marks of confirmed events that fail are kept and tried again, so a confirmed event is
+//! not published a second time when its lease ends.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::{PgPool, Postgres, Transaction};
+use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
-use tracing::{instrument, warn};
+use tracing::warn;
 use uuid::Uuid;
 
 use super::StoreError;
-use crate::app::records::{EventRecord, Owner, PendingEvent};
+use super::rows::insert_rows;
+use crate::app::records::{Owner, PendingEvent};
+use crate::runtime::backoff::Backoff;
 use crate::runtime::worker::Workers;
 
-/// How long a request may take to publish its own row before the relay may.
-const REQUEST_LEASE: Duration = Duration::from_secs(30);
+/// How long rows whose COMMIT was lost are written again before the answer is "unknown".
+const LOOK_UP_FOR: Duration = Duration::from_secs(3);
+/// Marks of confirmed events kept for another try while the database fails; beyond this
+/// the relay publishes the rest again after their lease.
+const MAX_OWED_MARKS: usize = 100_000;
+const RETRY_MARKS_AFTER: Duration = Duration::from_secs(1);
 
 /// A hold waiting for its round: the events, who publishes them, and where to answer.
 type PendingHold = (
@@ -34,14 +44,20 @@ pub(super) enum WriteJob {
     Confirmed(Vec<Uuid>),
 }
 
+/// Where the writer writes, how much per round, and how long a request's own rows are
+/// left to it before the relay may publish them.
+#[derive(Clone)]
+pub(super) struct Target {
+    pub pool: PgPool,
+    pub max_rows: usize,
+    pub lease: Duration,
+}
+
 /// Starts the writer; when the workers stop it takes no new writes, commits those
 /// already queued, and ends.
-pub(super) fn spawn(pool: PgPool, max_rows: usize, workers: &Workers) -> mpsc::Sender<WriteJob> {
-    let (sender, receiver) = mpsc::channel(max_rows * 4);
-    workers.spawn(
-        "group commit",
-        run(pool, receiver, max_rows, workers.token()),
-    );
+pub(super) fn spawn(target: Target, workers: &Workers) -> mpsc::Sender<WriteJob> {
+    let (sender, receiver) = mpsc::channel(target.max_rows * 4);
+    workers.spawn("group commit", run(target, receiver, workers.token()));
     sender
 }
 
@@ -73,12 +89,8 @@ pub(super) async fn confirm(
         .map_err(|_| StoreError::TaskFailed)
 }
 
-async fn run(
-    pool: PgPool,
-    mut receiver: mpsc::Receiver<WriteJob>,
-    max_rows: usize,
-    stop: CancellationToken,
-) {
+async fn run(target: Target, mut receiver: mpsc::Receiver<WriteJob>, stop: CancellationToken) {
+    let mut owed = Vec::new();
     loop {
         // A round is never cut short: stopping only closes the queue to new writes.
         let next = tokio::select! {
@@ -87,14 +99,18 @@ async fn run(
                 receiver.close();
                 receiver.recv().await
             }
+            () = tokio::time::sleep(RETRY_MARKS_AFTER), if !owed.is_empty() => {
+                Some(WriteJob::Confirmed(Vec::new()))
+            }
         };
         let Some(first) = next else {
             return;
         };
-        let (holds, confirmed) = gather(first, &mut receiver, max_rows);
+        let (holds, mut confirmed) = gather(first, &mut receiver, target.max_rows);
+        confirmed.append(&mut owed);
         // Stopping: a round that fails is not retried write by write, so a database that
         // is down cannot hold up shutdown for long.
-        commit(&pool, holds, &confirmed, !stop.is_cancelled()).await;
+        owed = commit(&target, holds, confirmed, !stop.is_cancelled()).await;
     }
 }
 
@@ -128,12 +144,18 @@ fn gather(
 
 /// Commits one round and answers each hold with which of its events were new; after a
 /// failure, retries each hold on its own when `one_by_one`, else answers them all with it.
-async fn commit(pool: &PgPool, holds: Vec<PendingHold>, confirmed: &[Uuid], one_by_one: bool) {
+/// Returns the confirmed ids still to be marked.
+async fn commit(
+    target: &Target,
+    holds: Vec<PendingHold>,
+    confirmed: Vec<Uuid>,
+    one_by_one: bool,
+) -> Vec<Uuid> {
     let rows: Vec<(&PendingEvent, Owner)> = holds
         .iter()
         .flat_map(|(events, owner, _)| events.iter().map(|event| (event, *owner)))
         .collect();
-    match commit_round(pool, &rows, confirmed).await {
+    match commit_round(target, &rows, &confirmed).await {
         Ok(fresh) => {
             let mut offset = 0;
             for (events, _, answer) in holds {
@@ -142,210 +164,150 @@ async fn commit(pool: &PgPool, holds: Vec<PendingHold>, confirmed: &[Uuid], one_
                 let _ = answer.send(Ok(fresh[offset..offset + count].to_vec()));
                 offset += count;
             }
+            Vec::new()
         }
-        Err(error) if one_by_one => {
-            warn!(%error, jobs = holds.len(), "group commit failed; retrying its writes one by one");
-            commit_one_by_one(pool, holds, confirmed).await;
+        Err(failed) if one_by_one => {
+            warn!(error = %failed.error, jobs = holds.len(), "group commit failed; retrying its writes one by one");
+            commit_one_by_one(target, holds, confirmed, failed.unknown).await
         }
-        Err(error) => {
-            warn!(%error, jobs = holds.len(), "group commit failed while stopping");
-            let error = StoreError::from(error);
+        Err(failed) => {
+            warn!(error = %failed.error, jobs = holds.len(), "group commit failed while stopping");
+            let error = failed.into_store_error();
             for (_, _, answer) in holds {
                 let _ = answer.send(Err(error.clone()));
             }
+            Vec::new()
         }
     }
 }
 
 /// After a failed round, one bad write (or a database that is gone) must not fail the
-/// others: each gets its own transaction and its own answer.
-async fn commit_one_by_one(pool: &PgPool, holds: Vec<PendingHold>, confirmed: &[Uuid]) {
+/// others: each gets its own transaction and its own answer. After a lost COMMIT, each
+/// first looks for its rows. Returns the confirmed ids still to be marked.
+async fn commit_one_by_one(
+    target: &Target,
+    holds: Vec<PendingHold>,
+    confirmed: Vec<Uuid>,
+    lost_commit: bool,
+) -> Vec<Uuid> {
+    let mut owed = Vec::new();
     if !confirmed.is_empty()
-        && let Err(error) = commit_round(pool, &[], confirmed).await
+        && let Err(failed) = commit_round(target, &[], &confirmed).await
     {
-        warn!(%error, "could not mark confirmed events; the relay will publish them again after their lease");
+        warn!(error = %failed.error, "could not mark confirmed events; trying again shortly");
+        owed = confirmed;
+        owed.truncate(MAX_OWED_MARKS);
     }
     for (events, owner, answer) in holds {
-        let rows: Vec<(&PendingEvent, Owner)> = events.iter().map(|e| (e, owner)).collect();
-        let outcome = commit_round(pool, &rows, &[])
-            .await
-            .map_err(StoreError::from);
+        let outcome = if lost_commit {
+            recommit(target, &events, owner).await
+        } else {
+            write(target, &events, owner).await
+        };
         let _ = answer.send(outcome);
     }
+    owed
 }
 
-async fn commit_round(
-    pool: &PgPool,
-    rows: &[(&PendingEvent, Owner)],
-    confirmed: &[Uuid],
-) -> Result<Vec<bool>, sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    let fresh = if rows.is_empty() {
-        Vec::new()
-    } else {
-        insert_rows(&mut tx, rows).await?
-    };
-    if !confirmed.is_empty() {
-        super::outbox::complete_in(&mut tx, confirmed).await?;
-    }
-    tx.commit().await?;
-    Ok(fresh)
-}
-
-pub(super) async fn insert(
-    pool: &PgPool,
+/// The rows of a COMMIT whose outcome is unknown, written again until the database
+/// answers (or [`LOOK_UP_FOR`] passed: unknown still). A row that is there already was
+/// written by that COMMIT, for this request: every event counts as new. (The insert waits
+/// for the lost COMMIT's row locks, so it cannot miss a commit still under way.)
+async fn recommit(
+    target: &Target,
     events: &[PendingEvent],
     owner: Owner,
 ) -> Result<Vec<bool>, StoreError> {
     let rows: Vec<(&PendingEvent, Owner)> = events.iter().map(|e| (e, owner)).collect();
-    Ok(commit_round(pool, &rows, &[]).await?)
-}
-
-pub(super) async fn mark_confirmed(pool: &PgPool, ids: &[Uuid]) -> Result<(), StoreError> {
-    commit_round(pool, &[], ids).await?;
-    Ok(())
-}
-
-/// Inserts critical records, then outbox rows for every event not seen before.
-#[instrument(skip_all, fields(rows = rows.len()))]
-async fn insert_rows(
-    tx: &mut Transaction<'static, Postgres>,
-    rows: &[(&PendingEvent, Owner)],
-) -> Result<Vec<bool>, sqlx::Error> {
-    let new_records = insert_records(tx, rows).await?;
-    let outboxed: Vec<(&PendingEvent, Owner)> = rows
-        .iter()
-        .filter(|(e, _)| e.record.is_none() || new_records.contains(&e.id))
-        .copied()
-        .collect();
-    let fresh = insert_outbox_rows(tx, &outboxed).await?;
-    // An id written twice in one round is new only the first time.
-    let mut seen = Vec::with_capacity(rows.len());
-    Ok(rows
-        .iter()
-        .map(|(e, _)| {
-            let first = !seen.contains(&e.id);
-            seen.push(e.id);
-            first && fresh.contains(&e.id)
-        })
-        .collect())
-}
-
-/// The critical events' records; returns the ids that were new.
-async fn insert_records(
-    tx: &mut Transaction<'static, Postgres>,
-    rows: &[(&PendingEvent, Owner)],
-) -> Result<Vec<Uuid>, sqlx::Error> {
-    let records: Vec<(&PendingEvent, &EventRecord)> = rows
-        .iter()
-        .filter_map(|(e, _)| e.record.as_ref().map(|record| (*e, record)))
-        .collect();
-    if records.is_empty() {
-        return Ok(Vec::new());
+    let started = tokio::time::Instant::now();
+    let mut failures = 0;
+    loop {
+        match commit_round(target, &rows, &[]).await {
+            Ok(_) => return Ok(vec![true; events.len()]),
+            Err(failed) if started.elapsed() >= LOOK_UP_FOR => {
+                return Err(StoreError::CommitUnknown(Arc::new(failed.error)));
+            }
+            Err(_) => {
+                failures += 1;
+                tokio::time::sleep(Backoff::RECONNECT.delay(failures)).await;
+            }
+        }
     }
-    sqlx::query_scalar(
-        "INSERT INTO events (id, type, user_id, correlation_id, source, envelope, accepted_at)
-         SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[],
-                              $6::text[]::jsonb[], $7::timestamptz[])
-         ON CONFLICT (id) DO NOTHING
-         RETURNING id",
-    )
-    .bind(records.iter().map(|(e, _)| e.id).collect::<Vec<_>>())
-    .bind(
-        records
-            .iter()
-            .map(|(_, r)| r.event_type)
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        records
-            .iter()
-            .map(|(_, r)| r.user_id.clone())
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        records
-            .iter()
-            .map(|(e, _)| e.correlation_id.clone())
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        records
-            .iter()
-            .map(|(_, r)| r.source.clone())
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        records
-            .iter()
-            .map(|(e, _)| String::from_utf8_lossy(&e.body).into_owned())
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        records
-            .iter()
-            .map(|(_, r)| r.accepted_at)
-            .collect::<Vec<_>>(),
-    )
-    .fetch_all(&mut **tx)
-    .await
 }
 
-/// Outbox rows, with the trace each was made in; a request's own rows wait out its lease
-/// before the relay may take them. Returns the ids that were new.
-async fn insert_outbox_rows(
-    tx: &mut Transaction<'static, Postgres>,
+/// Why a round failed, and whether its outcome is unknown (the connection failed during
+/// the COMMIT) rather than rolled back.
+struct RoundFailed {
+    error: sqlx::Error,
+    unknown: bool,
+}
+
+impl RoundFailed {
+    fn before_commit(error: sqlx::Error) -> Self {
+        RoundFailed {
+            error,
+            unknown: false,
+        }
+    }
+
+    /// A COMMIT the database refused is rolled back; one whose connection failed may not be.
+    fn at_commit(error: sqlx::Error) -> Self {
+        let unknown = !matches!(error, sqlx::Error::Database(_));
+        RoundFailed { error, unknown }
+    }
+
+    fn into_store_error(self) -> StoreError {
+        if self.unknown {
+            StoreError::CommitUnknown(Arc::new(self.error))
+        } else {
+            self.error.into()
+        }
+    }
+}
+
+async fn commit_round(
+    target: &Target,
     rows: &[(&PendingEvent, Owner)],
-) -> Result<Vec<Uuid>, sqlx::Error> {
-    let lease = REQUEST_LEASE.as_secs_f64();
-    sqlx::query_scalar(
-        "INSERT INTO outbox (event_id, routing_key, ordering_key, correlation_id, timestamp_secs,
-                             body, critical, next_attempt_at, traceparent, tracestate)
-         SELECT e, r, o, c, t, b, k, now() + make_interval(secs => l), tp, ts
-         FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::bytea[],
-                     $7::bool[], $8::float8[], $9::text[], $10::text[])
-              AS x(e, r, o, c, t, b, k, l, tp, ts)
-         ON CONFLICT (event_id) DO NOTHING
-         RETURNING event_id",
-    )
-    .bind(rows.iter().map(|(e, _)| e.id).collect::<Vec<_>>())
-    .bind(rows.iter().map(|(e, _)| e.routing_key).collect::<Vec<_>>())
-    .bind(
-        rows.iter()
-            .map(|(e, _)| e.ordering_key.clone())
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        rows.iter()
-            .map(|(e, _)| e.correlation_id.clone())
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        rows.iter()
-            .map(|(e, _)| e.timestamp_secs)
-            .collect::<Vec<_>>(),
-    )
-    .bind(rows.iter().map(|(e, _)| e.body.clone()).collect::<Vec<_>>())
-    .bind(
-        rows.iter()
-            .map(|(e, _)| e.record.is_some())
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        rows.iter()
-            .map(|(_, owner)| if *owner == Owner::Request { lease } else { 0.0 })
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        rows.iter()
-            .map(|(e, _)| e.trace.as_ref().map(|t| t.parent.to_string()))
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        rows.iter()
-            .map(|(e, _)| e.trace.as_ref().and_then(|t| t.state.as_deref()))
-            .collect::<Vec<_>>(),
-    )
-    .fetch_all(&mut **tx)
-    .await
+    confirmed: &[Uuid],
+) -> Result<Vec<bool>, RoundFailed> {
+    let mut tx = target
+        .pool
+        .begin()
+        .await
+        .map_err(RoundFailed::before_commit)?;
+    let fresh = if rows.is_empty() {
+        Vec::new()
+    } else {
+        insert_rows(&mut tx, rows, target.lease)
+            .await
+            .map_err(RoundFailed::before_commit)?
+    };
+    if !confirmed.is_empty() {
+        super::outbox::complete_in(&mut tx, confirmed)
+            .await
+            .map_err(RoundFailed::before_commit)?;
+    }
+    tx.commit().await.map_err(RoundFailed::at_commit)?;
+    Ok(fresh)
+}
+
+/// Holds `events` in a transaction of their own; a lost COMMIT is looked up.
+pub(super) async fn write(
+    target: &Target,
+    events: &[PendingEvent],
+    owner: Owner,
+) -> Result<Vec<bool>, StoreError> {
+    let rows: Vec<(&PendingEvent, Owner)> = events.iter().map(|e| (e, owner)).collect();
+    match commit_round(target, &rows, &[]).await {
+        Ok(fresh) => Ok(fresh),
+        Err(failed) if failed.unknown => recommit(target, events, owner).await,
+        Err(failed) => Err(failed.into_store_error()),
+    }
+}
+
+pub(super) async fn mark_confirmed(target: &Target, ids: &[Uuid]) -> Result<(), StoreError> {
+    commit_round(target, &[], ids)
+        .await
+        .map_err(RoundFailed::into_store_error)?;
+    Ok(())
 }

@@ -15,6 +15,7 @@ mod docs;
 mod helpers;
 mod limits;
 mod operations;
+mod outcomes;
 mod persistence;
 mod proxy;
 mod publish;

@@ -1,0 +1,156 @@
+//! The rows one hold writes: critical events' records, then outbox rows, each with the
+//! trace it was made in.
+
+use std::time::Duration;
+
+use sqlx::{Postgres, Transaction};
+use tracing::instrument;
+use uuid::Uuid;
+
+use crate::app::records::{EventRecord, Owner, PendingEvent};
+
+/// Inserts critical records, then outbox rows for every event not seen before.
+#[instrument(skip_all, fields(rows = rows.len()))]
+pub(super) async fn insert_rows(
+    tx: &mut Transaction<'static, Postgres>,
+    rows: &[(&PendingEvent, Owner)],
+    lease: Duration,
+) -> Result<Vec<bool>, sqlx::Error> {
+    let new_records = insert_records(tx, rows).await?;
+    let outboxed: Vec<(&PendingEvent, Owner)> = rows
+        .iter()
+        .filter(|(e, _)| e.record.is_none() || new_records.contains(&e.id))
+        .copied()
+        .collect();
+    let fresh = insert_outbox_rows(tx, &outboxed, lease).await?;
+    // An id written twice in one round is new only the first time.
+    let mut seen = Vec::with_capacity(rows.len());
+    Ok(rows
+        .iter()
+        .map(|(e, _)| {
+            let first = !seen.contains(&e.id);
+            seen.push(e.id);
+            first && fresh.contains(&e.id)
+        })
+        .collect())
+}
+
+/// The critical events' records; returns the ids that were new.
+async fn insert_records(
+    tx: &mut Transaction<'static, Postgres>,
+    rows: &[(&PendingEvent, Owner)],
+) -> Result<Vec<Uuid>, sqlx::Error> {
+    let records: Vec<(&PendingEvent, &EventRecord)> = rows
+        .iter()
+        .filter_map(|(e, _)| e.record.as_ref().map(|record| (*e, record)))
+        .collect();
+    if records.is_empty() {
+        return Ok(Vec::new());
+    }
+    sqlx::query_scalar(
+        "INSERT INTO events (id, type, user_id, correlation_id, source, envelope, accepted_at)
+         SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[],
+                              $6::text[]::jsonb[], $7::timestamptz[])
+         ON CONFLICT (id) DO NOTHING
+         RETURNING id",
+    )
+    .bind(records.iter().map(|(e, _)| e.id).collect::<Vec<_>>())
+    .bind(
+        records
+            .iter()
+            .map(|(_, r)| r.event_type)
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        records
+            .iter()
+            .map(|(_, r)| r.user_id.clone())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        records
+            .iter()
+            .map(|(e, _)| e.correlation_id.clone())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        records
+            .iter()
+            .map(|(_, r)| r.source.clone())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        records
+            .iter()
+            .map(|(e, _)| String::from_utf8_lossy(&e.body).into_owned())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        records
+            .iter()
+            .map(|(_, r)| r.accepted_at)
+            .collect::<Vec<_>>(),
+    )
+    .fetch_all(&mut **tx)
+    .await
+}
+
+/// Outbox rows, with the trace each was made in; a request's own rows wait out its lease
+/// before the relay may take them. Returns the ids that were new.
+async fn insert_outbox_rows(
+    tx: &mut Transaction<'static, Postgres>,
+    rows: &[(&PendingEvent, Owner)],
+    lease: Duration,
+) -> Result<Vec<Uuid>, sqlx::Error> {
+    let lease = lease.as_secs_f64();
+    sqlx::query_scalar(
+        "INSERT INTO outbox (event_id, routing_key, ordering_key, correlation_id, timestamp_secs,
+                             body, critical, next_attempt_at, traceparent, tracestate)
+         SELECT e, r, o, c, t, b, k, now() + make_interval(secs => l), tp, ts
+         FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::bytea[],
+                     $7::bool[], $8::float8[], $9::text[], $10::text[])
+              AS x(e, r, o, c, t, b, k, l, tp, ts)
+         ON CONFLICT (event_id) DO NOTHING
+         RETURNING event_id",
+    )
+    .bind(rows.iter().map(|(e, _)| e.id).collect::<Vec<_>>())
+    .bind(rows.iter().map(|(e, _)| e.routing_key).collect::<Vec<_>>())
+    .bind(
+        rows.iter()
+            .map(|(e, _)| e.ordering_key.clone())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        rows.iter()
+            .map(|(e, _)| e.correlation_id.clone())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        rows.iter()
+            .map(|(e, _)| e.timestamp_secs)
+            .collect::<Vec<_>>(),
+    )
+    .bind(rows.iter().map(|(e, _)| e.body.clone()).collect::<Vec<_>>())
+    .bind(
+        rows.iter()
+            .map(|(e, _)| e.record.is_some())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        rows.iter()
+            .map(|(_, owner)| if *owner == Owner::Request { lease } else { 0.0 })
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        rows.iter()
+            .map(|(e, _)| e.trace.as_ref().map(|t| t.parent.to_string()))
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        rows.iter()
+            .map(|(e, _)| e.trace.as_ref().and_then(|t| t.state.as_deref()))
+            .collect::<Vec<_>>(),
+    )
+    .fetch_all(&mut **tx)
+    .await
+}
