@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, instrument, warn};
 use uuid::Uuid;
 
-use crate::app::ports::{EventBus, PublishError, StoreProbe};
+use crate::app::ports::{EventBus, StoreProbe};
 use crate::app::publish::Backlog;
 use crate::app::records::OutgoingMessage;
 use crate::bus::Publisher;
@@ -109,8 +109,8 @@ impl OutboxRelay {
     async fn publish_rows(&self, rows: &[OutboxRow]) -> Round {
         let outcomes = join_all(rows.iter().map(|row| async move {
             let outcome = match message(row) {
-                Ok(message) => self.publisher.publish_confirmed(message).await,
-                Err(error) => Err(error),
+                Ok(message) => Ok(self.publisher.publish_confirmed(message).await),
+                Err(unreadable) => Err(unreadable),
             };
             (row.event_id, row.attempts.unsigned_abs(), outcome)
         }))
@@ -118,15 +118,22 @@ impl OutboxRelay {
         let mut round = Round::default();
         for (id, attempts, outcome) in outcomes {
             match outcome {
-                Ok(()) => round.published.push(id),
-                Err(error) if error.is_transient() => round.failed.push(Retry {
-                    id,
-                    error: error.to_string(),
-                    after: self.backoff.delay(attempts + 1),
-                }),
-                Err(error) => {
-                    warn!(%error, event_id = %id, "an outbox event can never be published; moving it to the dead letters");
-                    round.unpublishable.push((id, error.to_string()));
+                Ok(Ok(())) => round.published.push(id),
+                // Every row was accepted (a 202): whatever the broker says, even that no
+                // queue is bound now (one was deleted), it is tried again on the schedule.
+                Ok(Err(error)) => {
+                    if !error.is_transient() {
+                        warn!(%error, event_id = %id, "the broker does not take an outbox event now; trying again later");
+                    }
+                    round.failed.push(Retry {
+                        id,
+                        error: error.to_string(),
+                        after: self.backoff.delay(attempts + 1),
+                    });
+                }
+                Err(unreadable) => {
+                    warn!(error = %unreadable, event_id = %id, "an outbox event can never be published; moving it to the dead letters");
+                    round.unpublishable.push((id, unreadable));
                 }
             }
         }
@@ -166,13 +173,12 @@ struct Round {
     unpublishable: Vec<(Uuid, String)>,
 }
 
-fn message(row: &OutboxRow) -> Result<OutgoingMessage, PublishError> {
+/// The row as a message, or why it can never be one (a type this gateway does not know).
+fn message(row: &OutboxRow) -> Result<OutgoingMessage, String> {
     let event_type: EventType = row
         .routing_key
         .parse()
-        .map_err(|_| PublishError::Unroutable {
-            routing_key: row.routing_key.clone(),
-        })?;
+        .map_err(|_| format!("unknown event type {}", row.routing_key))?;
     Ok(OutgoingMessage {
         message_id: row.event_id,
         routing_key: event_type.as_str(),

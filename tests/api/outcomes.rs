@@ -179,3 +179,35 @@ async fn a_confirmed_event_whose_mark_failed_is_marked_later_and_not_sent_again(
     tokio::time::sleep(app.settings.amqp_confirm_timeout + Duration::from_secs(3)).await;
     assert_eq!(app.depth(&app.queue("achievement")).await, 1, "one copy");
 }
+
+#[tokio::test]
+async fn an_accepted_event_whose_queue_was_deleted_waits_for_it_and_is_not_dropped() {
+    let app = spawn_app_with(test_settings()).await;
+    let queue = app.queue("quest");
+    app.broker
+        .queue_delete(queue.as_str().into(), Default::default())
+        .await
+        .unwrap();
+    // A row the outbox owes the broker, as a 202 "queued" leaves it.
+    let id = uuid::Uuid::now_v7();
+    let mut body = event("quest.started");
+    body["id"] = id.to_string().into();
+    sqlx::query(
+        "INSERT INTO outbox (event_id, routing_key, ordering_key, correlation_id, timestamp_secs, body, critical)
+         VALUES ($1, 'quest.started', 'user-1', 'c', 0, $2, false)",
+    )
+    .bind(id)
+    .bind(serde_json::to_vec(&body).unwrap())
+    .execute(&app.db().await)
+    .await
+    .unwrap();
+    // The relay finds it unroutable, more than once.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let parked: i64 = sqlx::query_scalar("SELECT count(*) FROM dead_letters")
+        .fetch_one(&app.db().await)
+        .await
+        .unwrap();
+    assert_eq!(parked, 0, "an accepted event is not given up on");
+    app.topology.declare(&app.broker).await.unwrap();
+    arrives(&app, &queue, &id.to_string()).await;
+}
