@@ -53,6 +53,10 @@ pub struct Receipt {
     #[schema(example = "achievement.completed")]
     pub event_type: String,
     pub correlation_id: String,
+    /// The `id` the client sent (a CloudEvent's `id`), when it chose one; the event id
+    /// above is derived from it and the caller.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
     pub status: ReceiptStatus,
     /// Whether the event was also written to PostgreSQL (critical events).
     pub persisted: bool,
@@ -268,6 +272,7 @@ impl Publishing {
             id: event.id,
             event_type: event.event_type.as_str().to_owned(),
             correlation_id: correlation_id.to_owned(),
+            client_id: event.chosen_id().map(|id| id.as_sent()),
             status,
             persisted: self.critical.contains(&event.event_type),
             error: None,
@@ -343,6 +348,7 @@ fn batch_answer(
                         .correlation_id
                         .clone()
                         .unwrap_or_else(|| correlation_id.clone()),
+                    client_id: event.chosen_id().map(|id| id.as_sent()),
                     status: ReceiptStatus::Failed,
                     persisted: false,
                     error: Some(error.to_string()),
