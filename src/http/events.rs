@@ -38,9 +38,9 @@ const CLOUDEVENT_BATCH: &str = "application/cloudevents-batch+json";
 /// broker, or held in the PostgreSQL outbox when the broker cannot take it.
 ///
 /// The receipt's `id` is the event id (the AMQP `message_id`). A client's own `id` (or
-/// CloudEvent `source` and `id`, or `Idempotency-Key`) gives the same event id every time
-/// the same caller sends it, and never another caller's; the receipt names it as
-/// `clientId`.
+/// CloudEvent `source` and `id`), or else an `Idempotency-Key`, gives the same event id
+/// every time the same caller sends it, and never another caller's; the receipt repeats
+/// the client's own `id` as `clientId`.
 ///
 /// CloudEvents 1.0 are taken too: structured mode (`Content-Type:
 /// application/cloudevents+json`, the body a CloudEvent), or binary mode (`ce-specversion`,

@@ -48,13 +48,14 @@ pub enum ReceiptStatus {
 #[derive(Debug, Clone, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Receipt {
+    /// The event id: the AMQP `message_id`, and the id `GET /v1/events/{id}` reads.
     pub id: Uuid,
     #[serde(rename = "type")]
     #[schema(example = "achievement.completed")]
     pub event_type: String,
     pub correlation_id: String,
-    /// The `id` the client sent (a CloudEvent's `id`), when it chose one; the event id
-    /// above is derived from it and the caller.
+    /// The `id` the client sent (a CloudEvent's `id`), when it chose one; the event id is
+    /// derived from it and the caller.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client_id: Option<String>,
     pub status: ReceiptStatus,
