@@ -1,6 +1,7 @@
 //! A webhook delivery whose signature checked out: its events are published once per
 //! `webhook-id`, charged to the source only when the delivery runs (a replay is answered,
-//! not charged), with ids derived from the delivery where the sender gave none.
+//! not charged), with ids scoped to the source: derived from the delivery where the sender
+//! gave none.
 
 use std::time::Duration;
 
@@ -10,7 +11,7 @@ use super::App;
 use super::idempotency::{Accepted, Answer, IdempotencyKey, Ledger, OnceError};
 use super::publish::{BatchNotTaken, NotTaken};
 use super::rate_limit::{Budget, ChargeRefused};
-use crate::domain::envelope::derived_id;
+use crate::domain::event_id::{RequestKey, scope_ids};
 use crate::domain::{Principal, Scopes, ValidEvent};
 
 /// A webhook's replay window must outlast the 10 minutes a signature is valid, or a
@@ -45,18 +46,14 @@ impl App {
         &self,
         mut delivery: Delivery,
     ) -> Result<Answer, OnceError<WebhookRefused>> {
-        // A retry of a delivery that failed half-way publishes the same event ids again,
-        // so consumers can drop what did get through the first time.
-        for (index, event) in delivery.events.iter_mut().enumerate() {
-            if !event.id_given {
-                let index = index.to_string();
-                event.id = derived_id(&[&delivery.source, &delivery.webhook_id, &index]);
-            }
-        }
         let principal = Principal {
             subject: format!("webhook:{}", delivery.source),
             scopes: Scopes::parse("events:publish"),
         };
+        // A retry of a delivery that failed half-way publishes the same event ids again,
+        // so consumers can drop what did get through the first time.
+        let key = RequestKey::Webhook(&delivery.webhook_id);
+        scope_ids(&principal.subject, Some(key), &mut delivery.events);
         let key = IdempotencyKey {
             key: format!("webhook-id:{}", delivery.webhook_id),
             pointer: "/headers/webhook-id",

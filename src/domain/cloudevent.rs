@@ -1,11 +1,12 @@
 //! CloudEvents 1.0 (HTTP binding, JSON format) read into the gateway's own events.
 //!
 //! `type` must be one of the spec's event types and `data` is validated by its schema.
-//! The CloudEvent `id` is the event id: a UUID is used as it is; any other id becomes a
-//! UUID derived from `source` and `id` (which CloudEvents defines as unique together), so a
-//! redelivered CloudEvent is recognised and not published twice. `source`, `id`, `time`
-//! and `subject` are kept in `metadata.cloudEvent`; `metadata.source` stays the
-//! authenticated principal. Extension attributes are not carried.
+//! The event id is derived from the principal, `source` and `id` (which CloudEvents
+//! defines as unique together; see [`event_id`](super::event_id)), so a redelivered
+//! CloudEvent is recognised and not published twice, and no other caller can reuse it.
+//! `source`, `id`, `time` and `subject` are kept in `metadata.cloudEvent`;
+//! `metadata.source` stays the authenticated principal. Extension attributes are not
+//! carried.
 
 use std::collections::HashMap;
 
@@ -16,7 +17,7 @@ use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
 
 use super::data::EventData;
-use super::envelope::{ValidEvent, derived_id, type_list};
+use super::envelope::{ValidEvent, type_list};
 use super::event_type::EventType;
 use super::problem::{FieldError, pointer_child};
 
@@ -155,8 +156,9 @@ fn read(
     let data = parse_data(event_type, data, mode);
     match data {
         Ok(data) if errors.is_empty() => Ok(ValidEvent {
-            id: event_id(&source, &id),
-            id_given: true,
+            // Scoped to the principal once it is known.
+            id: Uuid::now_v7(),
+            client_id: None,
             event_type,
             data,
             correlation_id: None,
@@ -249,16 +251,11 @@ pub fn is_json_media_type(content_type: &str) -> bool {
         || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
-/// The CloudEvent's id when it is a UUID; otherwise a UUID derived from `source` and `id`,
-/// the pair CloudEvents defines as unique.
-fn event_id(source: &str, id: &str) -> Uuid {
-    Uuid::parse_str(id).unwrap_or_else(|_| derived_id(&[source, id]))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::domain::EventType;
+    use crate::domain::event_id::ChosenId;
     use serde_json::json;
 
     fn into_errors(error: CloudEventError) -> Vec<FieldError> {
@@ -274,33 +271,24 @@ mod tests {
 
     #[test]
     fn a_structured_event_keeps_its_id_type_and_origin() {
-        let id = Uuid::new_v4();
-        let event = structured(json!({"specversion": "1.0", "id": id.to_string(),
+        let id = Uuid::new_v4().to_string();
+        let event = structured(json!({"specversion": "1.0", "id": id,
             "source": "/game/server-7", "type": "quest.started", "subject": "q1",
             "sequence": 7, "traced": true,
             "time": "2026-11-26T10:00:00Z", "datacontenttype": "application/json",
             "data": {"questId": "q1", "userId": "u1"}}))
         .unwrap();
-        assert_eq!(event.id, id);
-        assert!(event.id_given);
+        assert_eq!(
+            event.chosen_id(),
+            Some(ChosenId::CloudEvent {
+                source: "/game/server-7",
+                id: &id
+            })
+        );
         assert_eq!(event.event_type, EventType::QuestStarted);
         let origin = event.origin.unwrap();
         assert_eq!(origin.source, "/game/server-7");
         assert_eq!(origin.subject.as_deref(), Some("q1"));
-    }
-
-    #[test]
-    fn other_ids_map_to_one_stable_uuid_per_source() {
-        let event = |source: &str| {
-            structured(
-                json!({"specversion": "1.0", "id": "order-42", "source": source,
-                "type": "quest.started", "data": {"questId": "q1", "userId": "u1"}}),
-            )
-            .unwrap()
-            .id
-        };
-        assert_eq!(event("/a"), event("/a"));
-        assert_ne!(event("/a"), event("/b"));
     }
 
     #[test]

@@ -2,7 +2,6 @@
 
 use serde::Serialize;
 use serde_json::{Map, Value};
-use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 use time::macros::format_description;
 use uuid::Uuid;
@@ -18,13 +17,14 @@ pub const ENVELOPE_VERSION: &str = "1.0";
 /// Metadata the gateway fills itself; a client may send them but they are replaced.
 const GATEWAY_METADATA: [&str; 3] = ["timestamp", "source", "userId"];
 
-/// A request's event after parsing: known type, valid data, and its id (the client's, or
-/// a new time-ordered one).
+/// A request's event after parsing: known type, valid data, and its id: a new
+/// time-ordered one, until [`event_id::scope_ids`](super::event_id::scope_ids) derives it
+/// from the principal and the client's own id (or the request's key).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ValidEvent {
     pub id: Uuid,
-    /// The client chose the id, so a retry with it must not publish twice.
-    pub id_given: bool,
+    /// The `id` the client sent with a native event; never the event id itself.
+    pub client_id: Option<Uuid>,
     pub event_type: EventType,
     pub data: EventData,
     pub correlation_id: Option<String>,
@@ -66,8 +66,8 @@ impl ValidEvent {
         };
         match (event_type, data) {
             (Some(event_type), Some(data)) if errors.is_empty() => Ok(ValidEvent {
-                id: id.unwrap_or_else(Uuid::now_v7),
-                id_given: id.is_some(),
+                id: Uuid::now_v7(),
+                client_id: id,
                 event_type,
                 data,
                 correlation_id,
@@ -76,15 +76,6 @@ impl ValidEvent {
             _ => Err(errors),
         }
     }
-}
-
-/// A UUID (version 8) hashed from `parts`: the same parts always give the same id, so a
-/// redelivered event keeps its id.
-pub fn derived_id(parts: &[&str]) -> Uuid {
-    let digest = Sha256::digest(parts.join("\n").as_bytes());
-    let mut bytes = [0u8; 16];
-    bytes.copy_from_slice(&digest[..16]);
-    Uuid::new_v8(bytes)
 }
 
 /// The spec's event names, for error messages.
@@ -182,6 +173,9 @@ pub struct EnvelopeMetadata<'a> {
     pub user_id: Option<&'a str>,
     pub source: &'a str,
     pub version: &'static str,
+    /// The `id` the client sent, when it chose one (a CloudEvent's is in `cloud_event`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<Uuid>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cloud_event: Option<&'a CloudEventOrigin>,
 }
@@ -203,6 +197,7 @@ impl<'a> Envelope<'a> {
                 user_id: event.data.user_id(),
                 source,
                 version: ENVELOPE_VERSION,
+                client_id: event.client_id,
                 cloud_event: event.origin.as_ref(),
             },
         }
@@ -242,8 +237,11 @@ mod tests {
             "",
         )
         .unwrap();
-        assert_eq!(event.id, id);
-        assert!(event.id_given);
+        assert_eq!(event.client_id, Some(id));
+        assert_ne!(
+            event.id, id,
+            "the event id is the gateway's until it is scoped"
+        );
         assert_eq!(event.event_type, EventType::QuestStarted);
         assert_eq!(event.correlation_id.as_deref(), Some("c-1"));
     }
@@ -283,7 +281,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(event.id.get_version_num(), 7, "a new id is time-ordered");
-        assert!(!event.id_given);
+        assert_eq!(event.client_id, None);
         let at = OffsetDateTime::from_unix_timestamp_nanos(1_769_860_800_123_456_789).unwrap();
         let id = event.id;
         let body = serde_json::to_value(Envelope::new(&event, "corr", "svc", at)).unwrap();
@@ -294,5 +292,19 @@ mod tests {
                 "metadata": {"timestamp": "2026-01-31T12:00:00.123Z", "correlationId": "corr",
                     "userId": "u9", "source": "svc", "version": "1.0"}})
         );
+    }
+
+    #[test]
+    fn an_envelope_names_the_id_the_client_chose() {
+        let client = Uuid::new_v4();
+        let event = ValidEvent::parse(
+            json!({"id": client, "type": "quest.started", "data": {"questId": "q", "userId": "u"}}),
+            "",
+        )
+        .unwrap();
+        let at = OffsetDateTime::UNIX_EPOCH;
+        let body = serde_json::to_value(Envelope::new(&event, "corr", "svc", at)).unwrap();
+        assert_eq!(body["metadata"]["clientId"], json!(client));
+        assert_eq!(body["id"], json!(event.id));
     }
 }

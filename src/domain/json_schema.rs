@@ -54,7 +54,7 @@ pub fn envelope_schema(event_type: EventType, defs: &str) -> Value {
     json!({
         "type": "object",
         "properties": {
-            "id": {"type": "string", "format": "uuid"},
+            "id": {"type": "string", "format": "uuid", "description": "The event id, also the AMQP message_id: consumers drop redeliveries by it"},
             "type": {"const": event_type.as_str()},
             "data": data_schema(event_type, defs),
             "metadata": {
@@ -65,6 +65,7 @@ pub fn envelope_schema(event_type: EventType, defs: &str) -> Value {
                     "userId": id(),
                     "source": {"type": "string", "description": "The token's sub, or webhook:<source>"},
                     "version": {"const": ENVELOPE_VERSION},
+                    "clientId": {"type": "string", "format": "uuid", "description": "The id the sender chose, when it did; the event id is derived from it and metadata.source"},
                     "cloudEvent": {"type": "object", "description": "The CloudEvent it arrived as: source, id, time, subject"},
                 },
                 "required": ["timestamp", "correlationId", "source", "version"],

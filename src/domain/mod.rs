@@ -4,6 +4,7 @@
 pub mod cloudevent;
 pub mod data;
 pub mod envelope;
+pub mod event_id;
 pub mod event_type;
 pub mod json_schema;
 pub mod problem;

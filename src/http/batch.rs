@@ -60,15 +60,14 @@ pub fn parse_cloud_event_batch(body: Value) -> Result<Vec<ValidEvent>, ApiError>
     Ok(events)
 }
 
-/// The same event id twice in one batch would be one event published twice.
+/// The same chosen id twice in one batch would be one event published twice.
 fn repeated_ids(events: &[ValidEvent], at: &str) -> Vec<FieldError> {
     events
         .iter()
         .enumerate()
         .filter(|(index, event)| {
-            events[..*index]
-                .iter()
-                .any(|earlier| earlier.id == event.id)
+            let chosen = event.chosen_id();
+            chosen.is_some() && events[..*index].iter().any(|e| e.chosen_id() == chosen)
         })
         .map(|(index, _)| {
             FieldError::new(format!("{at}/{index}/id"), "repeats an earlier event's id")

@@ -158,7 +158,11 @@ pub(super) fn event_schema(family: Family) -> Schema {
             ObjectBuilder::new()
                 .schema_type(Type::String)
                 .format(Some(SchemaFormat::KnownFormat(KnownFormat::Uuid)))
-                .description(Some("Optional event id; generated when absent")),
+                .description(Some(
+                    "Optional, your own id for this event: the event id is derived from it and \
+                     the caller (the same every time you send it), and it comes back as \
+                     `clientId`",
+                )),
         )
         .property(
             "type",

@@ -146,9 +146,9 @@ impl PartialSchema for CloudEventRequest {
         ObjectBuilder::new()
             .schema_type(Type::Object)
             .description(Some(
-                "CloudEvents 1.0. `id` is the event id: a UUID as it is, any other id a UUID \
-                 derived from `source` and `id`. `source`, `id`, `time` and `subject` are kept \
-                 in `metadata.cloudEvent`.",
+                "CloudEvents 1.0. The event id is derived from the caller, `source` and `id`: \
+                 the same every time the same caller sends them, never another caller's. \
+                 `source`, `id`, `time` and `subject` are kept in `metadata.cloudEvent`.",
             ))
             .property(
                 "specversion",

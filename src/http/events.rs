@@ -1,8 +1,10 @@
 //! `POST /v1/events`, `POST /v1/events/{type}` and `POST /v1/events/batch`.
 
+use std::slice;
+
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use serde_json::{Value, json};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
@@ -18,11 +20,11 @@ use super::idempotency::IdempotencyHeader;
 use super::responses::{
     AlreadyAccepted, BodyTooLarge, Malformed, NotJson, RateLimited, SlowBody, Unauthorized,
 };
-use crate::app::Keyed;
 use crate::app::idempotency::IdempotencyKey;
 use crate::app::publish::{BatchReceipt, Receipt};
 use crate::app::rate_limit::Budget;
 use crate::domain::cloudevent;
+use crate::domain::event_id::{RequestKey, scope_ids};
 use crate::domain::{EventType, FieldError, Principal, ValidEvent};
 
 const CLOUDEVENT: &str = "application/cloudevents+json";
@@ -32,8 +34,13 @@ const CLOUDEVENT_BATCH: &str = "application/cloudevents-batch+json";
 ///
 /// The body is the spec's event: `type`, `data` and optional `metadata` (only
 /// `correlationId` and `version` are read; the gateway fills the rest) and an optional
-/// client-chosen `id` (UUID). Answered 202 once the event is safe: confirmed by the broker,
-/// or held in the PostgreSQL outbox when the broker cannot take it.
+/// `id` of the client's own (UUID). Answered 202 once the event is safe: confirmed by the
+/// broker, or held in the PostgreSQL outbox when the broker cannot take it.
+///
+/// The receipt's `id` is the event id (the AMQP `message_id`). A client's own `id` (or
+/// CloudEvent `source` and `id`), or else an `Idempotency-Key`, gives the same event id
+/// every time the same caller sends it, and never another caller's; the receipt repeats
+/// the client's own `id` as `clientId`.
 ///
 /// CloudEvents 1.0 are taken too: structured mode (`Content-Type:
 /// application/cloudevents+json`, the body a CloudEvent), or binary mode (`ce-specversion`,
@@ -92,11 +99,10 @@ async fn publish_event(
             request,
         )
     };
-    let key = IdempotencyKey::for_event(idempotency, event.id_given.then_some(event.id));
     let correlation_id = header
         .or_else(|| event.correlation_id.clone())
         .unwrap_or_else(new_correlation_id);
-    publish_one(state, caller, event, correlation_id, key.zip(request)).await
+    publish_one(state, caller, event, correlation_id, idempotency, request).await
 }
 
 /// Publish one event of the given type; the body is its `data`.
@@ -164,24 +170,29 @@ async fn publish_typed_event(
         )
     })?;
     let correlation_id = header.unwrap_or_else(new_correlation_id);
-    let key = IdempotencyKey::from_header(idempotency);
-    publish_one(state, caller, event, correlation_id, key.zip(request)).await
+    publish_one(state, caller, event, correlation_id, idempotency, request).await
 }
 
-/// Publishes one event the caller may publish (checked here), once per key.
+/// Publishes one event the caller may publish (checked here) under the caller's id, once
+/// per key: the `Idempotency-Key` (kept with `request`), else the client's own id.
 async fn publish_one(
     state: AppState,
     caller: Principal,
-    event: ValidEvent,
+    mut event: ValidEvent,
     correlation_id: String,
-    key: Keyed,
+    idempotency: Option<String>,
+    request: Option<Value>,
 ) -> Result<Response, ApiError> {
     caller
         .authorize_publish(event.event_type, event.data.user_id())
         .map_err(ApiError::forbidden)?;
+    let request_key = idempotency.as_deref().map(RequestKey::Idempotency);
+    scope_ids(&caller.subject, request_key, slice::from_mut(&mut event));
+    let chosen = event.chosen_id().is_some();
+    let key = IdempotencyKey::for_event(idempotency, chosen.then_some(event.id));
     let answer = state
         .app
-        .publish_event(caller, event, correlation_id, key)
+        .publish_event(caller, event, correlation_id, key.zip(request))
         .await?;
     Ok(answer.into_response())
 }
@@ -229,7 +240,7 @@ async fn publish_batch(
         .authorize_any_publish()
         .map_err(ApiError::forbidden)?;
     let request = idempotency.is_some().then(|| body.clone());
-    let events = if media_type == CLOUDEVENT_BATCH {
+    let mut events = if media_type == CLOUDEVENT_BATCH {
         parse_cloud_event_batch(body)?
     } else {
         parse_batch(body)?
@@ -242,6 +253,8 @@ async fn publish_batch(
         .await?;
     authorize_each(&caller, &events)?;
     let correlation_id = header.unwrap_or_else(new_correlation_id);
+    let request_key = idempotency.as_deref().map(RequestKey::Idempotency);
+    scope_ids(&caller.subject, request_key, &mut events);
     let key = IdempotencyKey::from_header(idempotency);
     let answer = state
         .app

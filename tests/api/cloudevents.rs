@@ -36,7 +36,7 @@ async fn message_body(app: &TestApp, family: &str) -> Value {
 }
 
 #[tokio::test]
-async fn structured_mode_publishes_with_the_cloud_event_id_and_type() {
+async fn structured_mode_publishes_under_the_callers_id_for_the_cloud_event_id() {
     let app = spawn_app().await;
     let id = Uuid::new_v4().to_string();
     let response = post(
@@ -49,9 +49,9 @@ async fn structured_mode_publishes_with_the_cloud_event_id_and_type() {
     .await;
     assert_eq!(response.status(), 202);
     let receipt: Value = response.json().await.unwrap();
-    assert_eq!(receipt["id"], id.as_str());
+    assert_eq!(receipt["clientId"], id.as_str());
     let body = message_body(&app, "quest").await;
-    assert_eq!(body["id"], id.as_str());
+    assert_eq!(body["id"], receipt["id"]);
     assert_eq!(body["type"], "quest.started");
     assert_eq!(body["data"], valid_data("quest.started"));
     assert_eq!(
@@ -83,10 +83,13 @@ async fn binary_mode_reads_attributes_from_headers_and_data_from_the_body() {
     )
     .await;
     assert_eq!(response.status(), 202);
+    let receipt: Value = response.json().await.unwrap();
+    assert_eq!(receipt["clientId"], id.as_str());
     let body = message_body(&app, "reward").await;
-    assert_eq!(body["id"], id.as_str());
+    assert_eq!(body["id"], receipt["id"]);
     assert_eq!(body["type"], "reward.claimed");
     assert_eq!(body["metadata"]["cloudEvent"]["source"], "urn:shop");
+    assert_eq!(body["metadata"]["cloudEvent"]["id"], id.as_str());
 }
 
 #[tokio::test]
@@ -107,15 +110,16 @@ async fn batched_mode_publishes_each_in_order() {
     .await;
     assert_eq!(response.status(), 202);
     let receipt: Value = response.json().await.unwrap();
-    let receipts: Vec<&str> = receipt["results"]
-        .as_array()
-        .unwrap()
+    let receipts = receipt["results"].as_array().unwrap();
+    let client_ids: Vec<&str> = receipts
         .iter()
-        .map(|r| r["id"].as_str().unwrap())
+        .map(|r| r["clientId"].as_str().unwrap())
         .collect();
-    assert_eq!(receipts, ids);
-    for id in &ids {
-        assert_eq!(message_body(&app, "analytics").await["id"], id.as_str());
+    assert_eq!(client_ids, ids);
+    for (id, receipt) in ids.iter().zip(receipts) {
+        let body = message_body(&app, "analytics").await;
+        assert_eq!(body["id"], receipt["id"]);
+        assert_eq!(body["metadata"]["cloudEvent"]["id"], id.as_str());
     }
 }
 

@@ -13,6 +13,7 @@ mod consumers;
 mod cors;
 mod docs;
 mod helpers;
+mod ids;
 mod limits;
 mod operations;
 mod outcomes;

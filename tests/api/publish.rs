@@ -130,13 +130,13 @@ async fn correlation_id_comes_from_header_then_metadata_then_is_generated() {
 }
 
 #[tokio::test]
-async fn a_client_chosen_id_becomes_the_event_and_message_id() {
+async fn a_client_chosen_id_is_named_in_the_receipt_and_the_envelope_of_the_callers_event() {
     let app = spawn_app().await;
     let id = uuid::Uuid::new_v4().to_string();
     let mut body = event("reward.claimed");
     body["id"] = json!(id);
     let receipt: Value = app.publish(&body).await.json().await.unwrap();
-    assert_eq!(receipt["id"], id.as_str());
+    assert_eq!(receipt["clientId"], id.as_str());
     let delivery = app.next_message(&app.queue("reward")).await;
     assert_eq!(
         delivery
@@ -144,8 +144,11 @@ async fn a_client_chosen_id_becomes_the_event_and_message_id() {
             .message_id()
             .as_ref()
             .map(|s| s.as_str()),
-        Some(id.as_str())
+        receipt["id"].as_str(),
+        "the event id is the caller's own"
     );
+    let envelope: Value = serde_json::from_slice(&delivery.data).unwrap();
+    assert_eq!(envelope["metadata"]["clientId"], id.as_str());
 }
 
 #[tokio::test]

@@ -51,11 +51,16 @@ pub enum ReceiptStatus {
 #[derive(Debug, Clone, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Receipt {
+    /// The event id: the AMQP `message_id`, and the id `GET /v1/events/{id}` reads.
     pub id: Uuid,
     #[serde(rename = "type")]
     #[schema(example = "achievement.completed")]
     pub event_type: String,
     pub correlation_id: String,
+    /// The `id` the client sent (a CloudEvent's `id`), when it chose one; the event id is
+    /// derived from it and the caller.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
     pub status: ReceiptStatus,
     /// Whether the event was also written to PostgreSQL (critical events).
     pub persisted: bool,
@@ -301,6 +306,7 @@ impl Publishing {
             id: event.id,
             event_type: event.event_type.as_str().to_owned(),
             correlation_id: correlation_id.to_owned(),
+            client_id: event.chosen_id().map(|id| id.as_sent()),
             status,
             persisted: self.critical.contains(&event.event_type),
             error: None,
@@ -386,6 +392,7 @@ fn batch_answer(
                 .correlation_id
                 .clone()
                 .unwrap_or_else(|| correlation_id.clone()),
+            client_id: event.chosen_id().map(|id| id.as_sent()),
             status,
             persisted: false,
             error: Some(error.to_string()),
