@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use super::records::{
     CacheLookups, CacheStats, Claim, DeadLetter, DeadLetterFilter, EventPage, GcraReply,
-    GcraRequest, OutgoingMessage, Owner, PageCursor, PendingEvent, QueueDepth, StoredAnswer,
+    GcraRequest, Held, OutgoingMessage, Owner, PageCursor, PendingEvent, QueueDepth, StoredAnswer,
     StoredEvent, Ticket,
 };
 use crate::runtime::breaker::CircuitState;
@@ -125,8 +125,9 @@ pub trait EventBus: Send + Sync {
 #[async_trait]
 pub trait Outbox: Send + Sync {
     /// Writes events (critical ones with their record) and their outbox rows in one
-    /// transaction. Returns, per event, whether it was new (false: the id existed).
-    async fn hold(&self, events: Vec<PendingEvent>, owner: Owner) -> Result<Vec<bool>, StoreError>;
+    /// transaction. Returns, per event, whether it was new or where the earlier event with
+    /// its id stands.
+    async fn hold(&self, events: Vec<PendingEvent>, owner: Owner) -> Result<Vec<Held>, StoreError>;
 
     /// The broker confirmed these events: mark critical ones published, drop their rows.
     async fn confirmed(&self, ids: Vec<Uuid>) -> Result<(), StoreError>;

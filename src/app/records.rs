@@ -54,6 +54,17 @@ pub struct EventRecord {
     pub accepted_at: OffsetDateTime,
 }
 
+/// What holding one event found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Held {
+    /// Its row is written now.
+    New,
+    /// Its id was held before (a retry of an accepted event): still owed to the broker.
+    Owed,
+    /// Its id was held before and has been published.
+    Published,
+}
+
 /// One event to hold: its broker message and, for critical events, its record.
 #[derive(Debug, Clone)]
 pub struct PendingEvent {

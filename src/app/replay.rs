@@ -81,9 +81,8 @@ impl Replay {
         }
         let republish = republished(event_type, letter);
         match self.publishing.republish(republish).await {
+            // Its row may still be in the outbox: then it goes out from there.
             Ok(status) => Ok(status),
-            // Its row is still in the outbox: it goes out from there.
-            Err(NotTaken::Duplicate) => Ok(ReceiptStatus::Queued),
             Err(error) => {
                 self.letters.unclaim_replay(id).await?;
                 Err(error.into())

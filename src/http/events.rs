@@ -18,7 +18,7 @@ use super::error::{ApiError, Problem, set_rate_limit_headers};
 use super::extract::{Caller, CloudEventHeaders, CorrelationHeader, JsonBody, MediaType};
 use super::idempotency::IdempotencyHeader;
 use super::responses::{
-    AlreadyAccepted, BodyTooLarge, Malformed, NotJson, RateLimited, SlowBody, Unauthorized,
+    BodyTooLarge, KeyInProgress, Malformed, NotJson, RateLimited, SlowBody, Unauthorized,
 };
 use crate::app::idempotency::IdempotencyKey;
 use crate::app::publish::{BatchReceipt, Receipt};
@@ -57,7 +57,7 @@ const CLOUDEVENT_BATCH: &str = "application/cloudevents-batch+json";
     params(("X-Correlation-Id" = Option<String>, Header, description = "Correlates this event with others; echoed in the response")),
     responses(
         (status = 202, description = "The event is safe: `published` (the broker confirmed it) or `queued` (held in the PostgreSQL outbox while the broker cannot take it; the relay publishes it)", body = Receipt),
-        AlreadyAccepted,
+        KeyInProgress,
         Malformed,
         Unauthorized,
         (status = 403, description = "The token may not publish this event", body = Problem, content_type = "application/problem+json"),
@@ -120,7 +120,7 @@ async fn publish_event(
     request_body(content = EventData, content_type = "application/json"),
     responses(
         (status = 202, description = "The event is safe: `published` (the broker confirmed it) or `queued` (held in the PostgreSQL outbox while the broker cannot take it; the relay publishes it)", body = Receipt),
-        AlreadyAccepted,
+        KeyInProgress,
         Malformed,
         Unauthorized,
         (status = 403, description = "The token may not publish this event", body = Problem, content_type = "application/problem+json"),
@@ -215,7 +215,7 @@ async fn publish_one(
     params(("X-Correlation-Id" = Option<String>, Header, description = "Correlation id for every event that does not state its own")),
     responses(
         (status = 202, description = "Every event is safe: each `published` or `queued`", body = BatchReceipt),
-        AlreadyAccepted,
+        KeyInProgress,
         NotJson,
         Malformed,
         Unauthorized,

@@ -158,7 +158,9 @@ fn example_error(path: &str, status: u16) -> Option<ApiError> {
         409 if path.starts_with("/v1/dead-letters") => {
             ApiError::Conflict("this dead letter was already replayed".into())
         }
-        409 => ApiError::from(NotTaken::Duplicate),
+        409 => ApiError::Conflict(
+            "the first request with this key has not finished yet; retry shortly".into(),
+        ),
         413 => {
             ApiError::PayloadTooLarge(format!("the body exceeds {} bytes", super::MAX_BODY_BYTES))
         }

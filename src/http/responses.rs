@@ -54,5 +54,5 @@ problem_responses! {
     /// Listing routes.
     UnreadableQuery = 400, "Unreadable query";
     /// Routes that publish once per key.
-    AlreadyAccepted = 409, "An event with this id was already accepted, or the first request with this key has not finished yet (retry shortly)";
+    KeyInProgress = 409, "The first request with this key (or event id) has not finished yet; retry shortly";
 }

@@ -15,7 +15,7 @@ use super::docs::WebhookRequest;
 use super::error::{ApiError, Problem};
 use super::events::new_correlation_id;
 use super::extract::{CorrelationHeader, MediaType, Peer, RawBody, parse_json};
-use super::responses::{AlreadyAccepted, NotJson, SlowBody};
+use super::responses::{KeyInProgress, NotJson, SlowBody};
 use crate::app::publish::BatchReceipt;
 use crate::app::rate_limit::Budget;
 use crate::app::webhooks::Delivery;
@@ -48,7 +48,7 @@ const SIGNATURE: &str = "webhook-signature";
     request_body(content = WebhookRequest, content_type = "application/json"),
     responses(
         (status = 202, description = "Taken: a Receipt for one event, a BatchReceipt for a batch", body = BatchReceipt),
-        AlreadyAccepted,
+        KeyInProgress,
         (status = 400, description = "Malformed JSON or header", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Missing header, bad signature, unknown source or stale timestamp", body = Problem, content_type = "application/problem+json"),
         SlowBody,

@@ -60,7 +60,6 @@ labels! {
         ConfirmLost = "confirm_lost",
         NotConfirmed = "not_confirmed",
         EncodeFailed = "encode_failed",
-        Duplicate = "duplicate",
         Unknown = "unknown",
     }
 }
@@ -348,7 +347,7 @@ mod tests {
         metrics.initialise(["p.quest_events"]);
         let text = metrics.render().unwrap();
         for line in [
-            r#"gateway_events_published_total{outcome="duplicate",type="quest.started"} 0"#,
+            r#"gateway_events_published_total{outcome="unknown",type="quest.started"} 0"#,
             r#"gateway_events_consumed_total{outcome="retried",queue="p.quest_events"} 0"#,
             r#"gateway_events_failed_total{queue="p.quest_events"} 0"#,
             r#"gateway_event_retries_total{queue="p.quest_events"} 0"#,

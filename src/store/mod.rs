@@ -30,7 +30,7 @@ use writer::WriteJob;
 
 pub use crate::app::ports::StoreError;
 use crate::app::ports::{Outbox, StoreProbe};
-use crate::app::records::{Owner, PendingEvent};
+use crate::app::records::{Held, Owner, PendingEvent};
 use crate::runtime::backoff::{Backoff, Reconnect};
 use crate::runtime::breaker::{CircuitBreaker, CircuitState};
 use crate::runtime::detached::finish_detached;
@@ -159,7 +159,7 @@ impl StoreProbe for Store {
 impl Outbox for Store {
     /// The commit: the request's wait for its group commit round.
     #[instrument(name = "commit", skip_all, fields(events = events.len()))]
-    async fn hold(&self, events: Vec<PendingEvent>, owner: Owner) -> Result<Vec<bool>, StoreError> {
+    async fn hold(&self, events: Vec<PendingEvent>, owner: Owner) -> Result<Vec<Held>, StoreError> {
         self.pool()?;
         let target = self.target.clone();
         match &self.writer {

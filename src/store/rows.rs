@@ -7,15 +7,16 @@ use sqlx::{Postgres, Transaction};
 use tracing::instrument;
 use uuid::Uuid;
 
-use crate::app::records::{EventRecord, Owner, PendingEvent};
+use crate::app::records::{EventRecord, Held, Owner, PendingEvent};
 
-/// Inserts critical records, then outbox rows for every event not seen before.
+/// Inserts critical records, then outbox rows for every event not seen before; of an id
+/// seen before, tells whether its row still waits in the outbox or was published.
 #[instrument(skip_all, fields(rows = rows.len()))]
 pub(super) async fn insert_rows(
     tx: &mut Transaction<'static, Postgres>,
     rows: &[(&PendingEvent, Owner)],
     lease: Duration,
-) -> Result<Vec<bool>, sqlx::Error> {
+) -> Result<Vec<Held>, sqlx::Error> {
     let new_records = insert_records(tx, rows).await?;
     let outboxed: Vec<(&PendingEvent, Owner)> = rows
         .iter()
@@ -25,12 +26,35 @@ pub(super) async fn insert_rows(
     let fresh = insert_outbox_rows(tx, &outboxed, lease).await?;
     // An id written twice in one round is new only the first time.
     let mut seen = Vec::with_capacity(rows.len());
-    Ok(rows
+    let new: Vec<bool> = rows
         .iter()
         .map(|(e, _)| {
             let first = !seen.contains(&e.id);
             seen.push(e.id);
             first && fresh.contains(&e.id)
+        })
+        .collect();
+    let known: Vec<Uuid> = rows
+        .iter()
+        .zip(&new)
+        .filter(|(_, new)| !**new)
+        .map(|((e, _), _)| e.id)
+        .collect();
+    let owed: Vec<Uuid> = if known.is_empty() {
+        Vec::new()
+    } else {
+        sqlx::query_scalar("SELECT event_id FROM outbox WHERE event_id = ANY($1)")
+            .bind(&known)
+            .fetch_all(&mut **tx)
+            .await?
+    };
+    Ok(rows
+        .iter()
+        .zip(new)
+        .map(|((e, _), new)| match new {
+            true => Held::New,
+            false if owed.contains(&e.id) => Held::Owed,
+            false => Held::Published,
         })
         .collect())
 }

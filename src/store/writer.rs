@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use super::StoreError;
 use super::rows::insert_rows;
-use crate::app::records::{Owner, PendingEvent};
+use crate::app::records::{Held, Owner, PendingEvent};
 use crate::runtime::backoff::Backoff;
 use crate::runtime::worker::Workers;
 
@@ -30,7 +30,7 @@ const RETRY_MARKS_AFTER: Duration = Duration::from_secs(1);
 type PendingHold = (
     Vec<PendingEvent>,
     Owner,
-    oneshot::Sender<Result<Vec<bool>, StoreError>>,
+    oneshot::Sender<Result<Vec<Held>, StoreError>>,
 );
 
 pub(super) enum WriteJob {
@@ -38,7 +38,7 @@ pub(super) enum WriteJob {
     Hold {
         events: Vec<PendingEvent>,
         owner: Owner,
-        answer: oneshot::Sender<Result<Vec<bool>, StoreError>>,
+        answer: oneshot::Sender<Result<Vec<Held>, StoreError>>,
     },
     /// Events the broker confirmed; nobody waits for this.
     Confirmed(Vec<Uuid>),
@@ -65,7 +65,7 @@ pub(super) async fn submit(
     writer: &mpsc::Sender<WriteJob>,
     events: Vec<PendingEvent>,
     owner: Owner,
-) -> Result<Vec<bool>, StoreError> {
+) -> Result<Vec<Held>, StoreError> {
     let (answer, answered) = oneshot::channel();
     writer
         .send(WriteJob::Hold {
@@ -211,19 +211,20 @@ async fn commit_one_by_one(
 
 /// The rows of a COMMIT whose outcome is unknown, written again until the database
 /// answers (or [`LOOK_UP_FOR`] passed: unknown still). A row that is there already was
-/// written by that COMMIT, for this request: every event counts as new. (The insert waits
+/// written by that COMMIT, for this request: every event counts as new (this request
+/// publishes its own). (The insert waits
 /// for the lost COMMIT's row locks, so it cannot miss a commit still under way.)
 async fn recommit(
     target: &Target,
     events: &[PendingEvent],
     owner: Owner,
-) -> Result<Vec<bool>, StoreError> {
+) -> Result<Vec<Held>, StoreError> {
     let rows: Vec<(&PendingEvent, Owner)> = events.iter().map(|e| (e, owner)).collect();
     let started = tokio::time::Instant::now();
     let mut failures = 0;
     loop {
         match commit_round(target, &rows, &[]).await {
-            Ok(_) => return Ok(vec![true; events.len()]),
+            Ok(_) => return Ok(vec![Held::New; events.len()]),
             Err(failed) if started.elapsed() >= LOOK_UP_FOR => {
                 return Err(StoreError::CommitUnknown(Arc::new(failed.error)));
             }
@@ -269,7 +270,7 @@ async fn commit_round(
     target: &Target,
     rows: &[(&PendingEvent, Owner)],
     confirmed: &[Uuid],
-) -> Result<Vec<bool>, RoundFailed> {
+) -> Result<Vec<Held>, RoundFailed> {
     let mut tx = target
         .pool
         .begin()
@@ -296,7 +297,7 @@ pub(super) async fn write(
     target: &Target,
     events: &[PendingEvent],
     owner: Owner,
-) -> Result<Vec<bool>, StoreError> {
+) -> Result<Vec<Held>, StoreError> {
     let rows: Vec<(&PendingEvent, Owner)> = events.iter().map(|e| (e, owner)).collect();
     match commit_round(target, &rows, &[]).await {
         Ok(fresh) => Ok(fresh),

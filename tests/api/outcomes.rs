@@ -211,3 +211,27 @@ async fn an_accepted_event_whose_queue_was_deleted_waits_for_it_and_is_not_dropp
     app.topology.declare(&app.broker).await.unwrap();
     arrives(&app, &queue, &id.to_string()).await;
 }
+
+#[tokio::test]
+async fn a_retried_critical_event_with_its_own_id_gets_202_and_goes_out_once() {
+    let app = spawn_app_with(test_settings()).await;
+    let mut item = achievement("fay", "retried");
+    item["id"] = uuid::Uuid::new_v4().to_string().into();
+    // A batch keeps no idempotency answer for its items' ids: the retry reaches the outbox.
+    let batch = serde_json::json!({"events": [item]});
+    let token = app.backend_token();
+    let first: Value = app
+        .post_json("/v1/events/batch", &token, &batch)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let retry = app.post_json("/v1/events/batch", &token, &batch).await;
+    assert_eq!(retry.status(), 202, "an accepted event is no conflict");
+    let retry: Value = retry.json().await.unwrap();
+    assert_eq!(retry["results"][0]["id"], first["results"][0]["id"]);
+    let queue = app.queue("achievement");
+    arrives(&app, &queue, first["results"][0]["id"].as_str().unwrap()).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(app.depth(&queue).await, 0, "published once");
+}

@@ -84,8 +84,6 @@ pub enum NotTaken {
     /// The database could not hold the event: a critical one, or one the broker refused.
     #[error("the database could not hold the event (critical, or refused by the broker)")]
     Unavailable(#[source] StoreError),
-    #[error("an event with this id was already accepted")]
-    Duplicate,
     /// The request was answered (it timed out) before the event was handed over.
     #[error("the request was answered before the event was taken")]
     TooLate,

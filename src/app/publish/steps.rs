@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use super::{Item, NotTaken, Outcome, Publishing, ReceiptStatus, Unknown, unavailable};
 use crate::app::ports::{PublishError, StoreError};
-use crate::app::records::{Owner, PendingEvent};
+use crate::app::records::{Held, Owner, PendingEvent};
 use crate::runtime::in_flight;
 use crate::runtime::metrics::PublishOutcome;
 
@@ -110,12 +110,15 @@ impl Publishing {
             .filter_map(|p| p.record.as_ref().and_then(|r| r.user_id.clone()))
             .collect();
         match self.outbox.hold(held, owner).await {
-            Ok(fresh) => {
-                for (&i, fresh) in indexes.iter().zip(fresh) {
-                    steps[i] = match (fresh, by_request) {
-                        (false, _) => Step::Done(Err(NotTaken::Duplicate)),
-                        (true, true) => Step::HeldBySelf,
-                        (true, false) => Step::Done(Ok(ReceiptStatus::Queued)),
+            Ok(held) => {
+                for (&i, held) in indexes.iter().zip(held) {
+                    steps[i] = match (held, by_request) {
+                        (Held::New, true) => Step::HeldBySelf,
+                        (Held::New, false) => Step::Done(Ok(ReceiptStatus::Queued)),
+                        // A retry of an accepted event (ids are their caller's): it is
+                        // safe already, and is not published again.
+                        (Held::Owed, _) => Step::Done(Ok(ReceiptStatus::Queued)),
+                        (Held::Published, _) => Step::Done(Ok(ReceiptStatus::Published)),
                     };
                 }
                 if !by_request {
@@ -254,7 +257,6 @@ pub(super) fn outcome_label(outcome: &Outcome) -> PublishOutcome {
         Ok(_) => PublishOutcome::Queued,
         Err(NotTaken::Publish(error)) => error.outcome(),
         Err(NotTaken::Unavailable(_)) => PublishOutcome::Unavailable,
-        Err(NotTaken::Duplicate) => PublishOutcome::Duplicate,
         Err(NotTaken::TooLate) => PublishOutcome::Timeout,
         Err(NotTaken::OutcomeUnknown { .. }) => PublishOutcome::Unknown,
     }

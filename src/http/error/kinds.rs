@@ -147,10 +147,6 @@ impl ApiError {
                 "no queue is bound for routing key {routing_key}; the event was not accepted"
             ),
             ApiError::NotTaken {
-                source: NotTaken::Duplicate,
-                ..
-            } => "an event with this id was already accepted with another request".into(),
-            ApiError::NotTaken {
                 source: NotTaken::OutcomeUnknown { why, .. },
                 ..
             } => format!(
@@ -213,7 +209,6 @@ fn not_taken_parts(source: &NotTaken) -> (StatusCode, &'static str, &'static str
             "unavailable",
             "The event could not be made safe now; retry later",
         ),
-        NotTaken::Duplicate => (StatusCode::CONFLICT, "duplicate", "Event already accepted"),
         NotTaken::TooLate => (
             StatusCode::SERVICE_UNAVAILABLE,
             "timeout",

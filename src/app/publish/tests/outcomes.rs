@@ -78,7 +78,7 @@ async fn a_returned_event_whose_row_cannot_be_dropped_is_unknown() {
     struct StuckOutbox(MemoryOutbox);
     #[async_trait]
     impl Outbox for StuckOutbox {
-        async fn hold(&self, e: Vec<PendingEvent>, o: Owner) -> Result<Vec<bool>, StoreError> {
+        async fn hold(&self, e: Vec<PendingEvent>, o: Owner) -> Result<Vec<Held>, StoreError> {
             self.0.hold(e, o).await
         }
         async fn confirmed(&self, ids: Vec<Uuid>) -> Result<(), StoreError> {
