@@ -56,7 +56,7 @@ const SIGNATURE: &str = "webhook-signature";
         NotJson,
         (status = 422, description = "Invalid event; every bad field is named", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "The source's rate limit is spent; retry after Retry-After", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The events were not taken; retry after Retry-After", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Not taken (`unavailable`, `timeout`): nothing was or will be published, retry after Retry-After; or `outcome-unknown`: the events in `eventIds` may have been taken, retry them with the same ids or `Idempotency-Key`", body = Problem, content_type = "application/problem+json"),
     ),
     security(())
 )]
