@@ -20,6 +20,7 @@ mod proxy;
 mod publish;
 mod rate_limits;
 mod reads;
+mod reconnect;
 mod schemas;
 mod sealing;
 mod tracing;
