@@ -41,23 +41,26 @@ impl Backoff {
     }
 }
 
-/// The spec's retry strategy: a few attempts, with [`Backoff`] between them.
+/// The spec's retry strategy, read as the spec's own call reads it: `retry(..., {retries:
+/// MAX_RETRIES, factor: 2, minTimeout: 1000, maxTimeout: 60000})` (p-retry) makes the
+/// first try and then up to `retries` more, waiting [`Backoff`] before each. With the
+/// spec's 3, that is tries at 0 s, 1 s, 3 s and 7 s.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryPolicy {
-    pub max_attempts: u32,
+    pub retries: u32,
     pub backoff: Backoff,
 }
 
 impl RetryPolicy {
-    /// How long to wait after failed attempt `attempt` (1-based), or `None` when it was
-    /// the last one.
+    /// How long to wait after failed attempt `attempt` (1-based: the first try is 1), or
+    /// `None` when it was the last one.
     pub fn delay_after(&self, attempt: u32) -> Option<Duration> {
-        (attempt < self.max_attempts).then(|| self.backoff.delay(attempt.max(1)))
+        (attempt <= self.retries).then(|| self.backoff.delay(attempt.max(1)))
     }
 
     /// Every distinct delay the policy can ask for, shortest first.
     pub fn delays(&self) -> Vec<Duration> {
-        let mut delays: Vec<Duration> = (1..self.max_attempts)
+        let mut delays: Vec<Duration> = (1..=self.retries)
             .filter_map(|a| self.delay_after(a))
             .collect();
         delays.dedup();
@@ -113,16 +116,17 @@ mod tests {
     };
 
     #[test]
-    fn the_spec_schedule_doubles_from_one_second_up_to_a_minute() {
+    fn the_spec_schedule_is_a_first_try_and_three_retries_after_1_2_and_4_seconds() {
         let spec = RetryPolicy {
-            max_attempts: 3,
+            retries: 3,
             backoff: SPEC,
         };
-        assert_eq!(spec.delay_after(1), Some(Duration::from_secs(1)));
-        assert_eq!(spec.delay_after(2), Some(Duration::from_secs(2)));
-        assert_eq!(spec.delay_after(3), None);
+        let waits: Vec<Option<Duration>> = (1..=4).map(|a| spec.delay_after(a)).collect();
+        let secs = |s| Some(Duration::from_secs(s));
+        assert_eq!(waits, vec![secs(1), secs(2), secs(4), None]);
+        assert_eq!(spec.delays().len(), 3, "one retry queue per wait");
         let long = RetryPolicy {
-            max_attempts: 10,
+            retries: 10,
             ..spec
         };
         assert_eq!(long.delay_after(7), Some(Duration::from_secs(60)));
