@@ -8,8 +8,10 @@ use prometheus::IntGauge;
 
 /// Failures in a row that open the circuit.
 const THRESHOLD: u32 = 5;
-/// How long an open circuit fails fast before it lets a trial call through.
-const COOL_DOWN: Duration = Duration::from_secs(5);
+/// How long an open circuit fails fast before it lets a trial call through: one call a
+/// second is no load on a dependency that is down, and callers are let back within about
+/// a second of its return.
+const COOL_DOWN: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CircuitState {
@@ -107,5 +109,17 @@ mod tests {
         assert_eq!(breaker.state(), CircuitState::Closed);
         assert!(breaker.allow());
         assert_eq!(breaker.gauge.get(), 0);
+    }
+
+    #[test]
+    fn an_open_circuit_lets_a_trial_through_within_about_a_second() {
+        let breaker = CircuitBreaker::new(IntGauge::new("t", "t").unwrap());
+        for _ in 0..THRESHOLD {
+            breaker.record::<(), ()>(&Err(()));
+        }
+        assert!(!breaker.allow());
+        std::thread::sleep(COOL_DOWN + Duration::from_millis(50));
+        assert!(breaker.allow(), "the trial call");
+        assert!(!breaker.allow(), "only one");
     }
 }
