@@ -84,7 +84,8 @@ impl PublishError {
 pub enum StoreError {
     #[error("the database is unavailable: {0}")]
     Unavailable(Cause),
-    /// The database answered and refused this statement itself (not a connection problem).
+    /// The database answered and refused this statement for the values it carried (a
+    /// client's error, never the database's: see `store::refused_for_content`).
     #[error("the database refused the statement: {0}")]
     Refused(Cause),
     #[error("the database schema is not ready yet")]

@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use crate::app::ports::{CacheError, CacheProbe, ReadCache};
 use crate::app::records::{CacheLookups, CacheStats};
-use crate::runtime::breaker::{CircuitBreaker, CircuitState};
+use crate::runtime::breaker::{CircuitBreaker, CircuitState, Fault};
 use crate::runtime::metrics::{CacheLookup, Metrics};
 
 mod claims;
@@ -203,6 +203,12 @@ impl ReadCache for Cache {
             .clone();
         let stored: redis::RedisResult<()> = self.run(&command).await;
         bypass_on_error(stored);
+    }
+}
+
+impl Fault for redis::RedisError {
+    fn is_dependency_failure(&self) -> bool {
+        true
     }
 }
 

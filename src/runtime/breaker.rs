@@ -28,6 +28,13 @@ impl CircuitState {
     }
 }
 
+/// What a failed call says about the dependency behind it.
+pub trait Fault {
+    /// `false` when the dependency answered and refused this one call for what it carried
+    /// (a client's error): it is up, so the call counts as a success.
+    fn is_dependency_failure(&self) -> bool;
+}
+
 #[derive(Debug, Default)]
 struct Inner {
     failures: u32,
@@ -66,11 +73,15 @@ impl CircuitBreaker {
         }
     }
 
-    pub fn record<T, E>(&self, outcome: &Result<T, E>) {
+    pub fn record<T, E: Fault>(&self, outcome: &Result<T, E>) {
         let Ok(mut inner) = self.inner.lock() else {
             return;
         };
-        if outcome.is_ok() {
+        if outcome
+            .as_ref()
+            .err()
+            .is_none_or(|e| !e.is_dependency_failure())
+        {
             inner.failures = 0;
             inner.open_until = None;
         } else {
@@ -94,28 +105,59 @@ impl CircuitBreaker {
 mod tests {
     use super::*;
 
+    #[derive(Debug)]
+    enum Failed {
+        Down,
+        Refused,
+    }
+
+    impl Fault for Failed {
+        fn is_dependency_failure(&self) -> bool {
+            matches!(self, Failed::Down)
+        }
+    }
+
+    fn breaker() -> CircuitBreaker {
+        CircuitBreaker::new(IntGauge::new("t", "t").unwrap())
+    }
+
     #[test]
     fn opens_after_repeated_failures_and_closes_on_success() {
-        let breaker = CircuitBreaker::new(IntGauge::new("t", "t").unwrap());
+        let breaker = breaker();
         for _ in 0..THRESHOLD - 1 {
-            breaker.record::<(), ()>(&Err(()));
+            breaker.record::<(), _>(&Err(Failed::Down));
         }
         assert!(breaker.allow(), "still closed below the threshold");
-        breaker.record::<(), ()>(&Err(()));
+        breaker.record::<(), _>(&Err(Failed::Down));
         assert_eq!(breaker.state(), CircuitState::Open);
         assert!(!breaker.allow(), "open: fail fast");
         assert_eq!(breaker.gauge.get(), 1);
-        breaker.record::<(), ()>(&Ok(()));
+        breaker.record::<(), Failed>(&Ok(()));
         assert_eq!(breaker.state(), CircuitState::Closed);
         assert!(breaker.allow());
         assert_eq!(breaker.gauge.get(), 0);
     }
 
     #[test]
+    fn refusals_of_a_call_for_its_content_never_open_it() {
+        let breaker = breaker();
+        for _ in 0..THRESHOLD * 2 {
+            breaker.record::<(), _>(&Err(Failed::Refused));
+        }
+        assert_eq!(breaker.state(), CircuitState::Closed);
+        for _ in 0..THRESHOLD - 1 {
+            breaker.record::<(), _>(&Err(Failed::Down));
+        }
+        breaker.record::<(), _>(&Err(Failed::Refused));
+        breaker.record::<(), _>(&Err(Failed::Down));
+        assert!(breaker.allow(), "an answer shows the dependency is up");
+    }
+
+    #[test]
     fn an_open_circuit_lets_a_trial_through_within_about_a_second() {
-        let breaker = CircuitBreaker::new(IntGauge::new("t", "t").unwrap());
+        let breaker = breaker();
         for _ in 0..THRESHOLD {
-            breaker.record::<(), ()>(&Err(()));
+            breaker.record::<(), _>(&Err(Failed::Down));
         }
         assert!(!breaker.allow());
         std::thread::sleep(COOL_DOWN + Duration::from_millis(50));

@@ -21,6 +21,7 @@ mod publish;
 mod rate_limits;
 mod reads;
 mod reconnect;
+mod refusals;
 mod retry_schedule;
 mod schemas;
 mod sealing;
