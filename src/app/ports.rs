@@ -89,7 +89,8 @@ pub enum StoreError {
     /// The connection failed during the COMMIT: the rows may or may not be written.
     #[error("the database connection failed during the commit: {0}")]
     CommitUnknown(Cause),
-    /// The database answered and refused this statement itself (not a connection problem).
+    /// The database answered and refused this statement for the values it carried (a
+    /// client's error, never the database's: see `store::refused_for_content`).
     #[error("the database refused the statement: {0}")]
     Refused(Cause),
     #[error("the database schema is not ready yet")]

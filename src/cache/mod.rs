@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use crate::app::ports::{CacheError, CacheProbe, ReadCache};
 use crate::app::records::{CacheLookups, CacheStats};
-use crate::runtime::breaker::{CircuitBreaker, CircuitState};
+use crate::runtime::breaker::{CircuitBreaker, CircuitState, Fault};
 use crate::runtime::metrics::{CacheLookup, Metrics};
 
 mod claims;
@@ -104,11 +104,15 @@ impl Cache {
             return Ok(0);
         }
         let prefixed: Vec<String> = keys.iter().map(|k| format!("{}{k}", self.prefix)).collect();
+        let command = redis::cmd("DEL").arg(prefixed).clone();
         let mut connection = self.connection.clone();
-        redis::cmd("DEL")
-            .arg(prefixed)
-            .query_async(&mut connection)
-            .await
+        match command.query_async(&mut connection).await {
+            // The connection manager answers the first call after a failed reconnect with
+            // that old failure, and only then connects again: ask once more, on the new
+            // connection (deleting twice is deleting once).
+            Err(error) if error.is_io_error() => command.query_async(&mut connection).await,
+            outcome => outcome,
+        }
     }
 
     /// The hash holding a user's cached event listings, one field per query.
@@ -199,6 +203,12 @@ impl ReadCache for Cache {
             .clone();
         let stored: redis::RedisResult<()> = self.run(&command).await;
         bypass_on_error(stored);
+    }
+}
+
+impl Fault for redis::RedisError {
+    fn is_dependency_failure(&self) -> bool {
+        true
     }
 }
 

@@ -170,7 +170,9 @@ pub struct Settings {
     #[arg(long, env = "CONSUMER_PREFETCH", default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..), global = true)]
     pub consumer_prefetch: u16,
 
-    /// Attempts at handling a message before it is dead-lettered.
+    /// Retries after a consumer's first try fails, as the spec's `retry(..., {retries:
+    /// MAX_RETRIES})` reads `max_attempts`: 3 means tries at 0 s, 1 s, 3 s and 7 s (with the
+    /// default delays), then the dead letter.
     #[arg(long, env = "RETRY_MAX_ATTEMPTS", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=20), global = true)]
     pub retry_max_attempts: u32,
 
@@ -271,10 +273,11 @@ impl Settings {
         EnvOnly::try_parse_from(["event-gateway"]).map(|parsed| parsed.settings)
     }
 
-    /// The consumers' retries: `RETRY_MAX_ATTEMPTS` attempts, with [`Self::retry_backoff`].
+    /// The consumers' retries: `RETRY_MAX_ATTEMPTS` retries after the first try, with
+    /// [`Self::retry_backoff`].
     pub fn retry_policy(&self) -> RetryPolicy {
         RetryPolicy {
-            max_attempts: self.retry_max_attempts,
+            retries: self.retry_max_attempts,
             backoff: self.retry_backoff(),
         }
     }

@@ -93,6 +93,14 @@ pub fn parse_structured(value: Value, at: &str) -> Result<ValidEvent, CloudEvent
         .into_iter()
         .filter(|(name, _)| CONTEXT_ATTRIBUTES.contains(&name.as_str()))
         .filter_map(|(name, value)| match value {
+            // Kept in `metadata.cloudEvent`, where PostgreSQL's jsonb cannot hold U+0000.
+            Value::String(text) if text.contains('\0') => {
+                errors.push(FieldError::new(
+                    pointer_child(at, &name),
+                    "must not contain the NUL character (U+0000)",
+                ));
+                None
+            }
             Value::String(text) => Some((name, text)),
             _ => {
                 errors.push(FieldError::new(

@@ -1,8 +1,7 @@
 //! Operators' view of dead letters: list them with their errors, replay them.
 
 use axum::Json;
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -13,8 +12,8 @@ use uuid::Uuid;
 
 use super::AppState;
 use super::error::{ApiError, Problem};
-use super::extract::Caller;
-use super::paging::{page, readable};
+use super::extract::{Caller, QueryParams};
+use super::paging::page;
 use super::responses::{DatabaseDown, RateLimited, Unauthorized, UnreadableQuery};
 use crate::app::publish::ReceiptStatus;
 use crate::app::records::{DeadLetter, DeadLetterFilter};
@@ -110,10 +109,10 @@ pub struct DeadLetterQuery {
 async fn list_dead_letters(
     State(state): State<AppState>,
     Caller(caller): Caller,
-    query: Result<Query<DeadLetterQuery>, QueryRejection>,
+    query: Result<QueryParams<DeadLetterQuery>, ApiError>,
 ) -> Result<Json<DeadLetterList>, ApiError> {
     caller.authorize_admin().map_err(ApiError::forbidden)?;
-    let query = readable(query)?;
+    let QueryParams(query) = query?;
     let mut errors = Vec::new();
     let (limit, cursor) = page(query.limit, query.cursor.as_deref(), &mut errors);
     if !errors.is_empty() {

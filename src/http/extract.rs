@@ -3,9 +3,11 @@
 use axum::body::Bytes;
 use std::net::{IpAddr, SocketAddr};
 
-use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Query, Request};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
+use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 use super::AppState;
@@ -88,6 +90,41 @@ pub fn parse_json(bytes: &[u8]) -> Result<Value, ApiError> {
             }
         }
     })
+}
+
+/// A query string read into `T`. One it cannot read, or with a NUL character in a
+/// parameter (which no parameter needs and PostgreSQL cannot compare with), is a 400
+/// naming the parameter, before any handler runs.
+pub struct QueryParams<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for QueryParams<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let Query(pairs): Query<Vec<(String, String)>> =
+            Query::try_from_uri(&parts.uri).map_err(unreadable)?;
+        if let Some((name, _)) = pairs
+            .iter()
+            .find(|(name, value)| name.contains('\0') || value.contains('\0'))
+        {
+            return Err(ApiError::BadRequest {
+                title: "Unreadable query string",
+                detail: format!(
+                    "query parameter {} must not contain the NUL character (U+0000, %00)",
+                    name.escape_debug()
+                ),
+            });
+        }
+        let Query(query) = Query::try_from_uri(&parts.uri).map_err(unreadable)?;
+        Ok(QueryParams(query))
+    }
+}
+
+fn unreadable(rejection: QueryRejection) -> ApiError {
+    ApiError::BadRequest {
+        title: "Unreadable query string",
+        detail: rejection.body_text(),
+    }
 }
 
 /// The client's address, when the request came through [`super::server::serve`].

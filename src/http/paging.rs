@@ -1,26 +1,12 @@
-//! Query strings of the listing endpoints: unreadable ones are a 400, and `limit` and
-//! `cursor` are checked the same way everywhere.
+//! `limit` and `cursor` of the listing endpoints, checked the same way everywhere.
 
-use axum::extract::Query;
-use axum::extract::rejection::QueryRejection;
 use validator::ValidateRange;
 
-use super::error::ApiError;
 use crate::app::records::PageCursor;
 use crate::domain::FieldError;
 
 pub const DEFAULT_PAGE: u32 = 20;
 pub const MAX_PAGE: u32 = 100;
-
-/// The parsed query, or a 400 naming what could not be read.
-pub fn readable<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
-    query
-        .map(|Query(query)| query)
-        .map_err(|rejection| ApiError::BadRequest {
-            title: "Unreadable query string",
-            detail: rejection.body_text(),
-        })
-}
 
 /// The page size and where the page starts; problems go to `errors`.
 pub fn page(

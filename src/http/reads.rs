@@ -1,8 +1,7 @@
 //! Receipts and reads of persisted (critical) events, cached in Redis.
 
 use axum::Json;
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use serde::Deserialize;
@@ -14,8 +13,8 @@ use uuid::Uuid;
 
 use super::AppState;
 use super::error::{ApiError, Problem};
-use super::extract::Caller;
-use super::paging::{page, readable};
+use super::extract::{Caller, QueryParams};
+use super::paging::page;
 use super::responses::{DatabaseDown, RateLimited, Unauthorized, UnreadableQuery};
 use crate::app::reads::{EventList, PersistedEvent, UserEventsQuery};
 use crate::app::records::PageCursor;
@@ -91,9 +90,8 @@ async fn list_user_events(
     State(state): State<AppState>,
     Caller(caller): Caller,
     Path(user_id): Path<String>,
-    query: Result<Query<ListQuery>, QueryRejection>,
+    QueryParams(query): QueryParams<ListQuery>,
 ) -> Result<axum::response::Response, ApiError> {
-    let query = readable(query)?;
     let (event_type, limit, cursor) = parse_list_query(&user_id, &query)?;
     caller
         .authorize_read(Some(&user_id))

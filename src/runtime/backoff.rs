@@ -1,6 +1,6 @@
 //! The one backoff schedule type: a first wait that doubles after every failure, up to a
 //! cap. Consumer retries and the outbox relay's retries use it with the `RETRY_*`
-//! settings; every reconnect loop uses it with [`Backoff::RECONNECT`].
+//! settings, exactly; every reconnect loop uses it with [`Backoff::RECONNECT`], jittered.
 
 use std::time::Duration;
 
@@ -15,10 +15,12 @@ pub struct Backoff {
 }
 
 impl Backoff {
-    /// How reconnect loops wait for a dependency that is down.
+    /// How reconnect loops wait for a dependency that is down. The cap is what decides
+    /// how soon the gateway is back once the dependency is: at most a second later,
+    /// while a dependency that stays down sees one connection attempt a second or less.
     pub const RECONNECT: Backoff = Backoff {
         initial: Duration::from_millis(100),
-        max: Duration::from_secs(10),
+        max: Duration::from_secs(1),
     };
 
     /// The wait after failure number `failures` (1-based; 0 waits nothing).
@@ -29,25 +31,36 @@ impl Backoff {
         let factor = 2u32.saturating_pow(failures - 1);
         self.initial.saturating_mul(factor).min(self.max)
     }
+
+    /// [`Self::delay`] scaled into its upper half by `unit` (from 0 to 1, drawn at
+    /// random), so gateways that lost a dependency together do not return in step, and no
+    /// wait is longer than the schedule's.
+    pub fn jittered(&self, failures: u32, unit: f64) -> Duration {
+        self.delay(failures)
+            .mul_f64(0.5 + unit.clamp(0.0, 1.0) / 2.0)
+    }
 }
 
-/// The spec's retry strategy: a few attempts, with [`Backoff`] between them.
+/// The spec's retry strategy, read as the spec's own call reads it: `retry(..., {retries:
+/// MAX_RETRIES, factor: 2, minTimeout: 1000, maxTimeout: 60000})` (p-retry) makes the
+/// first try and then up to `retries` more, waiting [`Backoff`] before each. With the
+/// spec's 3, that is tries at 0 s, 1 s, 3 s and 7 s.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryPolicy {
-    pub max_attempts: u32,
+    pub retries: u32,
     pub backoff: Backoff,
 }
 
 impl RetryPolicy {
-    /// How long to wait after failed attempt `attempt` (1-based), or `None` when it was
-    /// the last one.
+    /// How long to wait after failed attempt `attempt` (1-based: the first try is 1), or
+    /// `None` when it was the last one.
     pub fn delay_after(&self, attempt: u32) -> Option<Duration> {
-        (attempt < self.max_attempts).then(|| self.backoff.delay(attempt.max(1)))
+        (attempt <= self.retries).then(|| self.backoff.delay(attempt.max(1)))
     }
 
     /// Every distinct delay the policy can ask for, shortest first.
     pub fn delays(&self) -> Vec<Duration> {
-        let mut delays: Vec<Duration> = (1..self.max_attempts)
+        let mut delays: Vec<Duration> = (1..=self.retries)
             .filter_map(|a| self.delay_after(a))
             .collect();
         delays.dedup();
@@ -79,7 +92,7 @@ impl Reconnect {
     /// Logs the failure and waits the next delay; `false` when `stop` came first.
     pub async fn wait_after(&mut self, error: &anyhow::Error, stop: &CancellationToken) -> bool {
         self.failures += 1;
-        let delay = self.schedule.delay(self.failures);
+        let delay = self.schedule.jittered(self.failures, fastrand::f64());
         warn!(
             error = format!("{error:#}"),
             retry_in_ms = delay.as_millis() as u64,
@@ -103,16 +116,17 @@ mod tests {
     };
 
     #[test]
-    fn the_spec_schedule_doubles_from_one_second_up_to_a_minute() {
+    fn the_spec_schedule_is_a_first_try_and_three_retries_after_1_2_and_4_seconds() {
         let spec = RetryPolicy {
-            max_attempts: 3,
+            retries: 3,
             backoff: SPEC,
         };
-        assert_eq!(spec.delay_after(1), Some(Duration::from_secs(1)));
-        assert_eq!(spec.delay_after(2), Some(Duration::from_secs(2)));
-        assert_eq!(spec.delay_after(3), None);
+        let waits: Vec<Option<Duration>> = (1..=4).map(|a| spec.delay_after(a)).collect();
+        let secs = |s| Some(Duration::from_secs(s));
+        assert_eq!(waits, vec![secs(1), secs(2), secs(4), None]);
+        assert_eq!(spec.delays().len(), 3, "one retry queue per wait");
         let long = RetryPolicy {
-            max_attempts: 10,
+            retries: 10,
             ..spec
         };
         assert_eq!(long.delay_after(7), Some(Duration::from_secs(60)));
@@ -125,5 +139,25 @@ mod tests {
         assert_eq!(SPEC.delay(0), Duration::ZERO);
         assert_eq!(SPEC.delay(1_000), Duration::from_secs(60));
         assert_eq!(Backoff::RECONNECT.delay(2), Duration::from_millis(200));
+    }
+
+    #[test]
+    fn a_reconnect_never_waits_more_than_a_second_nor_less_than_half_its_step() {
+        let waits: Vec<u128> = (1..=8)
+            .map(|failures| Backoff::RECONNECT.jittered(failures, 1.0).as_millis())
+            .collect();
+        assert_eq!(waits, vec![100, 200, 400, 800, 1000, 1000, 1000, 1000]);
+        for failures in [1, 5, 50, u32::MAX] {
+            let step = Backoff::RECONNECT.delay(failures);
+            for unit in [0.0, 0.3, 0.999, -1.0, 2.0] {
+                let wait = Backoff::RECONNECT.jittered(failures, unit);
+                assert!(wait >= step / 2 && wait <= step, "{wait:?} for {step:?}");
+            }
+        }
+        let total: Duration = (1..=10).map(|f| Backoff::RECONNECT.jittered(f, 0.0)).sum();
+        assert!(
+            total >= Duration::from_millis(3_500),
+            "a broker down for ten tries is tried about once a second, not hammered: {total:?}"
+        );
     }
 }

@@ -8,8 +8,10 @@ use prometheus::IntGauge;
 
 /// Failures in a row that open the circuit.
 const THRESHOLD: u32 = 5;
-/// How long an open circuit fails fast before it lets a trial call through.
-const COOL_DOWN: Duration = Duration::from_secs(5);
+/// How long an open circuit fails fast before it lets a trial call through: one call a
+/// second is no load on a dependency that is down, and callers are let back within about
+/// a second of its return.
+const COOL_DOWN: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CircuitState {
@@ -23,6 +25,19 @@ impl CircuitState {
             CircuitState::Closed => "closed",
             CircuitState::Open => "open",
         }
+    }
+}
+
+/// What a failed call says about the dependency behind it.
+pub trait Fault {
+    /// `false` when the dependency answered and refused this one call for what it carried
+    /// (a client's error): it is up, so the call counts as a success.
+    fn is_dependency_failure(&self) -> bool;
+
+    /// `false` when the call never reached the dependency (its circuit was open, say):
+    /// it tells nothing either way, and changes nothing.
+    fn reached_dependency(&self) -> bool {
+        true
     }
 }
 
@@ -64,11 +79,18 @@ impl CircuitBreaker {
         }
     }
 
-    pub fn record<T, E>(&self, outcome: &Result<T, E>) {
+    pub fn record<T, E: Fault>(&self, outcome: &Result<T, E>) {
+        if outcome.as_ref().is_err_and(|e| !e.reached_dependency()) {
+            return;
+        }
         let Ok(mut inner) = self.inner.lock() else {
             return;
         };
-        if outcome.is_ok() {
+        if outcome
+            .as_ref()
+            .err()
+            .is_none_or(|e| !e.is_dependency_failure())
+        {
             inner.failures = 0;
             inner.open_until = None;
         } else {
@@ -92,20 +114,89 @@ impl CircuitBreaker {
 mod tests {
     use super::*;
 
+    #[derive(Debug)]
+    enum Failed {
+        Down,
+        Refused,
+        NotCalled,
+    }
+
+    impl Fault for Failed {
+        fn is_dependency_failure(&self) -> bool {
+            !matches!(self, Failed::Refused)
+        }
+
+        fn reached_dependency(&self) -> bool {
+            !matches!(self, Failed::NotCalled)
+        }
+    }
+
+    fn breaker() -> CircuitBreaker {
+        CircuitBreaker::new(IntGauge::new("t", "t").unwrap())
+    }
+
     #[test]
     fn opens_after_repeated_failures_and_closes_on_success() {
-        let breaker = CircuitBreaker::new(IntGauge::new("t", "t").unwrap());
+        let breaker = breaker();
         for _ in 0..THRESHOLD - 1 {
-            breaker.record::<(), ()>(&Err(()));
+            breaker.record::<(), _>(&Err(Failed::Down));
         }
         assert!(breaker.allow(), "still closed below the threshold");
-        breaker.record::<(), ()>(&Err(()));
+        breaker.record::<(), _>(&Err(Failed::Down));
         assert_eq!(breaker.state(), CircuitState::Open);
         assert!(!breaker.allow(), "open: fail fast");
         assert_eq!(breaker.gauge.get(), 1);
-        breaker.record::<(), ()>(&Ok(()));
+        breaker.record::<(), Failed>(&Ok(()));
         assert_eq!(breaker.state(), CircuitState::Closed);
         assert!(breaker.allow());
         assert_eq!(breaker.gauge.get(), 0);
+    }
+
+    #[test]
+    fn refusals_of_a_call_for_its_content_never_open_it() {
+        let breaker = breaker();
+        for _ in 0..THRESHOLD * 2 {
+            breaker.record::<(), _>(&Err(Failed::Refused));
+        }
+        assert_eq!(breaker.state(), CircuitState::Closed);
+        for _ in 0..THRESHOLD - 1 {
+            breaker.record::<(), _>(&Err(Failed::Down));
+        }
+        breaker.record::<(), _>(&Err(Failed::Refused));
+        breaker.record::<(), _>(&Err(Failed::Down));
+        assert!(breaker.allow(), "an answer shows the dependency is up");
+    }
+
+    #[test]
+    fn a_call_that_never_reached_it_neither_opens_nor_closes_it() {
+        let breaker = breaker();
+        for _ in 0..THRESHOLD {
+            breaker.record::<(), _>(&Err(Failed::Down));
+        }
+        for _ in 0..THRESHOLD {
+            breaker.record::<(), _>(&Err(Failed::NotCalled));
+        }
+        assert_eq!(breaker.state(), CircuitState::Open, "not closed by no news");
+        breaker.record::<(), Failed>(&Ok(()));
+        for _ in 0..THRESHOLD * 2 {
+            breaker.record::<(), _>(&Err(Failed::NotCalled));
+        }
+        assert_eq!(
+            breaker.state(),
+            CircuitState::Closed,
+            "not opened by no news"
+        );
+    }
+
+    #[test]
+    fn an_open_circuit_lets_a_trial_through_within_about_a_second() {
+        let breaker = breaker();
+        for _ in 0..THRESHOLD {
+            breaker.record::<(), _>(&Err(Failed::Down));
+        }
+        assert!(!breaker.allow());
+        std::thread::sleep(COOL_DOWN + Duration::from_millis(50));
+        assert!(breaker.allow(), "the trial call");
+        assert!(!breaker.allow(), "only one");
     }
 }

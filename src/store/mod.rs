@@ -32,7 +32,7 @@ pub use crate::app::ports::StoreError;
 use crate::app::ports::{Outbox, StoreProbe};
 use crate::app::records::{Held, Owner, PendingEvent};
 use crate::runtime::backoff::{Backoff, Reconnect};
-use crate::runtime::breaker::{CircuitBreaker, CircuitState};
+use crate::runtime::breaker::{CircuitBreaker, CircuitState, Fault};
 use crate::runtime::detached::finish_detached;
 use crate::runtime::worker::Workers;
 
@@ -48,13 +48,44 @@ pub struct StoreSettings {
     pub request_lease: Duration,
 }
 
+/// SQLSTATE classes of errors a statement gets for the values it carries: data exceptions
+/// (`22`: a NUL byte in text, `\u0000` in jsonb, a value out of range), integrity
+/// constraint violations (`23`) and program limits (`54`: a value too large to index).
+/// Any other error (connection, shutdown, timeout, resources, serialization) is the
+/// database's.
+const CONTENT_CLASSES: [&str; 3] = ["22", "23", "54"];
+
 impl From<sqlx::Error> for StoreError {
     fn from(error: sqlx::Error) -> Self {
-        match error {
-            // The database answered and refused this statement: not a connection problem.
-            sqlx::Error::Database(_) => StoreError::Refused(Arc::new(error)),
-            error => StoreError::Unavailable(Arc::new(error)),
+        if refused_for_content(&error) {
+            StoreError::Refused(Arc::new(error))
+        } else {
+            StoreError::Unavailable(Arc::new(error))
         }
+    }
+}
+
+/// The database answered and refused this statement for what it carried, or sqlx could
+/// not encode a value: the same statement fails the same way however often it is sent.
+fn refused_for_content(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Database(database) => database
+            .code()
+            .is_some_and(|code| CONTENT_CLASSES.iter().any(|class| code.starts_with(class))),
+        sqlx::Error::Encode(_) => true,
+        _ => false,
+    }
+}
+
+impl Fault for StoreError {
+    /// A refusal is the database answering: it is up.
+    fn is_dependency_failure(&self) -> bool {
+        !matches!(self, StoreError::Refused(_))
+    }
+
+    /// An open circuit or a schema not ready yet is no news about the database.
+    fn reached_dependency(&self) -> bool {
+        !matches!(self, StoreError::CircuitOpen | StoreError::NotReady)
     }
 }
 

@@ -22,7 +22,7 @@ async fn redis_connection() -> redis::aio::MultiplexedConnection {
         .unwrap()
 }
 
-async fn set_keys(app: &TestApp, keys: &[&str]) {
+pub(crate) async fn set_keys(app: &TestApp, keys: &[&str]) {
     let mut redis = redis_connection().await;
     for key in keys {
         let _: () = redis::cmd("SET")
@@ -34,7 +34,7 @@ async fn set_keys(app: &TestApp, keys: &[&str]) {
     }
 }
 
-async fn existing(app: &TestApp, keys: &[&str]) -> Vec<String> {
+pub(crate) async fn existing(app: &TestApp, keys: &[&str]) -> Vec<String> {
     let mut redis = redis_connection().await;
     let mut found = Vec::new();
     for key in keys {
@@ -50,7 +50,7 @@ async fn existing(app: &TestApp, keys: &[&str]) -> Vec<String> {
     found
 }
 
-async fn dead_letters(app: &TestApp, query: &str) -> Value {
+pub(crate) async fn dead_letters(app: &TestApp, query: &str) -> Value {
     let admin = app.token("ops", "admin");
     let response = app
         .http
@@ -180,7 +180,8 @@ async fn with_redis_cut_messages_retry_then_dead_letter_and_replay_once() {
         .await
         .unwrap();
 
-    // Both are tried 3 times (neither blocks the other) and land in failed_events.
+    // Both are tried 4 times, the first and 3 retries (neither blocks the other), and land
+    // in failed_events.
     eventually(Duration::from_secs(15), || async {
         dead_letters(&app, "").await["deadLetters"]
             .as_array()
@@ -194,7 +195,7 @@ async fn with_redis_cut_messages_retry_then_dead_letter_and_replay_once() {
     assert_eq!(letter["eventId"], first["id"]);
     assert_eq!(letter["routingKey"], "quest.started");
     assert_eq!(letter["queue"], app.queue("quest"));
-    assert_eq!(letter["attempts"], 3);
+    assert_eq!(letter["attempts"], 4);
     assert!(
         letter["lastError"].as_str().unwrap().contains("redis"),
         "{letter}"
@@ -208,7 +209,7 @@ async fn with_redis_cut_messages_retry_then_dead_letter_and_replay_once() {
             &text,
             &format!(r#"gateway_event_retries_total{{queue="{quest}"}}"#)
         ),
-        4.0
+        6.0
     );
     assert_eq!(
         metric(

@@ -52,7 +52,14 @@ impl EventData {
                 }
                 None | Some(Value::Null) => {}
                 Some(value) => {
-                    if let Err(message) = check_kind(spec.kind, value) {
+                    if let Some(path) = nul_path(value) {
+                        errors.push(FieldError::new(
+                            path.iter()
+                                .rev()
+                                .fold(pointer(), |at, n| pointer_child(&at, n)),
+                            "must not contain the NUL character (U+0000)",
+                        ));
+                    } else if let Err(message) = check_kind(spec.kind, value) {
                         errors.push(FieldError::new(pointer(), message));
                     }
                 }
@@ -91,10 +98,6 @@ impl EventData {
 }
 
 fn check_kind(kind: FieldKind, value: &Value) -> Result<(), String> {
-    // PostgreSQL's text and jsonb cannot hold U+0000, and no event needs it.
-    if has_nul(value) {
-        return Err("must not contain the NUL character (U+0000)".into());
-    }
     match kind {
         Id => check_id(value),
         Text => match value.as_str() {
@@ -161,15 +164,28 @@ fn check_metadata(value: &Value) -> Result<(), String> {
     Ok(())
 }
 
-/// Whether any string (or object key) in `value` contains U+0000.
-fn has_nul(value: &Value) -> bool {
+/// Where in `value` the first string or object key holding U+0000 is, as the names and
+/// indexes leading to it, innermost first; `Some(vec![])` is `value` itself. PostgreSQL's
+/// text and jsonb cannot hold U+0000 (the event would be refused by the outbox or the
+/// events table), and no event needs it.
+fn nul_path(value: &Value) -> Option<Vec<String>> {
     match value {
-        Value::String(text) => text.contains('\0'),
-        Value::Array(items) => items.iter().any(has_nul),
-        Value::Object(map) => map
-            .iter()
-            .any(|(key, item)| key.contains('\0') || has_nul(item)),
-        _ => false,
+        Value::String(text) => text.contains('\0').then(Vec::new),
+        Value::Array(items) => items.iter().enumerate().find_map(|(index, item)| {
+            let mut path = nul_path(item)?;
+            path.push(index.to_string());
+            Some(path)
+        }),
+        Value::Object(map) => map.iter().find_map(|(key, item)| {
+            let mut path = if key.contains('\0') {
+                Vec::new()
+            } else {
+                nul_path(item)?
+            };
+            path.push(key.clone());
+            Some(path)
+        }),
+        _ => None,
     }
 }
 
@@ -307,12 +323,16 @@ mod tests {
     }
 
     #[test]
-    fn nul_characters_are_refused_anywhere() {
+    fn nul_characters_are_refused_anywhere_and_named_where_they_are() {
         let data = json!({"rewardId": "r", "userId": "u", "name": "a\u{0}b", "type": "t",
-            "value": {"deep": ["x\u{0}"]}, "metadata": {"k\u{0}": 1}});
+            "value": {"deep": ["x", "x\u{0}"]}, "metadata": {"a/b": {"k\u{0}": 1}}});
         assert_eq!(
             pointers(EventType::RewardClaimed, data),
-            vec!["/data/name", "/data/value", "/data/metadata"]
+            vec![
+                "/data/name",
+                "/data/value/deep/1",
+                "/data/metadata/a~1b/k\u{0}"
+            ]
         );
     }
 

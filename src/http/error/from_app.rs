@@ -2,7 +2,7 @@
 
 use super::ApiError;
 use crate::app::idempotency::OnceError;
-use crate::app::ports::LedgerError;
+use crate::app::ports::{LedgerError, StoreError};
 use crate::app::publish::{BatchNotTaken, NotTaken};
 use crate::app::rate_limit::ChargeRefused;
 use crate::app::reads::ReadError;
@@ -25,6 +25,21 @@ impl From<BatchNotTaken> for ApiError {
         ApiError::NotTaken {
             source: batch.first,
             results: Some(batch.results),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    /// A statement the database refused for the values it carried is the client's error
+    /// (validation names the field before that can happen; this is the net below it).
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::Refused(_) => ApiError::invalid(vec![FieldError::new(
+                "",
+                "holds a value the database cannot store or compare (such as a NUL character); \
+                 nothing was changed",
+            )]),
+            error => ApiError::StoreUnavailable(error),
         }
     }
 }
@@ -53,7 +68,7 @@ impl From<WebhookRefused> for ApiError {
 impl From<LedgerError> for ApiError {
     fn from(error: LedgerError) -> Self {
         match error {
-            LedgerError::Store(error) => ApiError::StoreUnavailable(error),
+            LedgerError::Store(error) => error.into(),
             LedgerError::Cache(error) => ApiError::ReplayGuardUnavailable(error),
         }
     }
@@ -93,7 +108,7 @@ impl From<ReplayError> for ApiError {
             ReplayError::AlreadyReplayed => {
                 ApiError::Conflict("this dead letter was already replayed".into())
             }
-            ReplayError::Store(error) => ApiError::StoreUnavailable(error),
+            ReplayError::Store(error) => error.into(),
             ReplayError::NotTaken(source) => source.into(),
             ReplayError::Panicked(panicked) => panicked.into(),
         }
@@ -103,8 +118,24 @@ impl From<ReplayError> for ApiError {
 impl From<ReadError> for ApiError {
     fn from(error: ReadError) -> Self {
         match error {
-            ReadError::Store(error) => ApiError::StoreUnavailable(error),
+            ReadError::Store(error) => error.into(),
             ReadError::Encode(error) => ApiError::Internal(error.into()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    #[test]
+    fn a_refused_statement_is_a_422_and_a_database_in_trouble_a_503() {
+        let cause = Arc::new(std::io::Error::other("22021"));
+        let refused = ApiError::from(StoreError::Refused(cause.clone()));
+        assert_eq!(refused.parts().0.as_u16(), 422);
+        let down = ApiError::from(StoreError::Unavailable(cause));
+        assert_eq!(down.parts().0.as_u16(), 503);
     }
 }

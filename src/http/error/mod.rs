@@ -86,7 +86,7 @@ pub enum ApiError {
         results: Option<Vec<Receipt>>,
     },
     #[error("the database is unavailable")]
-    StoreUnavailable(#[from] StoreError),
+    StoreUnavailable(#[source] StoreError),
     #[error("webhook replay protection is unavailable")]
     ReplayGuardUnavailable(#[source] CacheError),
     #[error("idempotency key conflict: {0}")]
