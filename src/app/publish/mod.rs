@@ -4,6 +4,7 @@
 //! of dead letters) goes through here, so each is counted, held when the broker is down,
 //! and ordered per user the same way.
 
+mod answer;
 mod backlog;
 mod steps;
 #[cfg(test)]
@@ -13,16 +14,17 @@ use std::borrow::Cow;
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use serde::Serialize;
 use serde_json::json;
 use time::OffsetDateTime;
-use utoipa::ToSchema;
 use uuid::Uuid;
 
+pub use answer::{BatchNotTaken, BatchReceipt, NotTaken, Receipt, ReceiptStatus, Unknown};
 pub use backlog::Backlog;
 
+use answer::{batch_answer, unavailable};
+
 use super::idempotency::Accepted;
-use super::ports::{EventBus, Outbox, PublishError, ReadCache, StoreError};
+use super::ports::{EventBus, Outbox, PublishError, ReadCache};
 use super::records::{EventRecord, PendingEvent};
 use crate::domain::sealing::Sealer;
 use crate::domain::trace::TraceContext;
@@ -30,98 +32,6 @@ use crate::domain::{Envelope, EventType, Principal, ValidEvent};
 use crate::runtime::detached::finish_detached;
 use crate::runtime::metrics::Metrics;
 use crate::runtime::telemetry;
-
-/// What happened to one event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum ReceiptStatus {
-    /// The broker confirmed the event.
-    Published,
-    /// The broker is unreachable; the event is held in the outbox and published when it
-    /// returns. It is safe.
-    Queued,
-    /// The event was not taken (only inside a failed batch's problem document).
-    Failed,
-    /// Whether the event was taken is unknown (only inside an `outcome-unknown` problem
-    /// document): retry it with the same id.
-    Unknown,
-}
-
-/// The answer for one accepted event.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct Receipt {
-    /// The event id: the AMQP `message_id`, and the id `GET /v1/events/{id}` reads.
-    pub id: Uuid,
-    #[serde(rename = "type")]
-    #[schema(example = "achievement.completed")]
-    pub event_type: String,
-    pub correlation_id: String,
-    /// The `id` the client sent (a CloudEvent's `id`), when it chose one; the event id is
-    /// derived from it and the caller.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub client_id: Option<String>,
-    pub status: ReceiptStatus,
-    /// Whether the event was also written to PostgreSQL (critical events).
-    pub persisted: bool,
-    /// Why the event was not taken, when `status` is `failed`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-}
-
-/// Every event of an accepted batch, in request order.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct BatchReceipt {
-    pub results: Vec<Receipt>,
-}
-
-/// Why an event was not taken; none of these may be answered 202. All but
-/// [`NotTaken::OutcomeUnknown`] are definite: nothing of the event was or will be published.
-#[derive(Debug, thiserror::Error)]
-pub enum NotTaken {
-    #[error(transparent)]
-    Publish(#[from] PublishError),
-    /// The database could not hold the event: a critical one, or one the broker refused.
-    #[error("the database could not hold the event (critical, or refused by the broker)")]
-    Unavailable(#[source] StoreError),
-    /// The request was answered (it timed out) before the event was handed over.
-    #[error("the request was answered before the event was taken")]
-    TooLate,
-    /// The gateway could not learn in time whether these events were taken.
-    #[error("whether the event was taken is unknown: {why}")]
-    OutcomeUnknown { ids: Vec<Uuid>, why: Unknown },
-}
-
-/// Why an outcome is unknown.
-#[derive(Debug, thiserror::Error)]
-pub enum Unknown {
-    /// Sent, no confirm, and the outbox could not hold it either.
-    #[error("{0}, and the outbox could not hold it")]
-    Unconfirmed(PublishError),
-    /// The connection failed during the COMMIT, and the row could not be looked up.
-    #[error(transparent)]
-    Commit(StoreError),
-    /// It could not be dropped after the broker returned it, so the relay may publish it.
-    #[error("the broker returned it and its outbox row could not be dropped")]
-    NotForgotten,
-    #[error("the request ran out of time (REQUEST_TIMEOUT)")]
-    Deadline,
-}
-
-impl NotTaken {
-    /// The one event `id` whose outcome is unknown.
-    pub(crate) fn unknown(id: Uuid, why: Unknown) -> Self {
-        NotTaken::OutcomeUnknown { ids: vec![id], why }
-    }
-}
-
-/// A batch not wholly taken: the first failure, and what happened to each event.
-#[derive(Debug, thiserror::Error)]
-#[error("{first}")]
-pub struct BatchNotTaken {
-    pub first: NotTaken,
-    pub results: Vec<Receipt>,
-}
 
 /// One event to take, with the correlation id it goes out with.
 #[derive(Debug, Clone)]
@@ -355,62 +265,3 @@ impl Publishing {
 /// One event of a request: its type, and what goes to the bus (or why nothing can).
 type Item = (EventType, Result<PendingEvent, NotTaken>);
 type Outcome = Result<ReceiptStatus, NotTaken>;
-
-fn unavailable() -> NotTaken {
-    NotTaken::Publish(PublishError::Unavailable(None))
-}
-
-/// Accepted when every event was taken; otherwise the first failure, listing what
-/// happened to each event so the client can retry exactly the ones that failed. When any
-/// event's outcome is unknown, so is the batch's, naming every such event.
-fn batch_answer(
-    correlation_id: String,
-    events: &[ValidEvent],
-    outcomes: Vec<Result<Receipt, NotTaken>>,
-) -> Result<Accepted, BatchNotTaken> {
-    let mut results = Vec::with_capacity(outcomes.len());
-    let mut first = None;
-    let mut unknown = None;
-    for (event, outcome) in events.iter().zip(outcomes) {
-        let error = match outcome {
-            Ok(receipt) => {
-                results.push(receipt);
-                continue;
-            }
-            Err(error) => error,
-        };
-        let status = match &error {
-            NotTaken::OutcomeUnknown { .. } => ReceiptStatus::Unknown,
-            _ => ReceiptStatus::Failed,
-        };
-        results.push(Receipt {
-            id: event.id,
-            event_type: event.event_type.as_str().to_owned(),
-            correlation_id: event
-                .correlation_id
-                .clone()
-                .unwrap_or_else(|| correlation_id.clone()),
-            client_id: event.chosen_id().map(|id| id.as_sent()),
-            status,
-            persisted: false,
-            error: Some(error.to_string()),
-        });
-        match (error, &mut unknown) {
-            (
-                NotTaken::OutcomeUnknown { ids, .. },
-                Some(NotTaken::OutcomeUnknown { ids: all, .. }),
-            ) => all.extend(ids),
-            (error @ NotTaken::OutcomeUnknown { .. }, None) => unknown = Some(error),
-            (error, _) => {
-                first.get_or_insert(error);
-            }
-        }
-    }
-    match unknown.or(first) {
-        None => Ok(Accepted {
-            correlation_id,
-            body: json!(BatchReceipt { results }),
-        }),
-        Some(first) => Err(BatchNotTaken { first, results }),
-    }
-}
