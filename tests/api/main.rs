@@ -20,6 +20,7 @@ mod proxy;
 mod publish;
 mod rate_limits;
 mod reads;
+mod returns;
 mod schemas;
 mod sealing;
 mod tracing;
