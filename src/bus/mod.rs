@@ -6,6 +6,8 @@
 //! [`EventBus`]: crate::app::ports::EventBus
 
 pub mod asyncapi;
+mod confirm_book;
+mod confirms;
 pub mod consume;
 mod link;
 pub mod publisher;

@@ -81,10 +81,17 @@ async fn every_answer_is_about_its_own_event_when_many_are_returned_at_once() {
                     answer.user_id,
                 );
             }
-            other => panic!("unexpected {other} for {}: {}", answer.event_type, answer.body),
+            other => panic!(
+                "unexpected {other} for {}: {}",
+                answer.event_type, answer.body
+            ),
         }
     }
-    assert_eq!(accepted, on_bus.len(), "nothing on the bus that was refused");
+    assert_eq!(
+        accepted,
+        on_bus.len(),
+        "nothing on the bus that was refused"
+    );
     let unroutable = answers
         .iter()
         .filter(|a| UNROUTABLE.contains(&a.event_type))
