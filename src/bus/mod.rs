@@ -11,6 +11,7 @@ mod confirms;
 pub mod consume;
 mod link;
 pub mod publisher;
+mod send_gate;
 pub mod topology;
 
 pub use crate::app::ports::PublishError;

@@ -2,10 +2,11 @@
 //! default), and a supervisor (`link.rs`) that reconnects with backoff and redeclares
 //! the topology.
 //!
-//! Every request publishes and then awaits its own confirm, so many confirms are in flight
-//! at once (bounded by a semaphore); no lock is held across the wait.
+//! Every request publishes and then awaits its own verdict, so many confirms are in flight
+//! at once (bounded by a semaphore). Each channel's collector (`confirms.rs`) owns them and
+//! judges each message by its own `message_id`, since lapin attaches a returned message to
+//! whichever confirm it resolves next; no lock is held across a wait.
 
-use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -20,6 +21,7 @@ use tracing::{Instrument, info_span, instrument};
 use super::confirm_book::Sent;
 use super::confirms::Confirms;
 use super::link::{Link, supervise};
+use super::send_gate::{NoSlot, SendGate};
 use super::topology::Topology;
 use crate::app::ports::{Cause, EventBus, PublishError};
 use crate::app::records::{OutgoingMessage, QueueDepth};
@@ -284,39 +286,6 @@ fn never_sent(error: &lapin::Error) -> bool {
     matches!(error.kind(), lapin::ErrorKind::InvalidChannelState(..))
 }
 
-/// Whether a detached publish started sending, so that giving up on it tells the truth:
-/// closed before it opened, it never sends.
-#[derive(Default)]
-struct SendGate(AtomicU8);
-
-impl SendGate {
-    const WAITING: u8 = 0;
-    const SENDING: u8 = 1;
-    const CLOSED: u8 = 2;
-
-    /// The publish may start sending, unless the gate was closed.
-    fn open(&self) -> bool {
-        self.swap_from_waiting(Self::SENDING)
-    }
-
-    /// Nothing was sent, and now nothing will be.
-    fn close_unsent(&self) -> bool {
-        self.swap_from_waiting(Self::CLOSED)
-    }
-
-    fn swap_from_waiting(&self, to: u8) -> bool {
-        let swapped =
-            self.0
-                .compare_exchange(Self::WAITING, to, Ordering::AcqRel, Ordering::Acquire);
-        swapped.is_ok()
-    }
-}
-
-/// The publish waited for an in-flight slot until its confirm timeout, and was not sent.
-#[derive(Debug, thiserror::Error)]
-#[error("no in-flight slot within {0:?}; not sent")]
-struct NoSlot(Duration);
-
 /// Judges a confirm by itself, for a channel with one message in flight at a time: lapin
 /// attaches a returned message to whichever confirm resolves next, so with several in
 /// flight only the collector (`confirms.rs`) can tell whose it is. Only a plain ack means
@@ -367,4 +336,37 @@ fn trace_headers(trace: &TraceContext) -> FieldTable {
         );
     }
     headers
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_publish_given_up_while_waiting_for_a_slot_was_not_sent() {
+        let settings = BusSettings {
+            url: "amqp://guest:guest@127.0.0.1:1/%2f".into(),
+            topology: Topology::new("gateway-test", "", &[]),
+            channels: 1,
+            max_in_flight: 1,
+            confirm_timeout: Duration::from_millis(50),
+        };
+        let metrics = Arc::new(Metrics::new().expect("metrics"));
+        let publisher = Publisher::start(settings, metrics, &Workers::default());
+        let _busy = publisher.shared.in_flight.acquire().await.expect("slot");
+        let message = OutgoingMessage {
+            message_id: uuid::Uuid::new_v4(),
+            routing_key: "quest.created",
+            correlation_id: "c".into(),
+            timestamp_secs: 0,
+            body: b"{}".to_vec(),
+            trace: None,
+        };
+        let refused = publisher.publish_confirmed(message).await.unwrap_err();
+        assert!(
+            matches!(refused, PublishError::Unavailable(Some(_))),
+            "{refused:?}"
+        );
+        assert!(!refused.may_be_published());
+    }
 }
