@@ -1,27 +1,21 @@
-//! The bookkeeping behind a channel's confirms, without lapin: which publishes have handed
-//! over their confirm, which returned messages came back, and when a resolved confirm may
-//! be judged.
+//! The bookkeeping behind a channel's confirms, without lapin: which returned messages came
+//! back, and when a resolved confirm may be judged.
 //!
 //! lapin hands a returned message (`basic.return`, sent because of `mandatory`) to
 //! whichever confirm it resolves next, not to the publish it belongs to. The broker sends
 //! message N's return before N's ack, so the confirm that carries it is resolved no later
-//! than N's own; but the collector may see that confirm resolve after N's (the order it
-//! polls in is not lapin's), or not have it yet at all (a publish registers its confirm in
-//! lapin before it can hand it over). So a confirm seen resolved is judged only once
-//! - every publish that took its ticket before then has handed over its confirm, and
-//! - a later round has polled every confirm woken before then,
-//!
-//! so every confirm lapin resolved before it has been seen, with what it carried. A
-//! message is returned when a return with its own `message_id` came back, on any confirm.
+//! than N's own; but the collector may see that confirm resolve after N's, since the order
+//! it polls in is not lapin's. So a confirm seen resolved in one round is judged only after
+//! the next round, which polls every confirm lapin woke before then: every confirm lapin
+//! resolved before it has been seen by then, with what it carried. (The collector itself
+//! calls `basic_publish`, so no confirm lapin knows of is out of its sight.) A message is
+//! returned when a return with its own `message_id` came back, on any confirm.
 
 use std::collections::{HashMap, VecDeque};
 
 use uuid::Uuid;
 
 use crate::app::ports::{Cause, PublishError};
-
-/// A publish's place among its channel's publishes, taken before it is sent.
-pub type Ticket = u64;
 
 /// What a message's own confirm said, apart from any return it carried.
 #[derive(Debug)]
@@ -30,7 +24,8 @@ pub enum Settled {
     Nack,
     /// The channel was not in confirm mode.
     NotRequested,
-    /// Sent, but the channel or connection failed before the broker confirmed it.
+    /// Sent (or perhaps partly), but the channel or connection failed before the broker
+    /// confirmed it.
     Lost(Cause),
 }
 
@@ -44,7 +39,6 @@ pub struct Sent {
 /// A resolved confirm waiting for its judgement; `reply` goes back with the verdict.
 struct Resolved<R> {
     round: u64,
-    tickets_taken: Ticket,
     sent: Sent,
     settled: Settled,
     reply: R,
@@ -53,13 +47,9 @@ struct Resolved<R> {
 /// The book of one channel. `R` is whatever takes a verdict back to its publisher.
 pub struct ConfirmBook<R> {
     round: u64,
-    /// The lowest ticket not handed over yet.
-    handed_below: Ticket,
-    /// Handed over (true) or not, for the tickets from `handed_below` on.
-    handed_ahead: VecDeque<bool>,
     /// `message_id`s of returned messages not judged yet, with how often each came back.
     returned: HashMap<Uuid, u32>,
-    /// In the order seen: `round` and `tickets_taken` never decrease along it.
+    /// In the order seen, so `round` never decreases along it.
     resolved: VecDeque<Resolved<R>>,
 }
 
@@ -67,8 +57,6 @@ impl<R> Default for ConfirmBook<R> {
     fn default() -> Self {
         ConfirmBook {
             round: 0,
-            handed_below: 0,
-            handed_ahead: VecDeque::new(),
             returned: HashMap::new(),
             resolved: VecDeque::new(),
         }
@@ -76,44 +64,19 @@ impl<R> Default for ConfirmBook<R> {
 }
 
 impl<R> ConfirmBook<R> {
-    /// A round starts: the collector is about to poll everything woken or handed over
-    /// before now.
+    /// A round starts: the collector is about to poll everything woken before now.
     pub fn start_round(&mut self) {
         self.round += 1;
     }
 
-    /// The publish holding `ticket` handed over its confirm (or gave up before sending).
-    pub fn handed_over(&mut self, ticket: Ticket) {
-        let Some(offset) = ticket.checked_sub(self.handed_below) else {
-            return;
-        };
-        let offset = offset as usize;
-        if self.handed_ahead.len() <= offset {
-            self.handed_ahead.resize(offset + 1, false);
-        }
-        self.handed_ahead[offset] = true;
-        while self.handed_ahead.front() == Some(&true) {
-            self.handed_ahead.pop_front();
-            self.handed_below += 1;
-        }
-    }
-
-    /// A confirm was seen resolved while `tickets_taken` tickets had been taken; `carried`
-    /// is the `message_id` of the returned message it came with, whoever that is.
-    pub fn resolved(
-        &mut self,
-        tickets_taken: Ticket,
-        sent: Sent,
-        settled: Settled,
-        carried: Option<Uuid>,
-        reply: R,
-    ) {
+    /// A confirm was seen resolved; `carried` is the `message_id` of the returned message
+    /// it came with, whoever that is.
+    pub fn resolved(&mut self, sent: Sent, settled: Settled, carried: Option<Uuid>, reply: R) {
         if let Some(id) = carried {
             *self.returned.entry(id).or_default() += 1;
         }
         self.resolved.push_back(Resolved {
             round: self.round,
-            tickets_taken,
             sent,
             settled,
             reply,
@@ -125,7 +88,6 @@ impl<R> ConfirmBook<R> {
         let mut verdicts = Vec::new();
         while let Some(next) = self.resolved.front()
             && next.round < self.round
-            && next.tickets_taken <= self.handed_below
             && let Some(resolved) = self.resolved.pop_front()
         {
             let verdict = self.verdict(resolved.sent, resolved.settled);
@@ -134,17 +96,9 @@ impl<R> ConfirmBook<R> {
         verdicts
     }
 
-    /// Some verdict waits for nothing but another round.
+    /// Some verdict waits for another round.
     pub fn wants_round(&self) -> bool {
-        self.resolved
-            .front()
-            .is_some_and(|next| next.tickets_taken <= self.handed_below)
-    }
-
-    /// Nothing resolved waits for a verdict, and every ticket up to `tickets_taken` was
-    /// handed over.
-    pub fn is_settled(&self, tickets_taken: Ticket) -> bool {
-        self.resolved.is_empty() && self.handed_below >= tickets_taken
+        !self.resolved.is_empty()
     }
 
     fn verdict(&mut self, sent: Sent, settled: Settled) -> Result<(), PublishError> {
@@ -182,50 +136,35 @@ mod tests {
 
     type Book = ConfirmBook<&'static str>;
 
-    /// One message of a test, by name: `id` is its `message_id`.
+    /// One message of a test, by name, with a `message_id` of its own.
     struct Message {
         name: &'static str,
-        ticket: Ticket,
         id: Uuid,
     }
 
     fn messages<const N: usize>(names: [&'static str; N]) -> [Message; N] {
-        let mut ticket = 0;
-        names.map(|name| {
-            ticket += 1;
-            Message {
-                name,
-                ticket: ticket - 1,
-                id: Uuid::new_v4(),
-            }
+        names.map(|name| Message {
+            name,
+            id: Uuid::new_v4(),
         })
     }
 
-    /// Seen resolved with `settled`, carrying the return of `carried`, while `taken`
-    /// tickets had been taken.
-    fn resolved(
-        book: &mut Book,
-        taken: Ticket,
-        m: &Message,
-        settled: Settled,
-        carried: Option<&Message>,
-    ) {
+    /// Seen resolved with `settled`, carrying the return of `carried`.
+    fn resolved(book: &mut Book, m: &Message, settled: Settled, carried: Option<&Message>) {
         let sent = Sent {
             message_id: m.id,
             routing_key: "quest.created",
         };
-        book.resolved(taken, sent, settled, carried.map(|c| c.id), m.name);
+        book.resolved(sent, settled, carried.map(|c| c.id), m.name);
     }
 
     fn verdicts(book: &mut Book) -> Vec<(&'static str, &'static str)> {
-        book.judged()
-            .into_iter()
-            .map(|(name, verdict)| {
-                (
-                    name,
-                    verdict.map_or_else(|e| e.outcome().as_str(), |()| "published"),
-                )
-            })
+        let label = |verdict: Result<(), PublishError>| {
+            verdict.map_or_else(|e| e.outcome().as_str(), |()| "published")
+        };
+        let judged = book.judged().into_iter();
+        judged
+            .map(|(name, verdict)| (name, label(verdict)))
             .collect()
     }
 
@@ -234,19 +173,17 @@ mod tests {
         let mut book = Book::default();
         let [routed, returned] = messages(["routed", "returned"]);
         book.start_round();
-        book.handed_over(routed.ticket);
-        book.handed_over(returned.ticket);
-        // One ack for both (multiple=true): lapin resolved the earlier tag first, so the
-        // routed message's confirm came with the other one's return.
-        resolved(&mut book, 2, &routed, Settled::Ack, Some(&returned));
-        resolved(&mut book, 2, &returned, Settled::Ack, None);
+        // One ack for both (multiple=true) and lapin resolved the earlier tag first, so
+        // the routed message's confirm came with the other one's return.
+        resolved(&mut book, &routed, Settled::Ack, Some(&returned));
+        resolved(&mut book, &returned, Settled::Ack, None);
         assert!(verdicts(&mut book).is_empty(), "not before another round");
         book.start_round();
         assert_eq!(
             verdicts(&mut book),
             [("routed", "published"), ("returned", "unroutable")]
         );
-        assert!(book.is_settled(2));
+        assert!(!book.wants_round());
     }
 
     #[test]
@@ -254,40 +191,15 @@ mod tests {
         let mut book = Book::default();
         let [returned, routed] = messages(["returned", "routed"]);
         book.start_round();
-        book.handed_over(returned.ticket);
-        book.handed_over(routed.ticket);
-        resolved(&mut book, 2, &returned, Settled::Ack, None);
+        resolved(&mut book, &returned, Settled::Ack, None);
+        assert!(book.wants_round());
+        // The confirm lapin resolved first (or whose publish the collector saw finish
+        // only now) is polled a round later.
         book.start_round();
-        // The confirm lapin resolved first was polled only now.
-        resolved(&mut book, 2, &routed, Settled::Ack, Some(&returned));
+        resolved(&mut book, &routed, Settled::Ack, Some(&returned));
         assert_eq!(verdicts(&mut book), [("returned", "unroutable")]);
         book.start_round();
         assert_eq!(verdicts(&mut book), [("routed", "published")]);
-    }
-
-    #[test]
-    fn a_confirm_waits_for_an_earlier_publish_that_has_not_handed_its_confirm_over() {
-        let mut book = Book::default();
-        let [late, returned] = messages(["late", "returned"]);
-        book.start_round();
-        book.handed_over(returned.ticket);
-        resolved(&mut book, 2, &returned, Settled::Ack, None);
-        book.start_round();
-        assert!(
-            verdicts(&mut book).is_empty(),
-            "the late publish may carry its return"
-        );
-        assert!(
-            !book.wants_round(),
-            "waits for a hand-over, not for a round"
-        );
-        book.start_round();
-        book.handed_over(late.ticket);
-        resolved(&mut book, 2, &late, Settled::Ack, Some(&returned));
-        assert_eq!(verdicts(&mut book), [("returned", "unroutable")]);
-        assert!(book.wants_round());
-        book.start_round();
-        assert_eq!(verdicts(&mut book), [("late", "published")]);
     }
 
     #[test]
@@ -295,13 +207,10 @@ mod tests {
         let mut book = Book::default();
         let [first, second, routed] = messages(["first", "second", "routed"]);
         book.start_round();
-        for m in [&first, &second, &routed] {
-            book.handed_over(m.ticket);
-        }
         // Both returns were queued; each confirm took the oldest one waiting.
-        resolved(&mut book, 3, &routed, Settled::Ack, Some(&first));
-        resolved(&mut book, 3, &first, Settled::Ack, Some(&second));
-        resolved(&mut book, 3, &second, Settled::Ack, None);
+        resolved(&mut book, &routed, Settled::Ack, Some(&first));
+        resolved(&mut book, &first, Settled::Ack, Some(&second));
+        resolved(&mut book, &second, Settled::Ack, None);
         book.start_round();
         assert_eq!(
             verdicts(&mut book),
@@ -319,13 +228,10 @@ mod tests {
         let [returned, routed, unknown] = messages(["returned", "routed", "unknown"]);
         let cause: Cause = Arc::new(std::io::Error::other("connection reset"));
         book.start_round();
-        for m in [&returned, &routed, &unknown] {
-            book.handed_over(m.ticket);
-        }
-        resolved(&mut book, 3, &routed, Settled::Ack, Some(&returned));
+        resolved(&mut book, &routed, Settled::Ack, Some(&returned));
         // The channel then failed: lapin rejects every confirm still pending.
-        resolved(&mut book, 3, &returned, Settled::Lost(cause.clone()), None);
-        resolved(&mut book, 3, &unknown, Settled::Lost(cause), None);
+        resolved(&mut book, &returned, Settled::Lost(cause.clone()), None);
+        resolved(&mut book, &unknown, Settled::Lost(cause), None);
         book.start_round();
         assert_eq!(
             verdicts(&mut book),
@@ -338,29 +244,12 @@ mod tests {
     }
 
     #[test]
-    fn a_ticket_given_up_before_sending_does_not_hold_the_others() {
-        let mut book = Book::default();
-        let [abandoned, routed] = messages(["abandoned", "routed"]);
-        book.start_round();
-        book.handed_over(routed.ticket);
-        resolved(&mut book, 2, &routed, Settled::Ack, None);
-        book.start_round();
-        assert!(verdicts(&mut book).is_empty());
-        book.handed_over(abandoned.ticket);
-        book.start_round();
-        assert_eq!(verdicts(&mut book), [("routed", "published")]);
-        assert!(book.is_settled(2));
-    }
-
-    #[test]
     fn a_nack_and_a_channel_without_confirms_are_no_ack() {
         let mut book = Book::default();
         let [nacked, unconfirmed] = messages(["nacked", "unconfirmed"]);
         book.start_round();
-        book.handed_over(nacked.ticket);
-        book.handed_over(unconfirmed.ticket);
-        resolved(&mut book, 2, &nacked, Settled::Nack, None);
-        resolved(&mut book, 2, &unconfirmed, Settled::NotRequested, None);
+        resolved(&mut book, &nacked, Settled::Nack, None);
+        resolved(&mut book, &unconfirmed, Settled::NotRequested, None);
         book.start_round();
         assert_eq!(
             verdicts(&mut book),

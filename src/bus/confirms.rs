@@ -1,13 +1,13 @@
-//! A channel's confirm collector: one task owns every confirm in flight on the channel,
-//! polls each as lapin wakes it, and answers its publish once the verdict is certain (the
-//! rules are in [`super::confirm_book`]). A publish takes a ticket before `basic_publish`
-//! and hands its confirm over after; a caller that stops waiting for the answer leaves the
+//! A channel's confirm collector: one task publishes every message of the channel (in the
+//! order handed to it) and owns its confirm from the moment lapin registers it, polls each
+//! as lapin wakes it, and answers the publisher once the verdict is certain (the rules are
+//! in [`super::confirm_book`]). A caller that stops waiting for its answer leaves the
 //! confirm collected all the same, so lapin never keeps an orphaned one.
 
 use std::collections::HashMap;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Wake, Waker};
 
 use lapin::message::BasicReturnMessage;
@@ -16,9 +16,11 @@ use tokio::sync::{Notify, oneshot};
 use tracing::warn;
 use uuid::Uuid;
 
-use super::confirm_book::{ConfirmBook, Sent, Settled, Ticket};
+use super::confirm_book::{ConfirmBook, Sent, Settled};
 use crate::app::ports::{Cause, PublishError};
 
+/// A `basic_publish` not polled yet: it resolves once its frames are written.
+pub(super) type Publish = Pin<Box<dyn Future<Output = lapin::Result<PublisherConfirm>> + Send>>;
 type Reply = oneshot::Sender<Result<(), PublishError>>;
 
 /// The collector of one channel; it stops once this is dropped and nothing is in flight.
@@ -33,11 +35,22 @@ impl Confirms {
         Confirms { inbox }
     }
 
-    /// Take one right before `basic_publish`, so the collector waits for its confirm.
-    pub(super) fn ticket(&self) -> ConfirmTicket {
-        ConfirmTicket {
-            ticket: self.inbox.tickets.fetch_add(1, Ordering::SeqCst),
-            inbox: Some(self.inbox.clone()),
+    /// Has the collector run `publish` (after every one handed over before it) and
+    /// resolves to the verdict on `sent`.
+    pub(super) fn publish(
+        &self,
+        publish: Publish,
+        sent: Sent,
+    ) -> impl Future<Output = Result<(), PublishError>> + Send + use<> {
+        let (reply, verdict) = oneshot::channel();
+        self.inbox.push(Event::Publish {
+            publish,
+            sent,
+            reply,
+        });
+        async move {
+            let stopped = || PublishError::ConfirmLost(Arc::new(CollectorStopped));
+            verdict.await.unwrap_or_else(|_| Err(stopped()))
         }
     }
 }
@@ -49,66 +62,23 @@ impl Drop for Confirms {
     }
 }
 
-/// A publish's turn; dropped without [`ConfirmTicket::hand_over`], it tells the collector
-/// that no confirm will come for it.
-pub(super) struct ConfirmTicket {
-    ticket: Ticket,
-    inbox: Option<Arc<Inbox>>,
-}
-
-impl ConfirmTicket {
-    /// Hands over the confirm of a message that was sent (or whose `basic_publish` failed
-    /// once it may have been written); resolves to its verdict.
-    pub(super) fn hand_over(
-        mut self,
-        sent: Sent,
-        confirm: Result<PublisherConfirm, Cause>,
-    ) -> impl Future<Output = Result<(), PublishError>> + Send + use<> {
-        let (reply, verdict) = oneshot::channel();
-        if let Some(inbox) = self.inbox.take() {
-            inbox.push(Event::HandedOver {
-                ticket: self.ticket,
-                sent,
-                confirm,
-                reply,
-            });
-        }
-        async move {
-            verdict
-                .await
-                .unwrap_or_else(|_| Err(PublishError::ConfirmLost(Arc::new(CollectorStopped))))
-        }
-    }
-}
-
-impl Drop for ConfirmTicket {
-    fn drop(&mut self) {
-        if let Some(inbox) = self.inbox.take() {
-            inbox.push(Event::GaveUp(self.ticket));
-        }
-    }
-}
-
 /// The collector ended before it answered (it panicked): the outcome is unknown.
 #[derive(Debug, thiserror::Error)]
 #[error("the channel's confirm collector stopped")]
 struct CollectorStopped;
 
 enum Event {
-    HandedOver {
-        ticket: Ticket,
+    Publish {
+        publish: Publish,
         sent: Sent,
-        confirm: Result<PublisherConfirm, Cause>,
         reply: Reply,
     },
-    GaveUp(Ticket),
-    Woken(Ticket),
+    Woken(u64),
 }
 
 #[derive(Default)]
 struct Inbox {
     events: Mutex<Vec<Event>>,
-    tickets: AtomicU64,
     ready: Notify,
     closed: AtomicBool,
 }
@@ -123,41 +93,48 @@ impl Inbox {
         std::mem::take(&mut *self.lock())
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Event>> {
+    fn lock(&self) -> MutexGuard<'_, Vec<Event>> {
         self.events.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
-/// Wakes the collector for one confirm: lapin calls it right when it resolves that
-/// confirm, before it resolves the next.
-struct ConfirmWaker {
-    ticket: Ticket,
+/// Wakes the collector for one message: lapin calls it as soon as that message's frames
+/// are written or its confirm resolves, before it goes on to the next confirm.
+struct MessageWaker {
+    key: u64,
     inbox: Arc<Inbox>,
 }
 
-impl Wake for ConfirmWaker {
+impl Wake for MessageWaker {
     fn wake(self: Arc<Self>) {
         self.wake_by_ref();
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
-        self.inbox.push(Event::Woken(self.ticket));
+        self.inbox.push(Event::Woken(self.key));
     }
 }
 
+/// Where a message is: its frames being written, then its confirm awaited.
+enum Stage {
+    Publishing(Publish),
+    Confirming(PublisherConfirm),
+}
+
 struct InFlight {
-    confirm: PublisherConfirm,
+    stage: Stage,
     waker: Waker,
     sent: Sent,
     reply: Reply,
 }
 
-/// Rounds: take everything handed over or woken so far, poll those confirms, send the
-/// verdicts that became certain.
+/// Rounds: take everything handed over or woken so far, poll those, send the verdicts
+/// that became certain.
 async fn collect(inbox: Arc<Inbox>) {
     let mut collector = Collector {
         book: ConfirmBook::default(),
         in_flight: HashMap::new(),
+        next_key: 0,
         inbox,
     };
     loop {
@@ -166,10 +143,11 @@ async fn collect(inbox: Arc<Inbox>) {
             collector.receive(event);
         }
         for (reply, verdict) in collector.book.judged() {
-            // The publisher may have stopped waiting; the verdict is still settled.
+            // The publisher may have stopped waiting; the verdict is settled all the same.
             let _ = reply.send(verdict);
         }
-        if collector.is_done() {
+        let closed = collector.inbox.closed.load(Ordering::Acquire);
+        if closed && collector.in_flight.is_empty() && !collector.book.wants_round() {
             return;
         }
         tokio::task::yield_now().await;
@@ -181,74 +159,92 @@ async fn collect(inbox: Arc<Inbox>) {
 
 struct Collector {
     book: ConfirmBook<Reply>,
-    in_flight: HashMap<Ticket, InFlight>,
+    in_flight: HashMap<u64, InFlight>,
+    next_key: u64,
     inbox: Arc<Inbox>,
 }
 
 impl Collector {
     fn receive(&mut self, event: Event) {
-        match event {
-            Event::HandedOver {
-                ticket,
+        let (key, in_flight) = match event {
+            Event::Publish {
+                publish,
                 sent,
-                confirm,
                 reply,
             } => {
-                self.book.handed_over(ticket);
-                match confirm {
-                    Ok(confirm) => {
-                        let waker = Waker::from(Arc::new(ConfirmWaker {
-                            ticket,
-                            inbox: self.inbox.clone(),
-                        }));
-                        let in_flight = InFlight {
-                            confirm,
-                            waker,
-                            sent,
-                            reply,
-                        };
-                        self.poll(ticket, in_flight);
-                    }
-                    Err(cause) => self.settle(sent, Settled::Lost(cause), None, reply),
-                }
+                let key = self.next_key;
+                self.next_key += 1;
+                let waker = Waker::from(Arc::new(MessageWaker {
+                    key,
+                    inbox: self.inbox.clone(),
+                }));
+                let stage = Stage::Publishing(publish);
+                (
+                    key,
+                    InFlight {
+                        stage,
+                        waker,
+                        sent,
+                        reply,
+                    },
+                )
             }
-            Event::GaveUp(ticket) => self.book.handed_over(ticket),
-            Event::Woken(ticket) => {
-                if let Some(in_flight) = self.in_flight.remove(&ticket) {
-                    self.poll(ticket, in_flight);
-                }
-            }
+            Event::Woken(key) => match self.in_flight.remove(&key) {
+                Some(in_flight) => (key, in_flight),
+                // Already settled; a late wake.
+                None => return,
+            },
+        };
+        if let Some(in_flight) = self.poll(in_flight) {
+            self.in_flight.insert(key, in_flight);
         }
     }
 
-    fn poll(&mut self, ticket: Ticket, mut in_flight: InFlight) {
+    /// Drives one message as far as it goes now; gives it back while it is pending.
+    fn poll(&mut self, mut in_flight: InFlight) -> Option<InFlight> {
         let mut context = Context::from_waker(&in_flight.waker);
-        let (settled, carried) = match Pin::new(&mut in_flight.confirm).poll(&mut context) {
-            Poll::Pending => {
-                self.in_flight.insert(ticket, in_flight);
-                return;
-            }
-            Poll::Ready(Ok(Confirmation::Ack(returned))) => (Settled::Ack, returned),
-            Poll::Ready(Ok(Confirmation::Nack(returned))) => (Settled::Nack, returned),
-            Poll::Ready(Ok(Confirmation::NotRequested)) => (Settled::NotRequested, None),
-            Poll::Ready(Err(error)) => (Settled::Lost(Arc::new(error)), None),
-        };
-        let carried = carried.as_ref().and_then(returned_id);
-        self.settle(in_flight.sent, settled, carried, in_flight.reply);
+        loop {
+            let confirmed = match &mut in_flight.stage {
+                Stage::Publishing(publish) => match publish.as_mut().poll(&mut context) {
+                    Poll::Pending => return Some(in_flight),
+                    Poll::Ready(Ok(confirm)) => {
+                        in_flight.stage = Stage::Confirming(confirm);
+                        continue;
+                    }
+                    Poll::Ready(Err(error)) if never_sent(&error) => {
+                        let _ = in_flight
+                            .reply
+                            .send(Err(PublishError::Unavailable(Some(Arc::new(error)))));
+                        return None;
+                    }
+                    Poll::Ready(Err(error)) => Err(error),
+                },
+                Stage::Confirming(confirm) => match Pin::new(confirm).poll(&mut context) {
+                    Poll::Pending => return Some(in_flight),
+                    Poll::Ready(confirmed) => confirmed,
+                },
+            };
+            let (settled, carried) = settled(confirmed);
+            let carried = carried.as_ref().and_then(returned_id);
+            let InFlight { sent, reply, .. } = in_flight;
+            self.book.resolved(sent, settled, carried, reply);
+            return None;
+        }
     }
+}
 
-    fn settle(&mut self, sent: Sent, settled: Settled, carried: Option<Uuid>, reply: Reply) {
-        let taken = self.inbox.tickets.load(Ordering::SeqCst);
-        self.book.resolved(taken, sent, settled, carried, reply);
-    }
+/// lapin refused before writing anything: the channel was not connected. Any other
+/// `basic_publish` error may come after some or all of the message was written.
+fn never_sent(error: &lapin::Error) -> bool {
+    matches!(error.kind(), lapin::ErrorKind::InvalidChannelState(..))
+}
 
-    /// Closed, and every ticket ever taken is answered.
-    fn is_done(&self) -> bool {
-        self.inbox.closed.load(Ordering::Acquire)
-            && self.in_flight.is_empty()
-            && self
-                .book
-                .is_settled(self.inbox.tickets.load(Ordering::SeqCst))
+fn settled(confirmed: lapin::Result<Confirmation>) -> (Settled, Option<BasicReturnMessage>) {
+    match confirmed {
+        Ok(Confirmation::Ack(returned)) => (Settled::Ack, returned),
+        Ok(Confirmation::Nack(returned)) => (Settled::Nack, returned),
+        Ok(Confirmation::NotRequested) => (Settled::NotRequested, None),
+        Err(error) => (Settled::Lost(Arc::new(error) as Cause), None),
     }
 }
 

@@ -152,64 +152,53 @@ impl Publisher {
             return unsent(None);
         }
         let started = Instant::now();
-        let verdicts = self.send_all(link.pick(), &messages).await;
+        let count = messages.len();
+        let verdicts = self.hand_to_collector(link.pick(), messages);
         join_all(verdicts.into_iter().map(|verdict| async move {
-            let verdict = verdict?.await;
+            let verdict = verdict.await;
             match &verdict {
                 Ok(()) => self
                     .shared
                     .metrics
                     .publish_confirm_seconds
                     .observe(started.elapsed().as_secs_f64()),
-                Err(PublishError::ConfirmLost(_)) => self.shared.broken.notify_one(),
+                Err(PublishError::ConfirmLost(_) | PublishError::Unavailable(Some(_))) => {
+                    self.shared.broken.notify_one();
+                }
                 Err(_) => {}
             }
             verdict
         }))
-        .instrument(info_span!("confirm", messages = messages.len()))
+        .instrument(info_span!("confirm", messages = count))
         .await
     }
 
-    /// Publishes each message on `channel` in turn and hands its confirm to the channel's
-    /// collector; after a failure the rest are not sent, so a later message never
-    /// overtakes one that failed.
-    async fn send_all(
+    /// Hands each message's `basic_publish` to the channel's collector, which runs them in
+    /// this order. A channel here is never recovered, so once one fails (not connected, or
+    /// its connection lost) every later one fails too: none overtakes a failed one.
+    fn hand_to_collector(
         &self,
         (channel, confirms): &(Channel, Confirms),
-        messages: &[OutgoingMessage],
-    ) -> Vec<Result<impl Future<Output = Result<(), PublishError>> + use<>, PublishError>> {
-        let mut verdicts = Vec::with_capacity(messages.len());
-        let mut broken = false;
-        for message in messages {
-            if broken {
-                verdicts.push(Err(PublishError::Unavailable(None)));
-                continue;
-            }
-            let ticket = confirms.ticket();
-            let sent = channel
-                .basic_publish(
-                    self.topology().exchange.as_str().into(),
-                    message.routing_key.into(),
-                    MANDATORY,
-                    &message.body,
-                    properties(message),
-                )
-                .await;
-            let sent_as = Sent {
+        messages: Vec<OutgoingMessage>,
+    ) -> Vec<impl Future<Output = Result<(), PublishError>> + use<>> {
+        let exchange = ShortString::from(self.topology().exchange.as_str());
+        let publish = |message: OutgoingMessage| {
+            let (channel, exchange) = (channel.clone(), exchange.clone());
+            let properties = properties(&message);
+            Box::pin(async move {
+                let routing_key = ShortString::from(message.routing_key);
+                let body = message.body;
+                (channel.basic_publish(exchange, routing_key, MANDATORY, &body, properties)).await
+            })
+        };
+        let verdicts = messages.into_iter().map(|message| {
+            let sent = Sent {
                 message_id: message.message_id,
                 routing_key: message.routing_key,
             };
-            broken = sent.is_err();
-            verdicts.push(match sent {
-                Ok(confirm) => Ok(ticket.hand_over(sent_as, Ok(confirm))),
-                Err(error) if never_sent(&error) => Err(self.lost(error)),
-                Err(error) => {
-                    self.shared.broken.notify_one();
-                    Ok(ticket.hand_over(sent_as, Err(Arc::new(error))))
-                }
-            });
-        }
-        verdicts
+            confirms.publish(publish(message), sent)
+        });
+        verdicts.collect()
     }
 
     /// A channel or connection failed: wake the supervisor to check and rebuild.
@@ -279,12 +268,6 @@ pub(super) const MANDATORY: BasicPublishOptions = BasicPublishOptions {
     mandatory: true,
     immediate: false,
 };
-
-/// lapin refused before writing anything: the channel was not connected. Any other
-/// `basic_publish` error may come after some or all of the message was written.
-fn never_sent(error: &lapin::Error) -> bool {
-    matches!(error.kind(), lapin::ErrorKind::InvalidChannelState(..))
-}
 
 /// Judges a confirm by itself, for a channel with one message in flight at a time: lapin
 /// attaches a returned message to whichever confirm resolves next, so with several in
