@@ -1,10 +1,12 @@
-//! A channel's confirm collector: one task publishes every message of the channel (in the
-//! order handed to it) and owns its confirm from the moment lapin registers it, polls each
-//! as lapin wakes it, and answers the publisher once the verdict is certain (the rules are
-//! in [`super::confirm_book`]). A caller that stops waiting for its answer leaves the
-//! confirm collected all the same, so lapin never keeps an orphaned one.
+//! A channel's confirm collector: one task publishes every message of the channel and owns
+//! its confirm from the moment lapin registers it, polls each as lapin wakes it, and
+//! answers the publisher once the verdict is certain (the rules are in
+//! [`super::confirm_book`]). The messages of one hand-over go out one after another, each
+//! once the one before is written; after a failure the rest are not sent, so a later one
+//! never overtakes one that failed. A caller that stops waiting for its answers leaves the
+//! confirms collected all the same, so lapin never keeps an orphaned one.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -35,23 +37,27 @@ impl Confirms {
         Confirms { inbox }
     }
 
-    /// Has the collector run `publish` (after every one handed over before it) and
-    /// resolves to the verdict on `sent`.
-    pub(super) fn publish(
+    /// Has the collector publish these in this order; one verdict each.
+    pub(super) fn publish_in_order(
         &self,
-        publish: Publish,
-        sent: Sent,
-    ) -> impl Future<Output = Result<(), PublishError>> + Send + use<> {
-        let (reply, verdict) = oneshot::channel();
-        self.inbox.push(Event::Publish {
-            publish,
-            sent,
-            reply,
-        });
-        async move {
-            let stopped = || PublishError::ConfirmLost(Arc::new(CollectorStopped));
-            verdict.await.unwrap_or_else(|_| Err(stopped()))
+        batch: Vec<(Publish, Sent)>,
+    ) -> Vec<impl Future<Output = Result<(), PublishError>> + Send + use<>> {
+        let mut queued = VecDeque::with_capacity(batch.len());
+        let mut verdicts = Vec::with_capacity(batch.len());
+        for (publish, sent) in batch {
+            let (reply, verdict) = oneshot::channel();
+            queued.push_back(Queued {
+                publish,
+                sent,
+                reply,
+            });
+            verdicts.push(async move {
+                let stopped = || PublishError::ConfirmLost(Arc::new(CollectorStopped));
+                verdict.await.unwrap_or_else(|_| Err(stopped()))
+            });
         }
+        self.inbox.push(Event::Publish(queued));
+        verdicts
     }
 }
 
@@ -67,12 +73,15 @@ impl Drop for Confirms {
 #[error("the channel's confirm collector stopped")]
 struct CollectorStopped;
 
+/// A message waiting for the one before it to be written.
+struct Queued {
+    publish: Publish,
+    sent: Sent,
+    reply: Reply,
+}
+
 enum Event {
-    Publish {
-        publish: Publish,
-        sent: Sent,
-        reply: Reply,
-    },
+    Publish(VecDeque<Queued>),
     Woken(u64),
 }
 
@@ -115,9 +124,10 @@ impl Wake for MessageWaker {
     }
 }
 
-/// Where a message is: its frames being written, then its confirm awaited.
+/// Where a message is: its frames being written (the rest of its hand-over waiting), then
+/// its confirm awaited.
 enum Stage {
-    Publishing(Publish),
+    Publishing(Publish, VecDeque<Queued>),
     Confirming(PublisherConfirm),
 }
 
@@ -166,70 +176,83 @@ struct Collector {
 
 impl Collector {
     fn receive(&mut self, event: Event) {
-        let (key, in_flight) = match event {
-            Event::Publish {
-                publish,
-                sent,
-                reply,
-            } => {
-                let key = self.next_key;
-                self.next_key += 1;
-                let waker = Waker::from(Arc::new(MessageWaker {
-                    key,
-                    inbox: self.inbox.clone(),
-                }));
-                let stage = Stage::Publishing(publish);
-                (
-                    key,
-                    InFlight {
-                        stage,
-                        waker,
-                        sent,
-                        reply,
-                    },
-                )
-            }
-            Event::Woken(key) => match self.in_flight.remove(&key) {
-                Some(in_flight) => (key, in_flight),
-                // Already settled; a late wake.
-                None => return,
-            },
+        let mut next = match event {
+            Event::Publish(queued) => self.start(queued),
+            Event::Woken(key) => self.in_flight.remove(&key).map(|m| (key, m)),
         };
-        if let Some(in_flight) = self.poll(in_flight) {
-            self.in_flight.insert(key, in_flight);
+        // A written message starts the next of its hand-over, without recursion.
+        while let Some((key, in_flight)) = next {
+            next = self.drive(key, in_flight);
         }
     }
 
-    /// Drives one message as far as it goes now; gives it back while it is pending.
-    fn poll(&mut self, mut in_flight: InFlight) -> Option<InFlight> {
+    fn start(&mut self, mut queued: VecDeque<Queued>) -> Option<(u64, InFlight)> {
+        let Queued {
+            publish,
+            sent,
+            reply,
+        } = queued.pop_front()?;
+        let key = self.next_key;
+        self.next_key += 1;
+        let inbox = self.inbox.clone();
+        let waker = Waker::from(Arc::new(MessageWaker { key, inbox }));
+        let stage = Stage::Publishing(publish, queued);
+        Some((
+            key,
+            InFlight {
+                stage,
+                waker,
+                sent,
+                reply,
+            },
+        ))
+    }
+
+    /// Drives one message as far as it goes now, and gives back the next message of its
+    /// hand-over once this one is written.
+    fn drive(&mut self, key: u64, mut in_flight: InFlight) -> Option<(u64, InFlight)> {
         let mut context = Context::from_waker(&in_flight.waker);
-        loop {
-            let confirmed = match &mut in_flight.stage {
-                Stage::Publishing(publish) => match publish.as_mut().poll(&mut context) {
-                    Poll::Pending => return Some(in_flight),
+        let mut next = None;
+        let confirmed = loop {
+            match &mut in_flight.stage {
+                Stage::Publishing(publish, rest) => match publish.as_mut().poll(&mut context) {
+                    Poll::Pending => break None,
                     Poll::Ready(Ok(confirm)) => {
+                        next = self.start(std::mem::take(rest));
                         in_flight.stage = Stage::Confirming(confirm);
-                        continue;
                     }
-                    Poll::Ready(Err(error)) if never_sent(&error) => {
-                        let _ = in_flight
-                            .reply
-                            .send(Err(PublishError::Unavailable(Some(Arc::new(error)))));
-                        return None;
+                    Poll::Ready(Err(error)) => {
+                        for unsent in std::mem::take(rest) {
+                            let _ = unsent.reply.send(Err(PublishError::Unavailable(None)));
+                        }
+                        if never_sent(&error) {
+                            let refused = PublishError::Unavailable(Some(Arc::new(error)));
+                            let _ = in_flight.reply.send(Err(refused));
+                            return None;
+                        }
+                        break Some(Err(error));
                     }
-                    Poll::Ready(Err(error)) => Err(error),
                 },
                 Stage::Confirming(confirm) => match Pin::new(confirm).poll(&mut context) {
-                    Poll::Pending => return Some(in_flight),
-                    Poll::Ready(confirmed) => confirmed,
+                    Poll::Pending => break None,
+                    Poll::Ready(confirmed) => break Some(confirmed),
                 },
-            };
-            let (settled, carried) = settled(confirmed);
-            let carried = carried.as_ref().and_then(returned_id);
-            let InFlight { sent, reply, .. } = in_flight;
-            self.book.resolved(sent, settled, carried, reply);
-            return None;
+            }
+        };
+        match confirmed {
+            None => {
+                self.in_flight.insert(key, in_flight);
+            }
+            Some(confirmed) => self.settle(in_flight, confirmed),
         }
+        next
+    }
+
+    fn settle(&mut self, in_flight: InFlight, confirmed: lapin::Result<Confirmation>) {
+        let (settled, carried) = settled(confirmed);
+        let carried = carried.as_ref().and_then(returned_id);
+        self.book
+            .resolved(in_flight.sent, settled, carried, in_flight.reply);
     }
 }
 

@@ -19,7 +19,7 @@ use tokio::sync::{Notify, Semaphore};
 use tracing::{Instrument, info_span, instrument};
 
 use super::confirm_book::Sent;
-use super::confirms::Confirms;
+use super::confirms::{Confirms, Publish};
 use super::link::{Link, supervise};
 use super::send_gate::{NoSlot, SendGate};
 use super::topology::Topology;
@@ -173,9 +173,8 @@ impl Publisher {
         .await
     }
 
-    /// Hands each message's `basic_publish` to the channel's collector, which runs them in
-    /// this order. A channel here is never recovered, so once one fails (not connected, or
-    /// its connection lost) every later one fails too: none overtakes a failed one.
+    /// Hands the messages' `basic_publish`es to the channel's collector, which runs them
+    /// in this order.
     fn hand_to_collector(
         &self,
         (channel, confirms): &(Channel, Confirms),
@@ -188,17 +187,19 @@ impl Publisher {
             Box::pin(async move {
                 let routing_key = ShortString::from(message.routing_key);
                 let body = message.body;
-                (channel.basic_publish(exchange, routing_key, MANDATORY, &body, properties)).await
+                let publish =
+                    channel.basic_publish(exchange, routing_key, MANDATORY, &body, properties);
+                publish.await
             })
         };
-        let verdicts = messages.into_iter().map(|message| {
+        let batch = messages.into_iter().map(|message| {
             let sent = Sent {
                 message_id: message.message_id,
                 routing_key: message.routing_key,
             };
-            confirms.publish(publish(message), sent)
+            (publish(message) as Publish, sent)
         });
-        verdicts.collect()
+        confirms.publish_in_order(batch.collect())
     }
 
     /// A channel or connection failed: wake the supervisor to check and rebuild.
