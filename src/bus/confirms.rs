@@ -13,16 +13,26 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Wake, Waker};
 
 use lapin::message::BasicReturnMessage;
-use lapin::{Confirmation, PublisherConfirm};
+use lapin::types::ShortString;
+use lapin::{BasicProperties, Channel, Confirmation, PublisherConfirm};
 use tokio::sync::{Notify, oneshot};
 use tracing::warn;
 use uuid::Uuid;
 
 use super::confirm_book::{ConfirmBook, Sent, Settled};
+use super::publisher::MANDATORY;
 use crate::app::ports::{Cause, PublishError};
 
-/// A `basic_publish` not polled yet: it resolves once its frames are written.
-pub(super) type Publish = Pin<Box<dyn Future<Output = lapin::Result<PublisherConfirm>> + Send>>;
+/// A `basic_publish` under way: it resolves once its frames are written.
+type Publish = Pin<Box<dyn Future<Output = lapin::Result<PublisherConfirm>> + Send>>;
+
+/// A message as the collector publishes it (persistent, mandatory).
+pub(super) struct Outgoing {
+    pub(super) exchange: ShortString,
+    pub(super) body: Vec<u8>,
+    pub(super) properties: BasicProperties,
+    pub(super) sent: Sent,
+}
 type Reply = oneshot::Sender<Result<(), PublishError>>;
 
 /// The collector of one channel; it stops once this is dropped and nothing is in flight.
@@ -31,26 +41,23 @@ pub(super) struct Confirms {
 }
 
 impl Confirms {
-    pub(super) fn start() -> Self {
+    /// Starts the collector of `channel`, which must be in confirm mode.
+    pub(super) fn start(channel: Channel) -> Self {
         let inbox = Arc::new(Inbox::default());
-        tokio::spawn(collect(inbox.clone()));
+        tokio::spawn(collect(channel, inbox.clone()));
         Confirms { inbox }
     }
 
     /// Has the collector publish these in this order; one verdict each.
     pub(super) fn publish_in_order(
         &self,
-        batch: Vec<(Publish, Sent)>,
+        batch: Vec<Outgoing>,
     ) -> Vec<impl Future<Output = Result<(), PublishError>> + Send + use<>> {
         let mut queued = VecDeque::with_capacity(batch.len());
         let mut verdicts = Vec::with_capacity(batch.len());
-        for (publish, sent) in batch {
+        for message in batch {
             let (reply, verdict) = oneshot::channel();
-            queued.push_back(Queued {
-                publish,
-                sent,
-                reply,
-            });
+            queued.push_back(Queued { message, reply });
             verdicts.push(async move {
                 let stopped = || PublishError::ConfirmLost(Arc::new(CollectorStopped));
                 verdict.await.unwrap_or_else(|_| Err(stopped()))
@@ -75,8 +82,7 @@ struct CollectorStopped;
 
 /// A message waiting for the one before it to be written.
 struct Queued {
-    publish: Publish,
-    sent: Sent,
+    message: Outgoing,
     reply: Reply,
 }
 
@@ -140,8 +146,9 @@ struct InFlight {
 
 /// Rounds: take everything handed over or woken so far, poll those, send the verdicts
 /// that became certain.
-async fn collect(inbox: Arc<Inbox>) {
+async fn collect(channel: Channel, inbox: Arc<Inbox>) {
     let mut collector = Collector {
+        channel,
         book: ConfirmBook::default(),
         in_flight: HashMap::new(),
         next_key: 0,
@@ -168,6 +175,7 @@ async fn collect(inbox: Arc<Inbox>) {
 }
 
 struct Collector {
+    channel: Channel,
     book: ConfirmBook<Reply>,
     in_flight: HashMap<u64, InFlight>,
     next_key: u64,
@@ -187,11 +195,9 @@ impl Collector {
     }
 
     fn start(&mut self, mut queued: VecDeque<Queued>) -> Option<(u64, InFlight)> {
-        let Queued {
-            publish,
-            sent,
-            reply,
-        } = queued.pop_front()?;
+        let Queued { message, reply } = queued.pop_front()?;
+        let sent = message.sent;
+        let publish = self.publish(message);
         let key = self.next_key;
         self.next_key += 1;
         let inbox = self.inbox.clone();
@@ -206,6 +212,23 @@ impl Collector {
                 reply,
             },
         ))
+    }
+
+    /// The future is made only now: a `basic_publish` future is large, and a batch waits.
+    fn publish(&self, message: Outgoing) -> Publish {
+        let channel = self.channel.clone();
+        Box::pin(async move {
+            let Outgoing {
+                exchange,
+                body,
+                properties,
+                sent,
+            } = message;
+            let routing_key = ShortString::from(sent.routing_key);
+            let publish =
+                channel.basic_publish(exchange, routing_key, MANDATORY, &body, properties);
+            publish.await
+        })
     }
 
     /// Drives one message as far as it goes now, and gives back the next message of its

@@ -105,7 +105,8 @@ async fn connect(settings: &BusSettings) -> anyhow::Result<Link> {
         channel
             .confirm_select(ConfirmSelectOptions::default())
             .await?;
-        channels.push((channel, Confirms::start()));
+        let confirms = Confirms::start(channel.clone());
+        channels.push((channel, confirms));
     }
     Ok(Link {
         connection,

@@ -14,12 +14,12 @@ use async_trait::async_trait;
 use futures_util::future::join_all;
 use lapin::options::{BasicPublishOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, ShortString};
-use lapin::{BasicProperties, Channel, Confirmation};
+use lapin::{BasicProperties, Confirmation};
 use tokio::sync::{Notify, Semaphore};
 use tracing::{Instrument, info_span, instrument};
 
 use super::confirm_book::Sent;
-use super::confirms::{Confirms, Publish};
+use super::confirms::{Confirms, Outgoing};
 use super::link::{Link, supervise};
 use super::send_gate::{NoSlot, SendGate};
 use super::topology::Topology;
@@ -153,7 +153,7 @@ impl Publisher {
         }
         let started = Instant::now();
         let count = messages.len();
-        let verdicts = self.hand_to_collector(link.pick(), messages);
+        let verdicts = self.hand_to_collector(&link.pick().1, messages);
         join_all(verdicts.into_iter().map(|verdict| async move {
             let verdict = verdict.await;
             match &verdict {
@@ -173,31 +173,21 @@ impl Publisher {
         .await
     }
 
-    /// Hands the messages' `basic_publish`es to the channel's collector, which runs them
-    /// in this order.
+    /// Hands the messages to a channel's collector, which publishes them in this order.
     fn hand_to_collector(
         &self,
-        (channel, confirms): &(Channel, Confirms),
+        confirms: &Confirms,
         messages: Vec<OutgoingMessage>,
     ) -> Vec<impl Future<Output = Result<(), PublishError>> + use<>> {
         let exchange = ShortString::from(self.topology().exchange.as_str());
-        let publish = |message: OutgoingMessage| {
-            let (channel, exchange) = (channel.clone(), exchange.clone());
-            let properties = properties(&message);
-            Box::pin(async move {
-                let routing_key = ShortString::from(message.routing_key);
-                let body = message.body;
-                let publish =
-                    channel.basic_publish(exchange, routing_key, MANDATORY, &body, properties);
-                publish.await
-            })
-        };
-        let batch = messages.into_iter().map(|message| {
-            let sent = Sent {
+        let batch = messages.into_iter().map(|message| Outgoing {
+            exchange: exchange.clone(),
+            properties: properties(&message),
+            sent: Sent {
                 message_id: message.message_id,
                 routing_key: message.routing_key,
-            };
-            (publish(message) as Publish, sent)
+            },
+            body: message.body,
         });
         confirms.publish_in_order(batch.collect())
     }
