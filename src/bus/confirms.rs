@@ -25,6 +25,7 @@ use crate::app::ports::{Cause, PublishError};
 
 /// A `basic_publish` under way: it resolves once its frames are written.
 type Publish = Pin<Box<dyn Future<Output = lapin::Result<PublisherConfirm>> + Send>>;
+type Reply = oneshot::Sender<Result<(), PublishError>>;
 
 /// A message as the collector publishes it (persistent, mandatory).
 pub(super) struct Outgoing {
@@ -33,7 +34,6 @@ pub(super) struct Outgoing {
     pub(super) properties: BasicProperties,
     pub(super) sent: Sent,
 }
-type Reply = oneshot::Sender<Result<(), PublishError>>;
 
 /// The collector of one channel; it stops once this is dropped and nothing is in flight.
 pub(super) struct Confirms {
