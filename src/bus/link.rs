@@ -10,24 +10,27 @@ use lapin::{Channel, Connection};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, instrument, warn};
 
+use super::confirms::Confirms;
 use super::publisher::{BusSettings, Shared};
 use crate::runtime::backoff::{Backoff, Reconnect};
 
-/// A connection and its confirm-mode channels, used in turn.
+/// A connection and its confirm-mode channels, used in turn, each with the collector of
+/// its confirms.
 pub(super) struct Link {
     pub(super) connection: Connection,
-    channels: Vec<Channel>,
+    channels: Vec<(Channel, Confirms)>,
     next: AtomicUsize,
 }
 
 impl Link {
-    pub(super) fn pick(&self) -> &Channel {
+    pub(super) fn pick(&self) -> &(Channel, Confirms) {
         let index = self.next.fetch_add(1, Ordering::Relaxed) % self.channels.len();
         &self.channels[index]
     }
 
     pub(super) fn is_healthy(&self) -> bool {
-        self.connection.status().connected() && self.channels.iter().all(|c| c.status().connected())
+        self.connection.status().connected()
+            && self.channels.iter().all(|(c, _)| c.status().connected())
     }
 }
 
@@ -102,7 +105,8 @@ async fn connect(settings: &BusSettings) -> anyhow::Result<Link> {
         channel
             .confirm_select(ConfirmSelectOptions::default())
             .await?;
-        channels.push(channel);
+        let confirms = Confirms::start(channel.clone());
+        channels.push((channel, confirms));
     }
     Ok(Link {
         connection,

@@ -6,9 +6,12 @@
 //! [`EventBus`]: crate::app::ports::EventBus
 
 pub mod asyncapi;
+mod confirm_book;
+mod confirms;
 pub mod consume;
 mod link;
 pub mod publisher;
+mod send_gate;
 pub mod topology;
 
 pub use crate::app::ports::PublishError;

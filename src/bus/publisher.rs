@@ -2,10 +2,11 @@
 //! default), and a supervisor (`link.rs`) that reconnects with backoff and redeclares
 //! the topology.
 //!
-//! Every request publishes and then awaits its own confirm, so many confirms are in flight
-//! at once (bounded by a semaphore); no lock is held across the wait.
+//! Every request publishes and then awaits its own verdict, so many confirms are in flight
+//! at once (bounded by a semaphore). Each channel's collector (`confirms.rs`) owns them and
+//! judges each message by its own `message_id`, since lapin attaches a returned message to
+//! whichever confirm it resolves next; no lock is held across a wait.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -13,13 +14,16 @@ use async_trait::async_trait;
 use futures_util::future::join_all;
 use lapin::options::{BasicPublishOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, ShortString};
-use lapin::{BasicProperties, Channel, Confirmation, PublisherConfirm};
+use lapin::{BasicProperties, Confirmation};
 use tokio::sync::{Notify, Semaphore};
 use tracing::{Instrument, info_span, instrument};
 
+use super::confirm_book::Sent;
+use super::confirms::{Confirms, Outgoing};
 use super::link::{Link, supervise};
+use super::send_gate::{NoSlot, SendGate};
 use super::topology::Topology;
-use crate::app::ports::{EventBus, PublishError};
+use crate::app::ports::{Cause, EventBus, PublishError};
 use crate::app::records::{OutgoingMessage, QueueDepth};
 use crate::domain::trace::TraceContext;
 use crate::runtime::detached::finish_detached;
@@ -91,11 +95,11 @@ impl Publisher {
     }
 
     /// Publishes `messages` (persistent, mandatory) one after another on one channel, so
-    /// they reach each queue in this order, then awaits all their confirms together. One
+    /// they reach each queue in this order, then awaits all their verdicts together. One
     /// outcome per message.
     ///
-    /// The work is detached: if the caller stops waiting (confirm timeout, client
-    /// disconnect) the confirms are still awaited, so lapin never keeps an orphaned one.
+    /// The work is detached and the channel's collector owns the confirms: if the caller
+    /// stops waiting (confirm timeout, client disconnect) they are still collected.
     async fn publish_detached(
         &self,
         messages: Vec<OutgoingMessage>,
@@ -103,90 +107,89 @@ impl Publisher {
         let count = messages.len();
         let publisher = self.clone();
         let timeout = self.shared.settings.confirm_timeout;
-        let abandoned = Arc::new(AtomicBool::new(false));
-        let given_up = abandoned.clone();
-        let work =
-            finish_detached(async move { publisher.send_in_order(messages, &given_up).await });
-        let failed =
-            |error: fn(Duration) -> PublishError| (0..count).map(|_| Err(error(timeout))).collect();
+        let gate = Arc::new(SendGate::default());
+        let opened = gate.clone();
+        let work = finish_detached(async move { publisher.send_in_order(messages, &opened).await });
+        let failed = |error: &dyn Fn() -> PublishError| (0..count).map(|_| Err(error())).collect();
         match tokio::time::timeout(timeout, work).await {
             Ok(Ok(outcomes)) => outcomes,
-            Ok(Err(_panicked)) => failed(|_| PublishError::Unavailable(None)),
-            Err(_elapsed) => {
-                // Not sent yet (waiting for a slot)? Then it must not be sent later, when
-                // the caller has already told its client the events were not published.
-                abandoned.store(true, Ordering::Release);
-                failed(PublishError::ConfirmTimeout)
+            Ok(Err(panicked)) => {
+                let cause: Cause = Arc::new(panicked);
+                if gate.close_unsent() {
+                    failed(&|| PublishError::Unavailable(Some(cause.clone())))
+                } else {
+                    failed(&|| PublishError::ConfirmLost(cause.clone()))
+                }
             }
+            // Still waiting for an in-flight slot: it is never sent now, so say so.
+            Err(_elapsed) if gate.close_unsent() => {
+                let cause: Cause = Arc::new(NoSlot(timeout));
+                failed(&|| PublishError::Unavailable(Some(cause.clone())))
+            }
+            Err(_elapsed) => failed(&|| PublishError::ConfirmTimeout(timeout)),
         }
     }
 
     async fn send_in_order(
         &self,
         messages: Vec<OutgoingMessage>,
-        abandoned: &AtomicBool,
+        gate: &SendGate,
     ) -> Vec<Result<(), PublishError>> {
-        let all = |error: fn(Duration) -> PublishError| {
-            let timeout = self.shared.settings.confirm_timeout;
-            messages.iter().map(|_| Err(error(timeout))).collect()
+        let unsent = |cause: Option<Cause>| {
+            let all = messages.iter();
+            all.map(|_| Err(PublishError::Unavailable(cause.clone())))
+                .collect()
         };
         let slots = (messages.len() as u32).min(self.shared.settings.max_in_flight);
         let Ok(_slots) = self.shared.in_flight.acquire_many(slots).await else {
-            return all(|_| PublishError::Unavailable(None));
+            return unsent(None);
         };
-        let link = match self.current() {
-            Some(link) if !abandoned.load(Ordering::Acquire) => link,
-            Some(_) => return all(PublishError::ConfirmTimeout),
-            None => return all(|_| PublishError::Unavailable(None)),
+        let Some(link) = self.current() else {
+            return unsent(None);
         };
+        if !gate.open() {
+            // The caller gave up already and answered that these were not sent.
+            return unsent(None);
+        }
         let started = Instant::now();
-        let confirms = self.send_all(link.pick(), &messages).await;
-        let confirmed = info_span!("confirm", messages = messages.len());
-        join_all(
-            confirms
-                .into_iter()
-                .zip(&messages)
-                .map(|(sent, message)| async move {
-                    let confirmation = sent?.await.map_err(|error| self.lost(error))?;
-                    self.shared
-                        .metrics
-                        .publish_confirm_seconds
-                        .observe(started.elapsed().as_secs_f64());
-                    confirmation_outcome(confirmation, message.routing_key)
-                }),
-        )
-        .instrument(confirmed)
+        let count = messages.len();
+        let verdicts = self.hand_to_collector(&link.pick().1, messages);
+        join_all(verdicts.into_iter().map(|verdict| async move {
+            let verdict = verdict.await;
+            match &verdict {
+                Ok(()) => self
+                    .shared
+                    .metrics
+                    .publish_confirm_seconds
+                    .observe(started.elapsed().as_secs_f64()),
+                Err(PublishError::ConfirmLost(_) | PublishError::Unavailable(Some(_))) => {
+                    self.shared.broken.notify_one();
+                }
+                Err(_) => {}
+            }
+            verdict
+        }))
+        .instrument(info_span!("confirm", messages = count))
         .await
     }
 
-    /// Publishes each message on `channel` in turn; after a failure the rest are not sent,
-    /// so a later message never overtakes one that failed.
-    async fn send_all(
+    /// Hands the messages to a channel's collector, which publishes them in this order.
+    fn hand_to_collector(
         &self,
-        channel: &Channel,
-        messages: &[OutgoingMessage],
-    ) -> Vec<Result<PublisherConfirm, PublishError>> {
-        let mut confirms = Vec::with_capacity(messages.len());
-        let mut broken = false;
-        for message in messages {
-            if broken {
-                confirms.push(Err(PublishError::Unavailable(None)));
-                continue;
-            }
-            let sent = channel
-                .basic_publish(
-                    self.topology().exchange.as_str().into(),
-                    message.routing_key.into(),
-                    MANDATORY,
-                    &message.body,
-                    properties(message),
-                )
-                .await
-                .map_err(|error| self.lost(error));
-            broken = sent.is_err();
-            confirms.push(sent);
-        }
-        confirms
+        confirms: &Confirms,
+        messages: Vec<OutgoingMessage>,
+    ) -> Vec<impl Future<Output = Result<(), PublishError>> + use<>> {
+        let exchange = ShortString::from(self.topology().exchange.as_str());
+        let batch = messages.into_iter().map(|message| Outgoing {
+            exchange: exchange.clone(),
+            properties: properties(&message),
+            sent: Sent {
+                message_id: message.message_id,
+                routing_key: message.routing_key,
+            },
+            body: message.body,
+        });
+        confirms.publish_in_order(batch.collect())
     }
 
     /// A channel or connection failed: wake the supervisor to check and rebuild.
@@ -257,7 +260,10 @@ pub(super) const MANDATORY: BasicPublishOptions = BasicPublishOptions {
     immediate: false,
 };
 
-/// Judges the broker's answer. Only a plain ack means the message is safe.
+/// Judges a confirm by itself, for a channel with one message in flight at a time: lapin
+/// attaches a returned message to whichever confirm resolves next, so with several in
+/// flight only the collector (`confirms.rs`) can tell whose it is. Only a plain ack means
+/// the message is safe.
 pub fn confirmation_outcome(
     confirmation: Confirmation,
     routing_key: &str,
@@ -304,4 +310,37 @@ fn trace_headers(trace: &TraceContext) -> FieldTable {
         );
     }
     headers
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_publish_given_up_while_waiting_for_a_slot_was_not_sent() {
+        let settings = BusSettings {
+            url: "amqp://guest:guest@127.0.0.1:1/%2f".into(),
+            topology: Topology::new("gateway-test", "", &[]),
+            channels: 1,
+            max_in_flight: 1,
+            confirm_timeout: Duration::from_millis(50),
+        };
+        let metrics = Arc::new(Metrics::new().expect("metrics"));
+        let publisher = Publisher::start(settings, metrics, &Workers::default());
+        let _busy = publisher.shared.in_flight.acquire().await.expect("slot");
+        let message = OutgoingMessage {
+            message_id: uuid::Uuid::new_v4(),
+            routing_key: "quest.created",
+            correlation_id: "c".into(),
+            timestamp_secs: 0,
+            body: b"{}".to_vec(),
+            trace: None,
+        };
+        let refused = publisher.publish_confirmed(message).await.unwrap_err();
+        assert!(
+            matches!(refused, PublishError::Unavailable(Some(_))),
+            "{refused:?}"
+        );
+        assert!(!refused.may_be_published());
+    }
 }

@@ -25,6 +25,7 @@ mod reads;
 mod reconnect;
 mod refusals;
 mod retry_schedule;
+mod returns;
 mod schemas;
 mod sealing;
 mod tracing;
