@@ -30,14 +30,14 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// Starts a gateway and waits until `/health/ready` says it is.
-    pub async fn start(config: &GatewayConfig, log: &Path) -> anyhow::Result<Gateway> {
+    /// Starts a gateway and waits until `probe` (`/health/ready`, `/health/live`) is 200.
+    pub async fn start(config: &GatewayConfig, log: &Path, probe: &str) -> anyhow::Result<Gateway> {
         let gateway = Gateway::spawn(config, log)?;
-        gateway.wait_ready(Duration::from_secs(30)).await?;
+        gateway.wait_for(probe, Duration::from_secs(30)).await?;
         Ok(gateway)
     }
 
-    pub fn spawn(config: &GatewayConfig, log: &Path) -> anyhow::Result<Gateway> {
+    fn spawn(config: &GatewayConfig, log: &Path) -> anyhow::Result<Gateway> {
         let file = std::fs::File::create(log).with_context(|| format!("{}", log.display()))?;
         let child = Command::new(env!("CARGO_BIN_EXE_event-gateway"))
             .arg("serve")
@@ -55,12 +55,12 @@ impl Gateway {
         })
     }
 
-    pub async fn wait_ready(&self, limit: Duration) -> anyhow::Result<()> {
+    async fn wait_for(&self, probe: &str, limit: Duration) -> anyhow::Result<()> {
         let http = reqwest::Client::new();
         let deadline = tokio::time::Instant::now() + limit;
         while tokio::time::Instant::now() < deadline {
             let ready = http
-                .get(format!("{}/health/ready", self.base))
+                .get(format!("{}{probe}", self.base))
                 .timeout(Duration::from_secs(2))
                 .send()
                 .await;

@@ -22,7 +22,7 @@ pub fn table(rows: &[Row]) -> String {
     for row in rows {
         let recovery = row
             .recovery_secs
-            .map_or_else(|| "-".to_owned(), |secs| format!("{secs:.1}"));
+            .map_or_else(|| "never".to_owned(), |secs| format!("{secs:.1}"));
         let result = if row.failures.is_empty() {
             "ok"
         } else {

@@ -18,8 +18,9 @@ use events::Dice;
 pub use events::Planned;
 use send::send_until_answered;
 
-const USERS: usize = 6;
-const PACE: Duration = Duration::from_millis(50);
+/// Many players, each at a player's pace: about 80 events a second in all.
+const USERS: usize = 24;
+const PACE: Duration = Duration::from_millis(400);
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// One answer to one event.

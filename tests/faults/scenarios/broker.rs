@@ -55,9 +55,11 @@ pub async fn memory_alarm(run: &mut Run<'_>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `achievement_events` deleted under load (its events unroutable for 5 s), then declared
-/// and bound again as the gateway declares it. A consumer of the scenario's own takes
-/// every message off it meanwhile, so the delete destroys none.
+/// `achievement_events` unbound and deleted under load (its events unroutable for 5 s),
+/// then declared and bound again as the gateway declares it. A consumer of the scenario's
+/// own takes every message off it meanwhile, and the unbinding first means none is on its
+/// way in when it goes: a message routed to a queue as it is deleted is confirmed by the
+/// broker and dropped, which would be the broker's loss, not the gateway's.
 pub async fn queue_deleted(run: &mut Run<'_>) -> anyhow::Result<()> {
     let queue = format!("{}.achievement_events", run.namespace);
     let connection = Connection::connect(
@@ -69,6 +71,16 @@ pub async fn queue_deleted(run: &mut Run<'_>) -> anyhow::Result<()> {
     let taken = Arc::new(Mutex::new(Vec::new()));
     let reader = tokio::spawn(take_all(channel.clone(), queue.clone(), taken.clone()));
     tokio::time::sleep(Duration::from_secs(1)).await;
+    // Unbound first, so that no message is on its way into the queue when it goes.
+    channel
+        .queue_unbind(
+            queue.as_str().into(),
+            run.namespace.as_str().into(),
+            "achievement.*".into(),
+            FieldTable::default(),
+        )
+        .await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let destroyed = channel
         .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
         .await?;

@@ -13,8 +13,8 @@ use crate::process::{free_port, now_ms};
 use crate::proxy::Proxy;
 use crate::services::Services;
 
-/// Runs `fault` under load and checks what came of it. Gateway logs are kept (and named
-/// in the notes) when it fails.
+/// Runs `fault` under load and checks what came of it. The gateways' logs stay (named in
+/// the notes) until the next run of the scenario.
 pub async fn run_scenario(fault: Fault, services: &mut Services, token: &str) -> Row {
     let logs_dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
         .join("faults")
@@ -28,12 +28,8 @@ pub async fn run_scenario(fault: Fault, services: &mut Services, token: &str) ->
             ..Row::default()
         },
     };
-    if row.failures.is_empty() {
-        let _ = std::fs::remove_dir_all(&logs_dir);
-    } else {
-        row.notes
-            .push(format!("gateway logs: {}", logs_dir.display()));
-    }
+    row.notes
+        .push(format!("gateway logs: {}", logs_dir.display()));
     row
 }
 

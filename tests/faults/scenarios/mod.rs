@@ -19,13 +19,13 @@ use crate::services::Services;
 
 const WARMUP: Duration = Duration::from_secs(3);
 /// Longest wait for the first `published` answer after the fault is removed.
-const RECOVERY_LIMIT: Duration = Duration::from_secs(30);
+const RECOVERY_LIMIT: Duration = Duration::from_secs(20);
 /// Load that goes on after recovery.
 const AFTERWARDS: Duration = Duration::from_secs(2);
 /// How long unanswered events keep retrying once the load stops.
-const GRACE: Duration = Duration::from_secs(30);
+const GRACE: Duration = Duration::from_secs(20);
 /// How long the relay may take to publish what the outbox holds.
-const DRAIN_LIMIT: Duration = Duration::from_secs(60);
+const DRAIN_LIMIT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fault {
@@ -121,13 +121,22 @@ pub struct Run<'a> {
 }
 
 impl Run<'_> {
-    /// Starts (or starts again, on the same port and database) gateway `index`.
+    /// Starts gateway `index` and waits until it is ready.
     pub async fn start_gateway(&mut self, index: usize) -> anyhow::Result<()> {
+        self.launch(index, "/health/ready").await
+    }
+
+    /// Starts gateway `index` again, on the same port and database, and waits until it
+    /// serves: clients need no more (it may not be ready while its outbox drains).
+    pub async fn restart_gateway(&mut self, index: usize) -> anyhow::Result<()> {
+        self.launch(index, "/health/live").await
+    }
+
+    async fn launch(&mut self, index: usize, probe: &str) -> anyhow::Result<()> {
         self.started += 1;
-        let log = self
-            .logs_dir
-            .join(format!("gateway-{index}-{}.log", self.started));
-        let gateway = Gateway::start(&self.configs[index], &log).await?;
+        let name = format!("gateway-{index}-{}.log", self.started);
+        let gateway =
+            Gateway::start(&self.configs[index], &self.logs_dir.join(name), probe).await?;
         if index < self.gateways.len() {
             self.gateways[index] = gateway;
         } else {

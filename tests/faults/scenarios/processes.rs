@@ -9,7 +9,7 @@ use crate::observe::outbox_owed;
 use crate::process::now_ms;
 
 /// How long a SIGTERMed gateway may take to finish what it has in hand.
-const EXIT_LIMIT: Duration = Duration::from_secs(30);
+const EXIT_LIMIT: Duration = Duration::from_secs(20);
 
 /// The broker cut for 4 s, so every accepted event is queued in the outbox; the gateway
 /// SIGKILLed; the broker back, and a new gateway on the same database.
@@ -22,7 +22,7 @@ pub async fn kill_with_outbox(run: &mut Run<'_>) -> anyhow::Result<()> {
     run.gateways[0].sigkill().await;
     run.broker.restore();
     run.restored_ms = now_ms();
-    run.start_gateway(0).await
+    run.restart_gateway(0).await
 }
 
 /// SIGTERM under load; a new gateway once it exited.
@@ -30,7 +30,7 @@ pub async fn sigterm_mid_load(run: &mut Run<'_>) -> anyhow::Result<()> {
     let exit = run.gateways[0].sigterm(EXIT_LIMIT).await;
     note_exit(run, exit);
     run.restored_ms = now_ms();
-    run.start_gateway(0).await
+    run.restart_gateway(0).await
 }
 
 /// The broker stalls (confirms never come), SIGTERM 1 s later; the broker back once the
@@ -42,7 +42,7 @@ pub async fn sigterm_broker_stalled(run: &mut Run<'_>) -> anyhow::Result<()> {
     note_exit(run, exit);
     run.broker.restore();
     run.restored_ms = now_ms();
-    run.start_gateway(0).await
+    run.restart_gateway(0).await
 }
 
 fn note_exit(run: &mut Run<'_>, exit: Option<Duration>) {
@@ -64,7 +64,7 @@ pub async fn two_gateways_one_killed(run: &mut Run<'_>) -> anyhow::Result<()> {
     let full = outbox_owed(&database).await?;
     run.broker.restore();
     run.restored_ms = now_ms();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
     while outbox_owed(&database).await? >= full && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
