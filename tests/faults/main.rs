@@ -6,6 +6,7 @@
 //! runs only the named scenarios.
 
 mod checks;
+mod checks_tests;
 mod gateway;
 mod load;
 mod observe;

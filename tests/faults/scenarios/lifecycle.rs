@@ -154,7 +154,12 @@ fn unanswered(logs: &[EventLog]) -> Vec<String> {
         })
         .collect();
     if !never.is_empty() {
-        notes.push(format!("never acknowledged: {}", never.join("; ")));
+        let shown = never.len().min(6);
+        notes.push(format!(
+            "{} events never acknowledged (the user's sequence stopped there), e.g. {}",
+            never.len(),
+            never[..shown].join("; ")
+        ));
     }
     let transport = logs
         .iter()
