@@ -12,6 +12,7 @@ use tracing::{info, instrument, warn};
 
 use super::confirms::Confirms;
 use super::publisher::{BusSettings, Shared};
+use super::topology::Topology;
 use crate::runtime::backoff::{Backoff, Reconnect};
 
 /// A connection and its confirm-mode channels, used in turn, each with the collector of
@@ -46,11 +47,7 @@ pub(super) async fn supervise(shared: Arc<Shared>, stop: CancellationToken) {
                 info!(channels = link.channels.len(), "connected to the broker");
                 hold(&shared, &link, &stop).await;
                 set_link(&shared, None);
-                // A failed close only means the connection was already gone.
-                let _ = link
-                    .connection
-                    .close(200, "event-gateway reconnecting or stopping".into())
-                    .await;
+                Topology::close(&link.connection, "event-gateway reconnecting or stopping").await;
             }
             Err(error) => {
                 if !reconnect.wait_after(&error, &stop).await {

@@ -11,6 +11,8 @@ use crate::domain::Family;
 
 /// A broker that does not answer a connect in this long is treated as down.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a close waits for the broker's answer.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// One durable queue and the topic pattern that feeds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,6 +95,19 @@ impl Topology {
         self.declare(&setup).await?;
         setup.close(200, "topology declared".into()).await?;
         Ok(connection)
+    }
+
+    /// Closes `connection`, waiting at most [`CLOSE_TIMEOUT`] for the broker's answer: a
+    /// stalled broker must not hold up a reconnect or a shutdown. A failed close only means
+    /// the connection was already gone.
+    pub async fn close(connection: &Connection, reason: &'static str) {
+        let closing = connection.close(200, reason.into());
+        if tokio::time::timeout(CLOSE_TIMEOUT, closing).await.is_err() {
+            tracing::warn!(
+                reason,
+                "the broker did not answer the close; leaving the connection"
+            );
+        }
     }
 
     #[instrument(skip_all, fields(exchange = %self.exchange))]

@@ -9,8 +9,11 @@ use super::{Store, StoreError};
 use crate::app::ports::{IdempotencyLedger, LedgerError};
 use crate::app::records::{Claim, StoredAnswer, Ticket};
 
-/// A claim older than this with no answer belongs to a process that died: take it over.
-const ABANDONED_AFTER_SECS: f64 = 60.0;
+/// A claim older than this with no answer belongs to a request that died with its
+/// process: take it over. A live one is answered well within it (its commit, then its
+/// confirm, each bounded by a timeout of a few seconds); taking over one that is only
+/// slow publishes at most one more copy, with the same ids (they are derived from the key).
+const ABANDONED_AFTER_SECS: f64 = 15.0;
 
 #[async_trait]
 impl IdempotencyLedger for Store {

@@ -87,10 +87,7 @@ impl Consumers {
                         _ = consumers.join_next() => warn!("a consumer stopped; reconnecting"),
                     }
                     consumers.abort_all();
-                    // A failed close only means the connection was already gone.
-                    let _ = connection
-                        .close(200, "event-gateway consumers stopping".into())
-                        .await;
+                    Topology::close(&connection, "event-gateway consumers stopping").await;
                 }
                 Err(error) => {
                     if !reconnect.wait_after(&error, &stop).await {
