@@ -131,8 +131,10 @@ pub async fn run(
     let limits = ConnectionLimits {
         header_read_timeout: settings.header_read_timeout,
         max_header_bytes: settings.max_header_bytes as usize,
+        drain: settings.request_timeout + Duration::from_secs(1),
     };
     let served = http::server::serve(listener, app, limits, shutdown).await;
+    info!("requests done; stopping the workers");
     background.stop().await;
     connections.stop().await;
     // The last spans leave before the process does (blocking: the exporter's own thread).

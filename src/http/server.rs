@@ -29,10 +29,10 @@ pub struct ConnectionLimits {
     /// Largest request head. The middleware answers a larger one 431 as problem+json;
     /// hyper closes the connection on one over four times this.
     pub max_header_bytes: usize,
+    /// How long shutdown waits for requests in flight before closing their connections:
+    /// a little over `REQUEST_TIMEOUT`, by which every request has been answered.
+    pub drain: Duration,
 }
-
-/// How long shutdown waits for requests in flight before closing their connections.
-const DRAIN: Duration = Duration::from_secs(30);
 
 /// Serves `app` on `listener` until `shutdown` is cancelled, then drains.
 pub async fn serve(
@@ -82,7 +82,7 @@ pub async fn serve(
         });
     }
     drop(listener);
-    if tokio::time::timeout(DRAIN, graceful.shutdown())
+    if tokio::time::timeout(limits.drain, graceful.shutdown())
         .await
         .is_err()
     {

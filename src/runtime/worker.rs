@@ -5,10 +5,14 @@
 //! the database preparation, group commit).
 
 use std::sync::Mutex;
+use std::time::Duration;
 
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
+
+/// After this long, stopping names the worker it still waits for.
+const SLOW_STOP: Duration = Duration::from_secs(3);
 
 /// A group of named background tasks sharing one cancellation token.
 #[derive(Default)]
@@ -41,8 +45,15 @@ impl Workers {
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner()),
         );
-        for (name, task) in running {
-            if let Err(error) = task.await {
+        for (name, mut task) in running {
+            let ended = tokio::select! {
+                ended = &mut task => ended,
+                () = tokio::time::sleep(SLOW_STOP) => {
+                    warn!(worker = name, "still waiting for a worker to stop");
+                    task.await
+                }
+            };
+            if let Err(error) = ended {
                 warn!(%error, worker = name, "a background worker ended abnormally");
             }
         }

@@ -23,20 +23,28 @@ pub fn spawn(publisher: Publisher, store: Store, metrics: Arc<Metrics>, workers:
                 () = stop.cancelled() => return,
                 _ = ticks.tick() => {}
             }
-            match publisher.queue_depths().await {
-                Ok(depths) => {
-                    for depth in depths {
-                        metrics.queue_depth(&depth.name, depth.message_count);
-                    }
-                }
-                Err(error) => debug!(%error, "queue depths unavailable"),
-            }
-            if store.is_ready() {
-                match store.dead_letter_count().await {
-                    Ok(count) => metrics.dead_letters.set(count),
-                    Err(error) => debug!(%error, "dead-letter count unavailable"),
-                }
+            // A stalled broker must not hold up a shutdown: a look is dropped on stop.
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = refresh(&publisher, &store, &metrics) => {}
             }
         }
     });
+}
+
+async fn refresh(publisher: &Publisher, store: &Store, metrics: &Metrics) {
+    match publisher.queue_depths().await {
+        Ok(depths) => {
+            for depth in depths {
+                metrics.queue_depth(&depth.name, depth.message_count);
+            }
+        }
+        Err(error) => debug!(%error, "queue depths unavailable"),
+    }
+    if store.is_ready() {
+        match store.dead_letter_count().await {
+            Ok(count) => metrics.dead_letters.set(count),
+            Err(error) => debug!(%error, "dead-letter count unavailable"),
+        }
+    }
 }

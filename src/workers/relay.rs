@@ -49,7 +49,7 @@ impl OutboxRelay {
         loop {
             if self.store.is_ready() {
                 if self.publisher.is_connected() {
-                    self.drain().await;
+                    self.drain(&shutdown).await;
                 }
                 self.refresh_backlog().await;
             }
@@ -68,9 +68,10 @@ impl OutboxRelay {
         }
     }
 
-    /// Publishes due rows round after round until none is left or the broker fails.
-    async fn drain(&self) {
-        loop {
+    /// Publishes due rows round after round until none is left, the broker fails, or the
+    /// gateway stops (a round under way is finished: its rows are recorded).
+    async fn drain(&self, shutdown: &CancellationToken) {
+        while !shutdown.is_cancelled() {
             let batch = match self.store.claim_due(BATCH).await {
                 Ok(batch) => batch,
                 Err(error) => {
