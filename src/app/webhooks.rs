@@ -12,7 +12,7 @@ use super::idempotency::{Accepted, Answer, IdempotencyKey, Ledger, OnceError};
 use super::publish::{BatchNotTaken, NotTaken};
 use super::rate_limit::{Budget, ChargeRefused};
 use crate::domain::event_id::{RequestKey, scope_ids};
-use crate::domain::{Principal, Scopes, ValidEvent};
+use crate::domain::{Principal, ValidEvent};
 
 /// A webhook's replay window must outlast the 10 minutes a signature is valid, or a
 /// captured delivery could be sent again and published again.
@@ -46,10 +46,7 @@ impl App {
         &self,
         mut delivery: Delivery,
     ) -> Result<Answer, OnceError<WebhookRefused>> {
-        let principal = Principal {
-            subject: format!("webhook:{}", delivery.source),
-            scopes: Scopes::parse("events:publish"),
-        };
+        let principal = Principal::webhook(&delivery.source);
         // A retry of a delivery that failed half-way publishes the same event ids again,
         // so consumers can drop what did get through the first time.
         let key = RequestKey::Webhook(&delivery.webhook_id);

@@ -14,7 +14,7 @@ mod signer;
 pub use signer::TokenSigner;
 
 use crate::config::Settings;
-use crate::domain::{Principal, Scopes};
+use crate::domain::{Principal, Scopes, WEBHOOK_SUBJECT_PREFIX};
 
 /// Used when no key is configured, so a newcomer can try the gateway at once.
 /// `GATEWAY_ENV=production` refuses to start with it.
@@ -178,6 +178,11 @@ impl TokenVerifier {
                 "the token's subject (sub) is empty or holds a NUL".into(),
             ));
         }
+        if subject.starts_with(WEBHOOK_SUBJECT_PREFIX) {
+            return Err(TokenRefused(format!(
+                "a token's subject (sub) may not start with {WEBHOOK_SUBJECT_PREFIX}, which names webhook senders"
+            )));
+        }
         let principal = Principal {
             scopes: Scopes::parse(&claims.scope),
             subject,
@@ -310,6 +315,13 @@ mod tests {
             (
                 format!("{}.{}.", b64(r#"{"alg":"none"}"#), b64(r#"{"sub":"svc"}"#)),
                 "the token's header names no algorithm this gateway accepts",
+            ),
+            (
+                signed(
+                    serde_json::json!({"sub": "webhook:shop", "exp": now + 60}),
+                    secret,
+                ),
+                "a token's subject (sub) may not start with webhook:, which names webhook senders",
             ),
             (
                 "not.a.jwt".into(),

@@ -78,6 +78,11 @@ impl TokenSigner {
 
     /// A token for `subject` with `scope`, valid for `ttl` from now.
     pub fn mint(&self, subject: &str, scope: &str, ttl: Duration) -> anyhow::Result<String> {
+        anyhow::ensure!(
+            !subject.starts_with(crate::domain::WEBHOOK_SUBJECT_PREFIX),
+            "--sub may not start with {}, which names webhook senders",
+            crate::domain::WEBHOOK_SUBJECT_PREFIX
+        );
         let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
         let claims = MintedClaims {
             sub: subject,

@@ -17,7 +17,7 @@ pub use data::EventData;
 pub use envelope::{Envelope, ValidEvent};
 pub use event_type::{EventType, Family};
 pub use problem::FieldError;
-pub use scope::{Forbidden, Principal, Scopes};
+pub use scope::{Forbidden, Principal, Scopes, WEBHOOK_SUBJECT_PREFIX};
 
 /// 1 to 64 characters of `[A-Za-z0-9._-]`: webhook sources, key ids.
 pub fn is_plain_name(name: &str) -> bool {

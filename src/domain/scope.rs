@@ -52,6 +52,20 @@ pub struct Principal {
     pub scopes: Scopes,
 }
 
+/// How a webhook sender is named (`webhook:<source>`): no token's `sub` may start so, or
+/// it would speak (and make event ids) as that sender.
+pub const WEBHOOK_SUBJECT_PREFIX: &str = "webhook:";
+
+impl Principal {
+    /// The principal a verified webhook delivery from `source` publishes as.
+    pub fn webhook(source: &str) -> Self {
+        Principal {
+            subject: format!("{WEBHOOK_SUBJECT_PREFIX}{source}"),
+            scopes: Scopes::parse("events:publish"),
+        }
+    }
+}
+
 /// Why a principal may not do something; the message is safe to show the caller.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
