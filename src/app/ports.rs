@@ -136,8 +136,10 @@ pub trait Outbox: Send + Sync {
     /// The request could not publish its own row: hand it to the relay now.
     async fn release(&self, id: Uuid) -> Result<(), StoreError>;
 
-    /// The event can never be published (unroutable): it was not accepted, so forget it.
-    async fn forget(&self, id: Uuid) -> Result<(), StoreError>;
+    /// The event can never be published (unroutable): it was not accepted, so forget it,
+    /// unless its row is no longer left to the request (then `false`: the relay may have
+    /// published it).
+    async fn forget(&self, id: Uuid) -> Result<bool, StoreError>;
 }
 
 /// Persisted (critical) events read back.

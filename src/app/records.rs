@@ -63,6 +63,9 @@ pub enum Held {
     Owed,
     /// Its id was held before and has been published.
     Published,
+    /// Its id was held before by a request still at work (or its event is neither owed
+    /// nor published): whether it will go out is not known yet.
+    Unsettled,
 }
 
 /// One event to hold: its broker message and, for critical events, its record.

@@ -224,7 +224,7 @@ impl Outbox for Store {
             .await
     }
 
-    async fn forget(&self, id: Uuid) -> Result<(), StoreError> {
+    async fn forget(&self, id: Uuid) -> Result<bool, StoreError> {
         let pool = self.pool()?.clone();
         self.guarded(async move { outbox::forget(&pool, id).await })
             .await

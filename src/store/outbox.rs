@@ -177,16 +177,24 @@ pub(super) async fn release(pool: &PgPool, id: Uuid) -> Result<(), StoreError> {
     Ok(())
 }
 
-pub(super) async fn forget(pool: &PgPool, id: Uuid) -> Result<(), StoreError> {
+/// Drops an event its request could not publish, if its row is still left to that request
+/// (the relay, once its lease ended, may have published it). Returns whether it did.
+pub(super) async fn forget(pool: &PgPool, id: Uuid) -> Result<bool, StoreError> {
     let mut tx = pool.begin().await?;
-    sqlx::query("DELETE FROM outbox WHERE event_id = $1")
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query("DELETE FROM events WHERE id = $1 AND state = 'accepted'")
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
+    let dropped = sqlx::query(
+        "DELETE FROM outbox WHERE event_id = $1 AND attempts = 0 AND next_attempt_at > now()",
+    )
+    .bind(id)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected()
+        == 1;
+    if dropped {
+        sqlx::query("DELETE FROM events WHERE id = $1 AND state = 'accepted'")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+    }
     tx.commit().await?;
-    Ok(())
+    Ok(dropped)
 }

@@ -10,12 +10,14 @@ use uuid::Uuid;
 use crate::app::records::{EventRecord, Held, Owner, PendingEvent};
 
 /// Inserts critical records, then outbox rows for every event not seen before; of an id
-/// seen before, tells whether its row still waits in the outbox or was published.
+/// seen before, tells where the earlier event stands. After a lost COMMIT (`retrying`), a
+/// row that holds exactly this event's bytes is the lost COMMIT's: this request's own.
 #[instrument(skip_all, fields(rows = rows.len()))]
 pub(super) async fn insert_rows(
     tx: &mut Transaction<'static, Postgres>,
     rows: &[(&PendingEvent, Owner)],
     lease: Duration,
+    retrying: bool,
 ) -> Result<Vec<Held>, sqlx::Error> {
     let new_records = insert_records(tx, rows).await?;
     let outboxed: Vec<(&PendingEvent, Owner)> = rows
@@ -34,29 +36,71 @@ pub(super) async fn insert_rows(
             first && fresh.contains(&e.id)
         })
         .collect();
-    let known: Vec<Uuid> = rows
+    let known: Vec<&PendingEvent> = rows
         .iter()
         .zip(&new)
         .filter(|(_, new)| !**new)
-        .map(|((e, _), _)| e.id)
+        .map(|((e, _), _)| *e)
         .collect();
-    let owed: Vec<Uuid> = if known.is_empty() {
+    let standing = if known.is_empty() {
         Vec::new()
     } else {
-        sqlx::query_scalar("SELECT event_id FROM outbox WHERE event_id = ANY($1)")
-            .bind(&known)
-            .fetch_all(&mut **tx)
-            .await?
+        where_they_stand(tx, &known).await?
     };
     Ok(rows
         .iter()
         .zip(new)
         .map(|((e, _), new)| match new {
             true => Held::New,
-            false if owed.contains(&e.id) => Held::Owed,
-            false => Held::Published,
+            false => standing
+                .iter()
+                .find(|s| s.id == e.id)
+                .map_or(Held::Unsettled, |s| s.held(retrying)),
         })
         .collect())
+}
+
+/// An earlier event with an id being held again.
+#[derive(sqlx::FromRow)]
+struct Standing {
+    id: Uuid,
+    /// Its outbox row holds these very bytes.
+    same: Option<bool>,
+    /// Its outbox row is still left to the request that made it.
+    leased: Option<bool>,
+    published: bool,
+}
+
+impl Standing {
+    fn held(&self, retrying: bool) -> Held {
+        match (self.same, self.leased) {
+            (Some(true), _) if retrying => Held::New,
+            // The request that made it is still at work: it may yet drop the row.
+            (Some(_), Some(true)) => Held::Unsettled,
+            (Some(_), _) => Held::Owed,
+            (None, _) if self.published => Held::Published,
+            // A record neither owed nor published (moved to the dead letters).
+            (None, _) => Held::Unsettled,
+        }
+    }
+}
+
+async fn where_they_stand(
+    tx: &mut Transaction<'static, Postgres>,
+    known: &[&PendingEvent],
+) -> Result<Vec<Standing>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT x.id, o.body = x.body AS same,
+                (o.attempts = 0 AND o.next_attempt_at > now()) AS leased,
+                coalesce(e.state = 'published', false) AS published
+         FROM UNNEST($1::uuid[], $2::bytea[]) AS x(id, body)
+         LEFT JOIN outbox o ON o.event_id = x.id
+         LEFT JOIN events e ON e.id = x.id",
+    )
+    .bind(known.iter().map(|e| e.id).collect::<Vec<_>>())
+    .bind(known.iter().map(|e| e.body.clone()).collect::<Vec<_>>())
+    .fetch_all(&mut **tx)
+    .await
 }
 
 /// The critical events' records; returns the ids that were new.

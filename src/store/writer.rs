@@ -155,76 +155,82 @@ async fn commit(
         .iter()
         .flat_map(|(events, owner, _)| events.iter().map(|event| (event, *owner)))
         .collect();
-    match commit_round(target, &rows, &confirmed).await {
-        Ok(fresh) => {
+    let outcome = match commit_round(target, &rows, &confirmed, false).await {
+        Err(failed) if failed.unknown && one_by_one => {
+            warn!(error = %failed.error, jobs = holds.len(), "the connection failed during a group commit; writing the round again");
+            recommit(target, &rows, &confirmed).await
+        }
+        Err(failed) if one_by_one => {
+            warn!(error = %failed.error, jobs = holds.len(), "group commit failed; retrying its writes one by one");
+            return commit_one_by_one(target, holds, confirmed).await;
+        }
+        Err(failed) => {
+            warn!(error = %failed.error, jobs = holds.len(), "group commit failed while stopping");
+            Err(failed.into_store_error())
+        }
+        Ok(held) => Ok(held),
+    };
+    match outcome {
+        Ok(held) => {
             let mut offset = 0;
             for (events, _, answer) in holds {
                 let count = events.len();
                 // The request may have gone; its rows are written either way.
-                let _ = answer.send(Ok(fresh[offset..offset + count].to_vec()));
+                let _ = answer.send(Ok(held[offset..offset + count].to_vec()));
                 offset += count;
             }
             Vec::new()
         }
-        Err(failed) if one_by_one => {
-            warn!(error = %failed.error, jobs = holds.len(), "group commit failed; retrying its writes one by one");
-            commit_one_by_one(target, holds, confirmed, failed.unknown).await
-        }
-        Err(failed) => {
-            warn!(error = %failed.error, jobs = holds.len(), "group commit failed while stopping");
-            let error = failed.into_store_error();
+        Err(error) => {
             for (_, _, answer) in holds {
                 let _ = answer.send(Err(error.clone()));
             }
-            Vec::new()
+            owe(confirmed)
         }
     }
 }
 
-/// After a failed round, one bad write (or a database that is gone) must not fail the
-/// others: each gets its own transaction and its own answer. After a lost COMMIT, each
-/// first looks for its rows. Returns the confirmed ids still to be marked.
+/// Confirmed ids whose mark failed, kept for the next round (up to [`MAX_OWED_MARKS`]).
+fn owe(mut confirmed: Vec<Uuid>) -> Vec<Uuid> {
+    confirmed.truncate(MAX_OWED_MARKS);
+    confirmed
+}
+
+/// After a failed round, one bad write must not fail the others: each gets its own
+/// transaction and its own answer. Returns the confirmed ids still to be marked.
 async fn commit_one_by_one(
     target: &Target,
     holds: Vec<PendingHold>,
     confirmed: Vec<Uuid>,
-    lost_commit: bool,
 ) -> Vec<Uuid> {
     let mut owed = Vec::new();
     if !confirmed.is_empty()
-        && let Err(failed) = commit_round(target, &[], &confirmed).await
+        && let Err(failed) = commit_round(target, &[], &confirmed, false).await
     {
         warn!(error = %failed.error, "could not mark confirmed events; trying again shortly");
-        owed = confirmed;
-        owed.truncate(MAX_OWED_MARKS);
+        owed = owe(confirmed);
     }
     for (events, owner, answer) in holds {
-        let outcome = if lost_commit {
-            recommit(target, &events, owner).await
-        } else {
-            write(target, &events, owner).await
-        };
-        let _ = answer.send(outcome);
+        let _ = answer.send(write(target, &events, owner).await);
     }
     owed
 }
 
-/// The rows of a COMMIT whose outcome is unknown, written again until the database
-/// answers (or [`LOOK_UP_FOR`] passed: unknown still). A row that is there already was
-/// written by that COMMIT, for this request: every event counts as new (this request
-/// publishes its own). (The insert waits
-/// for the lost COMMIT's row locks, so it cannot miss a commit still under way.)
+/// The rows (and marks) of a COMMIT whose outcome is unknown, written again in one
+/// transaction until the database answers, for at most [`LOOK_UP_FOR`] in all (then the
+/// outcome is still unknown). The insert waits for the lost COMMIT's row locks, so it
+/// cannot miss one still under way; a row holding exactly an event's bytes is the lost
+/// COMMIT's, so that event counts as new (its request publishes it).
 async fn recommit(
     target: &Target,
-    events: &[PendingEvent],
-    owner: Owner,
+    rows: &[(&PendingEvent, Owner)],
+    confirmed: &[Uuid],
 ) -> Result<Vec<Held>, StoreError> {
-    let rows: Vec<(&PendingEvent, Owner)> = events.iter().map(|e| (e, owner)).collect();
     let started = tokio::time::Instant::now();
     let mut failures = 0;
     loop {
-        match commit_round(target, &rows, &[]).await {
-            Ok(_) => return Ok(vec![Held::New; events.len()]),
+        match commit_round(target, rows, confirmed, true).await {
+            Ok(held) => return Ok(held),
             Err(failed) if started.elapsed() >= LOOK_UP_FOR => {
                 return Err(StoreError::CommitUnknown(Arc::new(failed.error)));
             }
@@ -270,6 +276,7 @@ async fn commit_round(
     target: &Target,
     rows: &[(&PendingEvent, Owner)],
     confirmed: &[Uuid],
+    retrying: bool,
 ) -> Result<Vec<Held>, RoundFailed> {
     let mut tx = target
         .pool
@@ -279,7 +286,7 @@ async fn commit_round(
     let fresh = if rows.is_empty() {
         Vec::new()
     } else {
-        insert_rows(&mut tx, rows, target.lease)
+        insert_rows(&mut tx, rows, target.lease, retrying)
             .await
             .map_err(RoundFailed::before_commit)?
     };
@@ -299,15 +306,15 @@ pub(super) async fn write(
     owner: Owner,
 ) -> Result<Vec<Held>, StoreError> {
     let rows: Vec<(&PendingEvent, Owner)> = events.iter().map(|e| (e, owner)).collect();
-    match commit_round(target, &rows, &[]).await {
-        Ok(fresh) => Ok(fresh),
-        Err(failed) if failed.unknown => recommit(target, events, owner).await,
+    match commit_round(target, &rows, &[], false).await {
+        Ok(held) => Ok(held),
+        Err(failed) if failed.unknown => recommit(target, &rows, &[]).await,
         Err(failed) => Err(failed.into_store_error()),
     }
 }
 
 pub(super) async fn mark_confirmed(target: &Target, ids: &[Uuid]) -> Result<(), StoreError> {
-    commit_round(target, &[], ids)
+    commit_round(target, &[], ids, false)
         .await
         .map_err(RoundFailed::into_store_error)?;
     Ok(())

@@ -116,7 +116,13 @@ fn refused_delivered(log: &EventLog, found: &[&Message]) -> Option<String> {
         return None;
     }
     for message in found {
-        let accepted = message.accepted_ms?;
+        // Every gateway message carries its acceptance time; one without cannot be cleared.
+        let Some(accepted) = message.accepted_ms else {
+            return Some(format!(
+                "copy {:?} has no readable metadata.timestamp",
+                message.message_id
+            ));
+        };
         let during = log
             .attempts
             .iter()

@@ -63,6 +63,9 @@ pub enum NotTaken {
     /// The database could not hold the event: a critical one, or one the broker refused.
     #[error("the database could not hold the event (critical, or refused by the broker)")]
     Unavailable(#[source] StoreError),
+    /// The database refused the event for what it carries (a client's error).
+    #[error("the database refused the event's content")]
+    Refused(#[source] StoreError),
     /// The request was answered (it timed out) before the event was handed over.
     #[error("the request was answered before the event was taken")]
     TooLate,
@@ -80,8 +83,11 @@ pub enum Unknown {
     /// The connection failed during the COMMIT, and the row could not be looked up.
     #[error(transparent)]
     Commit(StoreError),
+    /// An earlier request with its id is still at work and may yet publish or drop it.
+    #[error("an earlier request with this id has not finished")]
+    InProgress,
     /// It could not be dropped after the broker returned it, so the relay may publish it.
-    #[error("the broker returned it and its outbox row could not be dropped")]
+    #[error("the broker returned it and its outbox row could not be dropped (or the relay had it)")]
     NotForgotten,
     #[error("the request ran out of time (REQUEST_TIMEOUT)")]
     Deadline,

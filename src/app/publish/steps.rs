@@ -119,6 +119,10 @@ impl Publishing {
                         // safe already, and is not published again.
                         (Held::Owed, _) => Step::Done(Ok(ReceiptStatus::Queued)),
                         (Held::Published, _) => Step::Done(Ok(ReceiptStatus::Published)),
+                        (Held::Unsettled, _) => Step::Done(Err(NotTaken::unknown(
+                            pendings[i].as_ref().map_or_else(Uuid::nil, |p| p.id),
+                            Unknown::InProgress,
+                        ))),
                     };
                 }
                 if !by_request {
@@ -180,9 +184,14 @@ impl Publishing {
     /// The broker will never take it (returned, say): refused, once its row (if any) is
     /// gone, so the relay cannot publish it later; unknown if it may be on the bus.
     async fn refuse(&self, id: Uuid, held: bool, error: PublishError) -> Step {
-        if held && let Err(forget) = self.outbox.forget(id).await {
-            warn!(error = %forget, event_id = %id, "could not drop an unpublishable event");
-            return Step::Done(Err(NotTaken::unknown(id, Unknown::NotForgotten)));
+        if held {
+            let dropped = self.outbox.forget(id).await;
+            if let Err(error) = &dropped {
+                warn!(%error, event_id = %id, "could not drop an unpublishable event");
+            }
+            if !matches!(dropped, Ok(true)) {
+                return Step::Done(Err(NotTaken::unknown(id, Unknown::NotForgotten)));
+            }
         }
         if error.may_be_published() {
             return Step::Done(Err(NotTaken::unknown(id, Unknown::Unconfirmed(error))));
@@ -238,6 +247,7 @@ fn not_held(id: Option<Uuid>, error: &StoreError, publish: Option<PublishError>)
     let why = match (publish, error) {
         (Some(publish), _) if publish.may_be_published() => Unknown::Unconfirmed(publish),
         (_, StoreError::CommitUnknown(_)) => Unknown::Commit(error.clone()),
+        (_, StoreError::Refused(_)) => return NotTaken::Refused(error.clone()),
         _ => return NotTaken::Unavailable(error.clone()),
     };
     match id {
@@ -256,7 +266,7 @@ pub(super) fn outcome_label(outcome: &Outcome) -> PublishOutcome {
         Ok(ReceiptStatus::Published) => PublishOutcome::Published,
         Ok(_) => PublishOutcome::Queued,
         Err(NotTaken::Publish(error)) => error.outcome(),
-        Err(NotTaken::Unavailable(_)) => PublishOutcome::Unavailable,
+        Err(NotTaken::Unavailable(_) | NotTaken::Refused(_)) => PublishOutcome::Unavailable,
         Err(NotTaken::TooLate) => PublishOutcome::Timeout,
         Err(NotTaken::OutcomeUnknown { .. }) => PublishOutcome::Unknown,
     }

@@ -141,17 +141,24 @@ impl ApiError {
             ApiError::NotFound => "no such resource; the API is described at /openapi.json".into(),
             ApiError::MethodNotAllowed => "this resource does not take that method".into(),
             ApiError::NotTaken {
-                source: NotTaken::Publish(PublishError::Unroutable { routing_key }),
-                ..
-            } => format!(
-                "no queue is bound for routing key {routing_key}; the event was not accepted"
-            ),
-            ApiError::NotTaken {
                 source: NotTaken::OutcomeUnknown { why, .. },
                 ..
             } => format!(
                 "{why}: the events in eventIds may or may not be published; retry them with the same \
                  Idempotency-Key or event ids, which publishes at most one more copy with the same ids"
+            ),
+            ApiError::NotTaken {
+                source,
+                results: Some(_),
+            } => format!(
+                "{source}; `results` says which events were published or queued (they are safe: \
+                 do not resend them) and which were not taken"
+            ),
+            ApiError::NotTaken {
+                source: NotTaken::Publish(PublishError::Unroutable { routing_key }),
+                ..
+            } => format!(
+                "no queue is bound for routing key {routing_key}; the event was not accepted"
             ),
             ApiError::NotTaken { source, .. } => {
                 format!("{source}; the event was not accepted, retry later")
@@ -208,6 +215,11 @@ fn not_taken_parts(source: &NotTaken) -> (StatusCode, &'static str, &'static str
             StatusCode::SERVICE_UNAVAILABLE,
             "unavailable",
             "The event could not be made safe now; retry later",
+        ),
+        NotTaken::Refused(_) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation",
+            "The event's content was refused",
         ),
         NotTaken::TooLate => (
             StatusCode::SERVICE_UNAVAILABLE,

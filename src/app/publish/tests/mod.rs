@@ -85,11 +85,16 @@ impl Outbox for MemoryOutbox {
         }
         let mut rows = self.rows.lock().unwrap();
         let confirmed = self.confirmed.lock().unwrap();
+        let released = self.released.lock().unwrap();
         Ok(events
             .iter()
-            .map(|event| match rows.insert(event.id, owner) {
-                None => Held::New,
+            .map(|event| match rows.get(&event.id) {
+                None => {
+                    rows.insert(event.id, owner);
+                    Held::New
+                }
                 Some(_) if confirmed.contains(&event.id) => Held::Published,
+                Some(Owner::Request) if !released.contains(&event.id) => Held::Unsettled,
                 Some(_) => Held::Owed,
             })
             .collect())
@@ -105,10 +110,9 @@ impl Outbox for MemoryOutbox {
         Ok(())
     }
 
-    async fn forget(&self, id: Uuid) -> Result<(), StoreError> {
-        self.rows.lock().unwrap().remove(&id);
+    async fn forget(&self, id: Uuid) -> Result<bool, StoreError> {
         self.forgotten.lock().unwrap().push(id);
-        Ok(())
+        Ok(self.rows.lock().unwrap().remove(&id).is_some())
     }
 }
 

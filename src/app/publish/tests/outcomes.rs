@@ -87,7 +87,7 @@ async fn a_returned_event_whose_row_cannot_be_dropped_is_unknown() {
         async fn release(&self, id: Uuid) -> Result<(), StoreError> {
             self.0.release(id).await
         }
-        async fn forget(&self, _: Uuid) -> Result<(), StoreError> {
+        async fn forget(&self, _: Uuid) -> Result<bool, StoreError> {
             Err(database_down())
         }
     }
@@ -166,4 +166,28 @@ async fn a_request_answered_already_publishes_nothing() {
     assert!(matches!(outcome, Err(NotTaken::TooLate)), "{outcome:?}");
     assert!(h.bus.published.lock().unwrap().is_empty());
     assert!(h.outbox.rows.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_retry_while_the_first_request_still_holds_its_row_is_unknown_not_safe() {
+    let h = harness(MemoryBus::default());
+    let critical = event("achievement.completed");
+    // The first request committed it and is still at work (its publish may yet fail).
+    h.outbox
+        .rows
+        .lock()
+        .unwrap()
+        .insert(critical.id, Owner::Request);
+    let outcome = h.publishing.publish(&caller(), &critical, "c-1").await;
+    assert!(
+        matches!(
+            outcome,
+            Err(NotTaken::OutcomeUnknown {
+                why: Unknown::InProgress,
+                ..
+            })
+        ),
+        "{outcome:?}"
+    );
+    assert!(h.bus.published.lock().unwrap().is_empty());
 }
