@@ -140,29 +140,7 @@ impl ApiError {
             | ApiError::Invalid { detail, .. } => detail.clone(),
             ApiError::NotFound => "no such resource; the API is described at /openapi.json".into(),
             ApiError::MethodNotAllowed => "this resource does not take that method".into(),
-            ApiError::NotTaken {
-                source: NotTaken::OutcomeUnknown { why, .. },
-                ..
-            } => format!(
-                "{why}: the events in eventIds may or may not be published; retry them with the same \
-                 Idempotency-Key or event ids, which publishes at most one more copy with the same ids"
-            ),
-            ApiError::NotTaken {
-                source,
-                results: Some(_),
-            } => format!(
-                "{source}; `results` says which events were published or queued (they are safe: \
-                 do not resend them) and which were not taken"
-            ),
-            ApiError::NotTaken {
-                source: NotTaken::Publish(PublishError::Unroutable { routing_key }),
-                ..
-            } => format!(
-                "no queue is bound for routing key {routing_key}; the event was not accepted"
-            ),
-            ApiError::NotTaken { source, .. } => {
-                format!("{source}; the event was not accepted, retry later")
-            }
+            ApiError::NotTaken { source, results } => not_taken_detail(source, results.is_some()),
             ApiError::StoreUnavailable(_) => "the database did not answer; retry later".into(),
             ApiError::ReplayGuardUnavailable(_) => {
                 "webhook ids are kept in Redis, which did not answer; nothing was published, retry later"
@@ -195,6 +173,24 @@ impl ApiError {
                 "the gateway failed; the x-request-id header helps find out why".into()
             }
         }
+    }
+}
+
+/// What an answer for events not taken says; `batch` when it lists each event's result.
+fn not_taken_detail(source: &NotTaken, batch: bool) -> String {
+    match source {
+        NotTaken::OutcomeUnknown { why, .. } => format!(
+            "{why}: the events in eventIds may or may not be published; retry them with the same \
+             Idempotency-Key or event ids, which publishes at most one more copy with the same ids"
+        ),
+        source if batch => format!(
+            "{source}; `results` says which events were published or queued (they are safe: \
+             do not resend them) and which were not taken"
+        ),
+        NotTaken::Publish(PublishError::Unroutable { routing_key }) => {
+            format!("no queue is bound for routing key {routing_key}; the event was not accepted")
+        }
+        source => format!("{source}; the event was not accepted, retry later"),
     }
 }
 
