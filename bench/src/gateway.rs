@@ -18,8 +18,13 @@ use crate::broker::amqp_url;
 use crate::http::get_status;
 use crate::scenarios::SOURCE;
 
-/// The waits of the retry schedule the bench gives the gateway (3 attempts from 1 s).
-const RETRY_DELAYS: [Duration; 2] = [Duration::from_secs(1), Duration::from_secs(2)];
+/// The waits of the retry schedule the bench gives the gateway (3 retries after the first
+/// try, from 1 s): the gateway declares a retry queue for each, which the bench removes.
+const RETRY_DELAYS: [Duration; 3] = [
+    Duration::from_secs(1),
+    Duration::from_secs(2),
+    Duration::from_secs(4),
+];
 
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 const READY_POLL: Duration = Duration::from_millis(100);
