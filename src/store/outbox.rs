@@ -56,10 +56,8 @@ impl Store {
     /// off that key until this one commits, so a user's events leave in order.
     #[instrument(skip_all)]
     pub async fn claim_due(&self, limit: i64) -> Result<ClaimedBatch, StoreError> {
-        // An open circuit is no news about the database: only a real attempt is recorded.
-        let pool = self.pool()?;
         let claimed = async {
-            let mut tx = pool.begin().await?;
+            let mut tx = self.pool()?.begin().await?;
             let rows = sqlx::query_as::<_, OutboxRow>(
                 "SELECT event_id, routing_key, ordering_key, correlation_id, timestamp_secs, body,
                         attempts, traceparent, tracestate

@@ -18,16 +18,8 @@ async fn post(
     headers: &[(&str, &str)],
     body: &Value,
 ) -> reqwest::Response {
-    let mut request = app
-        .http
-        .post(format!("{}{path}", app.base))
-        .bearer_auth(app.backend_token())
-        .header("content-type", content_type)
-        .body(body.to_string());
-    for (name, value) in headers {
-        request = request.header(*name, *value);
-    }
-    request.send().await.expect("POST")
+    app.post_as(path, content_type, &app.backend_token(), headers, body)
+        .await
 }
 
 async fn message_body(app: &TestApp, family: &str) -> Value {

@@ -160,13 +160,29 @@ impl TestApp {
     }
 
     pub async fn post_json(&self, path: &str, token: &str, body: &Value) -> reqwest::Response {
-        self.http
+        self.post_as(path, "application/json", token, &[], body)
+            .await
+    }
+
+    /// POSTs `body` as `content_type` with `token` and extra `headers`.
+    pub async fn post_as(
+        &self,
+        path: &str,
+        content_type: &str,
+        token: &str,
+        headers: &[(&str, &str)],
+        body: &Value,
+    ) -> reqwest::Response {
+        let mut request = self
+            .http
             .post(format!("{}{path}", self.base))
             .bearer_auth(token)
-            .json(body)
-            .send()
-            .await
-            .expect("POST")
+            .header("content-type", content_type)
+            .body(body.to_string());
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        request.send().await.expect("POST")
     }
 
     pub async fn publish(&self, body: &Value) -> reqwest::Response {

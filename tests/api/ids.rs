@@ -49,16 +49,7 @@ async fn post(
     headers: &[(&str, &str)],
     body: &Value,
 ) -> reqwest::Response {
-    let mut request = app
-        .http
-        .post(format!("{}{path}", app.base))
-        .bearer_auth(token)
-        .header("content-type", content_type)
-        .body(body.to_string());
-    for (name, value) in headers {
-        request = request.header(*name, *value);
-    }
-    request.send().await.expect("POST")
+    app.post_as(path, content_type, token, headers, body).await
 }
 
 async fn send_webhook(app: &TestApp, webhook_id: &str, body: &Value) -> reqwest::Response {

@@ -105,13 +105,15 @@ impl Publishing {
             .iter()
             .filter_map(|&i| pendings[i].clone())
             .collect();
+        // Every event to hold has its pending event: the ids line up with `indexes`.
+        let ids: Vec<Uuid> = held.iter().map(|p| p.id).collect();
         let users: HashSet<String> = held
             .iter()
             .filter_map(|p| p.record.as_ref().and_then(|r| r.user_id.clone()))
             .collect();
         match self.outbox.hold(held, owner).await {
             Ok(held) => {
-                for (&i, held) in indexes.iter().zip(held) {
+                for ((&i, held), &id) in indexes.iter().zip(held).zip(&ids) {
                     steps[i] = match (held, by_request) {
                         (Held::New, true) => Step::HeldBySelf,
                         (Held::New, false) => Step::Done(Ok(ReceiptStatus::Queued)),
@@ -119,10 +121,9 @@ impl Publishing {
                         // safe already, and is not published again.
                         (Held::Owed, _) => Step::Done(Ok(ReceiptStatus::Queued)),
                         (Held::Published, _) => Step::Done(Ok(ReceiptStatus::Published)),
-                        (Held::Unsettled, _) => Step::Done(Err(NotTaken::unknown(
-                            pendings[i].as_ref().map_or_else(Uuid::nil, |p| p.id),
-                            Unknown::InProgress,
-                        ))),
+                        (Held::Unsettled, _) => {
+                            Step::Done(Err(NotTaken::unknown(id, Unknown::InProgress)))
+                        }
                     };
                 }
                 if !by_request {
@@ -130,8 +131,7 @@ impl Publishing {
                 }
             }
             Err(error) => {
-                for &i in &indexes {
-                    let id = pendings[i].as_ref().map(|p| p.id);
+                for (&i, &id) in indexes.iter().zip(&ids) {
                     steps[i] = Step::Done(Err(not_held(id, &error, None)));
                 }
             }
@@ -232,7 +232,7 @@ impl Publishing {
             steps[i] = Step::Done(match &held {
                 // Already in the outbox (a retry of the same id) is just as safe.
                 Ok(_) => Ok(ReceiptStatus::Queued),
-                Err(error) => Err(not_held(Some(pending.id), error, Some(publish))),
+                Err(error) => Err(not_held(pending.id, error, Some(publish))),
             });
         }
         if held.is_ok() {
@@ -243,17 +243,14 @@ impl Publishing {
 
 /// An event the outbox could not hold: refused, unless it may be on the bus already (sent
 /// and unconfirmed) or in the database (a COMMIT whose outcome is unknown).
-fn not_held(id: Option<Uuid>, error: &StoreError, publish: Option<PublishError>) -> NotTaken {
+fn not_held(id: Uuid, error: &StoreError, publish: Option<PublishError>) -> NotTaken {
     let why = match (publish, error) {
         (Some(publish), _) if publish.may_be_published() => Unknown::Unconfirmed(publish),
         (_, StoreError::CommitUnknown(_)) => Unknown::Commit(error.clone()),
         (_, StoreError::Refused(_)) => return NotTaken::Refused(error.clone()),
         _ => return NotTaken::Unavailable(error.clone()),
     };
-    match id {
-        Some(id) => NotTaken::unknown(id, why),
-        None => NotTaken::Unavailable(error.clone()),
-    }
+    NotTaken::unknown(id, why)
 }
 
 fn matching(steps: &[Step], wanted: impl Fn(&Step) -> bool) -> Vec<usize> {

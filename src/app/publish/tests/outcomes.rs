@@ -20,6 +20,19 @@ fn commit_lost() -> StoreError {
     StoreError::CommitUnknown(Arc::new(std::io::Error::other("connection reset")))
 }
 
+/// A broker whose confirms never come, and an outbox that cannot hold anything.
+fn unconfirmed_and_no_outbox() -> Harness {
+    let bus = MemoryBus {
+        fail: Some(lost_confirm),
+        ..MemoryBus::default()
+    };
+    let outbox = MemoryOutbox {
+        fail: Some(database_down),
+        ..MemoryOutbox::default()
+    };
+    harness_with(bus, outbox)
+}
+
 fn unknown_ids(outcome: &Result<Receipt, NotTaken>) -> Vec<Uuid> {
     match outcome {
         Err(NotTaken::OutcomeUnknown { ids, .. }) => ids.clone(),
@@ -29,15 +42,7 @@ fn unknown_ids(outcome: &Result<Receipt, NotTaken>) -> Vec<Uuid> {
 
 #[tokio::test]
 async fn a_sent_event_the_outbox_cannot_hold_is_unknown_not_refused() {
-    let bus = MemoryBus {
-        fail: Some(lost_confirm),
-        ..MemoryBus::default()
-    };
-    let outbox = MemoryOutbox {
-        fail: Some(database_down),
-        ..MemoryOutbox::default()
-    };
-    let h = harness_with(bus, outbox);
+    let h = unconfirmed_and_no_outbox();
     let event = event("analytics.event_tracked");
     let outcome = h.publishing.publish(&caller(), &event, "c-1").await;
     assert_eq!(unknown_ids(&outcome), vec![event.id]);
@@ -122,15 +127,7 @@ async fn a_returned_event_whose_row_cannot_be_dropped_is_unknown() {
 
 #[tokio::test]
 async fn a_batch_with_one_unknown_event_is_unknown_and_names_it() {
-    let bus = MemoryBus {
-        fail: Some(lost_confirm),
-        ..MemoryBus::default()
-    };
-    let outbox = MemoryOutbox {
-        fail: Some(database_down),
-        ..MemoryOutbox::default()
-    };
-    let h = harness_with(bus, outbox);
+    let h = unconfirmed_and_no_outbox();
     let events = [
         event("analytics.event_tracked"),
         event("analytics.event_tracked"),
