@@ -14,7 +14,7 @@ use crate::runtime::backoff::{Backoff, RetryPolicy};
 
 mod values;
 
-use values::percent_encode;
+use values::{Concealed, percent_encode};
 pub use values::{CorsOrigin, GatewayEnv, LogFormat, Secret};
 
 /// Every setting of the gateway. Each is an environment variable (and a flag).
@@ -29,6 +29,7 @@ pub struct Settings {
         long,
         env = "AMQP_URL",
         default_value = "amqp://guest:guest@127.0.0.1:5672/%2f",
+        value_parser = Concealed::<Secret>::new(),
         hide_env_values = true,
         global = true
     )]
@@ -69,7 +70,7 @@ pub struct Settings {
     pub redis_port: u16,
 
     /// Redis password (none by default).
-    #[arg(long, env = "REDIS_PASSWORD", hide_env_values = true, global = true)]
+    #[arg(long, env = "REDIS_PASSWORD", value_parser = Concealed::<Secret>::new(), hide_env_values = true, global = true)]
     pub redis_password: Option<Secret>,
 
     /// Redis database number.
@@ -90,6 +91,7 @@ pub struct Settings {
         long,
         env = "DATABASE_URL",
         default_value = "postgres://postgres@127.0.0.1:5432/gamification",
+        value_parser = Concealed::<Secret>::new(),
         hide_env_values = true,
         global = true
     )]
@@ -209,6 +211,7 @@ pub struct Settings {
         env = "WEBHOOK_SECRETS",
         default_value = "",
         hide_default_value = true,
+        value_parser = Concealed::<WebhookSecrets>::new(),
         hide_env_values = true,
         global = true
     )]
@@ -241,7 +244,7 @@ pub struct Settings {
 
     /// AES-256 keys for SENSITIVE_FIELDS: `kid=<base64 of 32 bytes>,…`; the first encrypts,
     /// the others are for consumers still reading older events.
-    #[arg(long, env = "ENCRYPTION_KEYS", hide_env_values = true, global = true)]
+    #[arg(long, env = "ENCRYPTION_KEYS", value_parser = Concealed::<SealingKeys>::new(), hide_env_values = true, global = true)]
     pub encryption_keys: Option<SealingKeys>,
 
     /// Log line format; the level filter is RUST_LOG (default `info`).

@@ -1,10 +1,13 @@
 //! The values settings parse into: origins, secrets that stay out of logs, the closed
 //! choices, and the escaping that puts a secret into a URL.
 
+use std::ffi::OsStr;
 use std::fmt;
+use std::marker::PhantomData;
 use std::str::FromStr;
 
 use clap::ValueEnum;
+use clap::builder::TypedValueParser;
 
 /// One `CORS_ORIGINS` entry: `*`, or a `scheme://host[:port]` origin.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,6 +74,46 @@ impl FromStr for Secret {
     }
 }
 
+/// Parses a setting that holds secrets so that no error quotes it: clap's own error says
+/// `invalid value '<the whole setting>'`, which would print every secret in it.
+#[derive(Clone)]
+pub(super) struct Concealed<T>(PhantomData<fn() -> T>);
+
+impl<T> Concealed<T> {
+    pub(super) fn new() -> Self {
+        Concealed(PhantomData)
+    }
+}
+
+impl<T> TypedValueParser for Concealed<T>
+where
+    T: FromStr<Err = String> + Clone + Send + Sync + 'static,
+{
+    type Value = T;
+
+    fn parse_ref(
+        &self,
+        command: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &OsStr,
+    ) -> Result<T, clap::Error> {
+        let reason = match value.to_str().map(str::parse) {
+            Some(Ok(parsed)) => return Ok(parsed),
+            Some(Err(reason)) => reason,
+            None => "it is not UTF-8".to_owned(),
+        };
+        let env = arg.and_then(clap::Arg::get_env);
+        let long = arg.and_then(clap::Arg::get_long);
+        let setting = match (env, long) {
+            (Some(env), Some(long)) => format!("{} (--{long})", env.to_string_lossy()),
+            _ => "a setting".to_owned(),
+        };
+        let message =
+            format!("invalid {setting}: {reason} (the value is not shown: it holds secrets)\n");
+        Err(clap::Error::raw(clap::error::ErrorKind::ValueValidation, message).with_cmd(command))
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum GatewayEnv {
     Development,
@@ -83,7 +126,6 @@ pub enum LogFormat {
     Text,
 }
 
-/// Escapes everything but RFC 3986's unreserved characters, for a URL's userinfo.
 /// A duration above zero, written as humantime reads it (`500ms`, `2s`).
 pub(super) fn positive_duration(text: &str) -> Result<std::time::Duration, String> {
     match humantime::parse_duration(text) {
@@ -93,6 +135,7 @@ pub(super) fn positive_duration(text: &str) -> Result<std::time::Duration, Strin
     }
 }
 
+/// Escapes everything but RFC 3986's unreserved characters, for a URL's userinfo.
 pub(super) fn percent_encode(text: &str) -> String {
     text.bytes()
         .map(|b| match b {

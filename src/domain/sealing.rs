@@ -76,7 +76,8 @@ impl FromStr for SealingKeys {
             .split(',')
             .map(str::trim)
             .filter(|entry| !entry.is_empty())
-            .map(parse_key)
+            .zip(1..)
+            .map(|(entry, number)| parse_key(entry, number))
             .collect::<Result<Vec<_>, _>>()?;
         if keys.is_empty() {
             return Err("no key given".into());
@@ -85,21 +86,23 @@ impl FromStr for SealingKeys {
     }
 }
 
-fn parse_key(entry: &str) -> Result<SealingKey, String> {
+/// A bad entry is named by its place, not by its id: a key pasted without its id (base64
+/// holds `=`) reads as one.
+fn parse_key(entry: &str, number: usize) -> Result<SealingKey, String> {
     let (id, encoded) = entry
         .split_once('=')
-        .ok_or("each key must be kid=<base64 of 32 bytes>")?;
+        .ok_or_else(|| format!("entry {number} is not kid=<base64 of 32 bytes>"))?;
     let id = id.trim();
     if !super::is_plain_name(id) {
         return Err(format!(
-            "key id '{id}' must be 1 to 64 characters of [A-Za-z0-9._-]"
+            "the key id of entry {number} must be 1 to 64 characters of [A-Za-z0-9._-]"
         ));
     }
     let cipher = STANDARD
         .decode(encoded.trim())
         .ok()
         .and_then(|bytes| Aes256Gcm::new_from_slice(&bytes).ok())
-        .ok_or_else(|| format!("key '{id}' must be 32 bytes, base64-encoded"))?;
+        .ok_or_else(|| format!("the key of entry {number} must be 32 bytes, base64-encoded"))?;
     Ok(SealingKey {
         id: id.to_owned(),
         cipher,

@@ -34,40 +34,38 @@ impl FromStr for WebhookSecrets {
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         let mut sources: HashMap<String, Vec<Vec<u8>>> = HashMap::new();
-        for entry in text.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let entries = text.split(',').map(str::trim).filter(|e| !e.is_empty());
+        for (number, entry) in (1..).zip(entries) {
+            // A bad entry is named by its place, not by its source: a secret pasted without
+            // its source reads as one.
             let (source, secret) = entry
                 .split_once('=')
-                .ok_or_else(|| format!("'{}…' is not source=secret", prefix_of(entry)))?;
+                .ok_or_else(|| format!("entry {number} is not source=secret"))?;
             let source = source.trim();
             if !super::is_plain_name(source) {
                 return Err(format!(
-                    "source '{source}' must be 1 to 64 characters of [A-Za-z0-9._-]"
+                    "the source of entry {number} must be 1 to 64 characters of [A-Za-z0-9._-]"
                 ));
             }
             sources
                 .entry(source.to_owned())
                 .or_default()
-                .push(secret_bytes(source, secret.trim())?);
+                .push(secret_bytes(number, secret.trim())?);
         }
         Ok(WebhookSecrets(sources))
     }
 }
 
-/// Only the start of a bad entry is echoed, so a secret never reaches an error message.
-fn prefix_of(entry: &str) -> String {
-    entry.chars().take(4).collect()
-}
-
 /// A `whsec_` secret is base64 key material; any other secret is used as its bytes.
-fn secret_bytes(source: &str, secret: &str) -> Result<Vec<u8>, String> {
+fn secret_bytes(number: usize, secret: &str) -> Result<Vec<u8>, String> {
     let bytes = match secret.strip_prefix("whsec_") {
         Some(encoded) => STANDARD
             .decode(encoded)
-            .map_err(|_| format!("the whsec_ secret of '{source}' is not valid base64"))?,
+            .map_err(|_| format!("the whsec_ secret of entry {number} is not valid base64"))?,
         None => secret.as_bytes().to_vec(),
     };
     if bytes.is_empty() {
-        return Err(format!("the secret of '{source}' is empty"));
+        return Err(format!("the secret of entry {number} is empty"));
     }
     Ok(bytes)
 }

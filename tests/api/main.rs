@@ -28,6 +28,7 @@ mod retry_schedule;
 mod returns;
 mod schemas;
 mod sealing;
+mod secret_settings;
 mod tracing;
 mod validation;
 mod webhooks;
