@@ -49,7 +49,7 @@ fn a_malformed_encryption_key_setting_prints_no_key() {
         format!("k1={key},k2={short}"),
         format!("k1={key},{key}"),
         format!("k1={key},k 2={key}"),
-        format!("{key}"),
+        key.clone(),
     ];
     for value in cases {
         let error = refusal(&[
