@@ -272,12 +272,7 @@ fn application(
             cache.clone(),
             metrics.clone(),
         ),
-        health: Health {
-            bus,
-            store,
-            cache,
-            backlog,
-        },
+        health: Health::new(bus, store, cache, backlog),
         publishing,
     }
 }

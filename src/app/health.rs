@@ -1,17 +1,22 @@
 //! The spec's `EventSystemHealth` (plus PostgreSQL) and readiness, from the ports. A hung
-//! dependency must not hang the report: each check is bounded.
+//! dependency must not hang the report: each check is bounded. `/health` needs no token,
+//! so its report is made at most once per [`FACTS_MAX_AGE`]: a flood of calls costs the
+//! dependencies one check a second.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::ports::{CacheProbe, EventBus, StoreProbe};
 use super::publish::Backlog;
-use super::records::{CacheLookups, QueueDepth};
+use super::records::{CacheLookups, CacheStats, QueueDepth};
 
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How old the facts of a report may be when it is served.
+pub const FACTS_MAX_AGE: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -86,21 +91,48 @@ impl Readiness {
 
 #[derive(Clone)]
 pub struct Health {
-    pub bus: Arc<dyn EventBus>,
-    pub store: Arc<dyn StoreProbe>,
-    pub cache: Arc<dyn CacheProbe>,
-    pub backlog: Backlog,
+    bus: Arc<dyn EventBus>,
+    store: Arc<dyn StoreProbe>,
+    cache: Arc<dyn CacheProbe>,
+    backlog: Backlog,
+    /// The last answers of the dependencies and when they were asked. The lock is held
+    /// while they are asked, so callers that come meanwhile wait for those answers instead
+    /// of asking again.
+    latest: Arc<tokio::sync::Mutex<Option<(Instant, Probed)>>>,
+}
+
+/// What the dependencies answered: the facts a report is made of, besides the gateway's
+/// own (circuits, hit rate), which are read fresh every time.
+#[derive(Clone)]
+struct Probed {
+    queues: Option<Vec<QueueDepth>>,
+    redis: Option<CacheStats>,
+    postgres: bool,
 }
 
 impl Health {
+    pub fn new(
+        bus: Arc<dyn EventBus>,
+        store: Arc<dyn StoreProbe>,
+        cache: Arc<dyn CacheProbe>,
+        backlog: Backlog,
+    ) -> Health {
+        Health {
+            bus,
+            store,
+            cache,
+            backlog,
+            latest: Arc::default(),
+        }
+    }
+
+    /// The report, from dependencies' answers at most [`FACTS_MAX_AGE`] old.
     pub async fn report(&self) -> HealthReport {
-        let (queues, redis, postgres) = tokio::join!(
-            tokio::time::timeout(CHECK_TIMEOUT, self.bus.queue_depths()),
-            tokio::time::timeout(CHECK_TIMEOUT, self.cache.stats()),
-            tokio::time::timeout(CHECK_TIMEOUT, self.store.ping()),
-        );
-        let queues = queues.ok().and_then(Result::ok);
-        let redis = redis.ok().and_then(Result::ok);
+        let Probed {
+            queues,
+            redis,
+            postgres,
+        } = self.probed().await;
         let rabbit_mq = RabbitMqHealth {
             connected: queues.is_some(),
             queues: queues.unwrap_or_default(),
@@ -112,7 +144,7 @@ impl Health {
             circuit: self.cache.circuit().as_str(),
         };
         let postgres = PostgresHealth {
-            connected: matches!(postgres, Ok(Ok(()))),
+            connected: postgres,
             circuit: self.store.circuit().as_str(),
         };
         let healthy = rabbit_mq.connected && redis.connected && postgres.connected;
@@ -121,6 +153,33 @@ impl Health {
             rabbit_mq,
             redis,
             postgres,
+        }
+    }
+
+    async fn probed(&self) -> Probed {
+        let mut latest = self.latest.lock().await;
+        if let Some((asked, probed)) = latest.as_ref()
+            && asked.elapsed() < FACTS_MAX_AGE
+        {
+            return probed.clone();
+        }
+        let asked = Instant::now();
+        let probed = self.probe().await;
+        *latest = Some((asked, probed.clone()));
+        probed
+    }
+
+    /// Asks every dependency now, each within [`CHECK_TIMEOUT`].
+    async fn probe(&self) -> Probed {
+        let (queues, redis, postgres) = tokio::join!(
+            tokio::time::timeout(CHECK_TIMEOUT, self.bus.queue_depths()),
+            tokio::time::timeout(CHECK_TIMEOUT, self.cache.stats()),
+            tokio::time::timeout(CHECK_TIMEOUT, self.store.ping()),
+        );
+        Probed {
+            queues: queues.ok().and_then(Result::ok),
+            redis: redis.ok().and_then(Result::ok),
+            postgres: matches!(postgres, Ok(Ok(()))),
         }
     }
 

@@ -20,7 +20,8 @@ pub struct Status {
 }
 
 /// Dependency health: 200 when RabbitMQ, Redis and PostgreSQL are up, 503 otherwise;
-/// always JSON, and bounded by a short timeout per dependency.
+/// always JSON, and bounded by a short timeout per dependency. The facts are at most a
+/// second old: the dependencies are asked at most once a second, however many call.
 #[utoipa::path(
     get,
     path = "/health",

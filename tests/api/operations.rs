@@ -1,15 +1,17 @@
 //! The operator's kit: the dashboard and the alerting rules in deploy/ query only metrics
 //! the gateway exports, counters exist at zero from the start, every route has its own
-//! label, and `/health` reports the gateway's own cache hit rate.
+//! label, and `/health` reports the gateway's own cache hit rate and cannot be made to
+//! load the dependencies.
 
 use std::collections::BTreeSet;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use event_gateway::domain::EventType;
 use event_gateway::runtime::metrics::{Label, PublishOutcome};
 use serde_json::Value;
 
 use crate::helpers::*;
+use crate::proxy::Proxy;
 
 const DASHBOARD: &str = "deploy/grafana/event-gateway.json";
 const ALERTS: &str = "deploy/prometheus/alerts.yml";
@@ -239,4 +241,31 @@ async fn health_reports_the_gateways_own_cache_hit_rate() {
     assert!(hits >= 1.0 && misses >= 1.0, "hits {hits}, misses {misses}");
     let rate = hit_rate(&app).await;
     assert!((rate - hits / (hits + misses)).abs() < 1e-9, "{rate}");
+}
+
+#[tokio::test]
+async fn a_flood_of_health_calls_asks_redis_about_once_a_second() {
+    let redis = Proxy::start("127.0.0.1:6379").await;
+    let mut settings = test_settings();
+    settings.redis_host = redis.addr.ip().to_string();
+    settings.redis_port = redis.addr.port();
+    let app = spawn_app_with(settings).await;
+    // The command as RESP writes it: `CLIENT SETINFO` at connect does not count.
+    redis.count(b"$4\r\nINFO\r\n");
+    let flood = Instant::now();
+    let mut calls = 0;
+    while flood.elapsed() < Duration::from_millis(2500) {
+        let answers = futures_util::future::join_all((0..25).map(|_| app.get("/health"))).await;
+        for answer in answers {
+            assert_eq!(answer.status(), 200);
+        }
+        calls += 25;
+    }
+    let asked = redis.counted();
+    // One check a second at most: 2.5 s of flood reach Redis three or four times.
+    assert!(
+        (1..=4).contains(&asked),
+        "{calls} calls of /health asked Redis for INFO {asked} times"
+    );
+    assert!(calls >= 100, "the flood was only {calls} calls");
 }

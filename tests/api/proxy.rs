@@ -15,11 +15,15 @@ use tokio_util::sync::CancellationToken;
 /// passed on: the peer gets them, the answer never comes back.
 type Tripwire = Arc<std::sync::Mutex<Option<&'static [u8]>>>;
 
+/// Bytes whose passing from client to server is counted, and the count so far.
+type Tally = Arc<std::sync::Mutex<Option<(&'static [u8], usize)>>>;
+
 pub struct Proxy {
     pub addr: SocketAddr,
     cut: Arc<AtomicBool>,
     stalled: watch::Sender<bool>,
     tripwire: Tripwire,
+    tally: Tally,
     links: Arc<Mutex<JoinSet<()>>>,
     accept: tokio::task::JoinHandle<()>,
 }
@@ -32,12 +36,14 @@ impl Proxy {
         let (stalled, _) = watch::channel(false);
         let links = Arc::new(Mutex::new(JoinSet::new()));
         let tripwire = Tripwire::default();
+        let tally = Tally::default();
         let target = target.to_owned();
         let accept = tokio::spawn({
             let cut = cut.clone();
             let links = links.clone();
             let stalled = stalled.clone();
             let tripwire = tripwire.clone();
+            let tally = tally.clone();
             async move {
                 while let Ok((client, _)) = listener.accept().await {
                     if cut.load(Ordering::SeqCst) {
@@ -46,6 +52,7 @@ impl Proxy {
                     let target = target.clone();
                     let stalled = stalled.subscribe();
                     let tripwire = tripwire.clone();
+                    let tally = tally.clone();
                     links.lock().await.spawn(async move {
                         if let Ok(server) = TcpStream::connect(&target).await {
                             let (client_read, client_write) = client.into_split();
@@ -55,11 +62,13 @@ impl Proxy {
                                 stalled: stalled.clone(),
                                 severed: severed.clone(),
                                 tripwire: Some(tripwire),
+                                tally: Some(tally),
                             };
                             let incoming = Pump {
                                 stalled,
                                 severed,
                                 tripwire: None,
+                                tally: None,
                             };
                             tokio::join!(
                                 outgoing.run(client_read, server_write),
@@ -75,6 +84,7 @@ impl Proxy {
             cut,
             stalled,
             tripwire,
+            tally,
             links,
             accept,
         }
@@ -101,6 +111,19 @@ impl Proxy {
     pub fn cut_after_next(&self, bytes: &'static [u8]) {
         *self.tripwire.lock().expect("tripwire") = Some(bytes);
     }
+
+    /// From now on, counts how often a client sends `bytes` (a Redis `INFO`, say).
+    pub fn count(&self, bytes: &'static [u8]) {
+        *self.tally.lock().expect("tally") = Some((bytes, 0));
+    }
+
+    /// How often the bytes given to [`Proxy::count`] were sent since.
+    pub fn counted(&self) -> usize {
+        self.tally
+            .lock()
+            .expect("tally")
+            .map_or(0, |(_, seen)| seen)
+    }
 }
 
 /// Copies bytes one way, holding them while the proxy is stalled; `severed` ends both
@@ -109,6 +132,7 @@ struct Pump {
     stalled: watch::Receiver<bool>,
     severed: CancellationToken,
     tripwire: Option<Tripwire>,
+    tally: Option<Tally>,
 }
 
 impl Pump {
@@ -132,6 +156,7 @@ impl Pump {
                     return;
                 }
             }
+            self.tally(&buffer[..read]);
             let tripped = self.tripped(&buffer[..read]);
             if to.write_all(&buffer[..read]).await.is_err() {
                 return;
@@ -141,6 +166,15 @@ impl Pump {
                 self.severed.cancel();
                 return;
             }
+        }
+    }
+
+    fn tally(&self, chunk: &[u8]) {
+        let Some(tally) = &self.tally else {
+            return;
+        };
+        if let Some((bytes, seen)) = tally.lock().expect("tally").as_mut() {
+            *seen += chunk.windows(bytes.len()).filter(|w| w == bytes).count();
         }
     }
 
