@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::ports::{CacheProbe, EventBus, StoreProbe};
+use super::ports::{CacheProbe, EventBus, KeyProbe, StoreProbe};
 use super::publish::Backlog;
 use super::records::{CacheLookups, QueueDepth};
 
@@ -71,6 +71,8 @@ pub enum Readiness {
     BrokerUnreachable,
     DatabaseNotReady,
     OutboxNotCounted,
+    /// The identity provider's key set has not been fetched yet: tokens get 503.
+    KeysUnavailable,
 }
 
 impl Readiness {
@@ -80,6 +82,7 @@ impl Readiness {
             Readiness::BrokerUnreachable => "broker_unreachable",
             Readiness::DatabaseNotReady => "database_not_ready",
             Readiness::OutboxNotCounted => "outbox_not_counted",
+            Readiness::KeysUnavailable => "identity_provider_keys_unavailable",
         }
     }
 }
@@ -90,6 +93,7 @@ pub struct Health {
     pub store: Arc<dyn StoreProbe>,
     pub cache: Arc<dyn CacheProbe>,
     pub backlog: Backlog,
+    pub keys: Arc<dyn KeyProbe>,
 }
 
 impl Health {
@@ -131,6 +135,8 @@ impl Health {
             Readiness::DatabaseNotReady
         } else if !self.backlog.is_counted() {
             Readiness::OutboxNotCounted
+        } else if !self.keys.keys_loaded() {
+            Readiness::KeysUnavailable
         } else {
             Readiness::Ready
         }

@@ -12,8 +12,10 @@ use crate::domain::sealing::{Sealer, SealingKeys, SensitiveField};
 use crate::domain::webhook::WebhookSecrets;
 use crate::runtime::backoff::{Backoff, RetryPolicy};
 
+mod identity;
 mod values;
 
+pub use identity::Identity;
 use values::percent_encode;
 pub use values::{CorsOrigin, GatewayEnv, LogFormat, Secret};
 
@@ -151,6 +153,9 @@ pub struct Settings {
     /// Required `aud` claim, when set.
     #[arg(long, env = "JWT_AUDIENCE", global = true)]
     pub jwt_audience: Option<String>,
+
+    #[command(flatten)]
+    pub identity: Identity,
 
     /// `production` refuses to start with the development secret.
     #[arg(
