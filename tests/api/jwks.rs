@@ -34,7 +34,10 @@ async fn publish_with(app: &TestApp, token: &str) -> (u16, Value) {
 }
 
 async fn status_with(app: &TestApp, token: &str) -> u16 {
-    publish_with(app, token).await.0
+    app.post_json("/v1/events", token, &event("quest.created"))
+        .await
+        .status()
+        .as_u16()
 }
 
 #[tokio::test]
