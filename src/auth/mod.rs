@@ -18,6 +18,8 @@ mod signer;
 
 pub use keyset::RemoteKeys;
 pub use refusal::{TokenError, TokenRefused};
+
+use self::refusal::refuse_critical_extensions;
 pub use signer::{TokenSigner, parse_ttl};
 
 use self::jwks::PublicKey;
@@ -244,23 +246,6 @@ impl TokenVerifier {
 impl KeyProbe for TokenVerifier {
     fn keys_loaded(&self) -> bool {
         self.keys.generation().is_some()
-    }
-}
-
-/// RFC 7515 §4.1.11: a recipient must refuse a `crit` naming an extension it does not
-/// understand, and this gateway understands none.
-fn refuse_critical_extensions(header: &Header) -> Result<(), TokenRefused> {
-    match &header.crit {
-        None => Ok(()),
-        Some(names) => Err(TokenRefused(format!(
-            "the token's header marks extensions as critical (crit: {}) that this gateway does not understand",
-            names
-                .iter()
-                .map(|name| format!("{:?}", name.chars().take(32).collect::<String>()))
-                .take(4)
-                .collect::<Vec<_>>()
-                .join(", ")
-        ))),
     }
 }
 

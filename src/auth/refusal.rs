@@ -76,4 +76,23 @@ impl TokenRefused {
     }
 }
 
+/// RFC 7515 §4.1.11: a recipient must refuse a `crit` naming an extension it does not
+/// understand, and this gateway understands none.
+pub(super) fn refuse_critical_extensions(
+    header: &jsonwebtoken::Header,
+) -> Result<(), TokenRefused> {
+    match &header.crit {
+        None => Ok(()),
+        Some(names) => Err(TokenRefused(format!(
+            "the token's header marks extensions as critical (crit: {}) that this gateway does not understand",
+            names
+                .iter()
+                .map(|name| format!("{:?}", name.chars().take(32).collect::<String>()))
+                .take(4)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
+    }
+}
+
 const NOT_A_JWT: &str = "the token is not a JWT (three base64url parts: header.claims.signature)";
