@@ -20,6 +20,13 @@ impl Keys {
     pub fn from_settings(settings: &Settings) -> anyhow::Result<Self> {
         if let Some(source) = key_set_source(settings)? {
             let identity = &settings.identity;
+            if identity.jwt_jwks_cache_min > identity.jwt_jwks_cache_max {
+                bail!(
+                    "JWT_JWKS_CACHE_MIN ({}) is longer than JWT_JWKS_CACHE_MAX ({}): the floor must not exceed the ceiling",
+                    humantime::format_duration(identity.jwt_jwks_cache_min),
+                    humantime::format_duration(identity.jwt_jwks_cache_max)
+                );
+            }
             let policy = RefreshPolicy {
                 min_refresh: identity.jwt_jwks_min_refresh,
                 cache_min: identity.jwt_jwks_cache_min,
@@ -130,4 +137,62 @@ fn decoding_key_from_pem(pem: &[u8]) -> anyhow::Result<(DecodingKey, Algorithm)>
         return Ok((key, Algorithm::ES256));
     }
     Ok((DecodingKey::from_ed_pem(pem)?, Algorithm::EdDSA))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refusal(change: impl FnOnce(&mut Settings)) -> String {
+        let mut settings = Settings::from_env().expect("settings");
+        settings.jwt_secret = None;
+        settings.jwt_public_key_file = None;
+        change(&mut settings);
+        match key_set_source(&settings) {
+            Ok(source) => format!("accepted: {source:?}"),
+            Err(error) => error.to_string(),
+        }
+    }
+
+    #[test]
+    fn settings_that_do_not_fit_together_are_refused_by_name() {
+        let url = Some("https://sso.example/certs".to_owned());
+        assert!(refusal(|s| s.identity.jwt_jwks_url = url.clone()).starts_with("accepted"));
+        let both = refusal(|s| {
+            s.identity.jwt_jwks_url = url.clone();
+            s.jwt_secret = Some("secret".parse().expect("secret"));
+        });
+        assert!(
+            both.starts_with(
+                "JWT_JWKS_URL / JWT_OIDC_DISCOVERY cannot be combined with JWT_SECRET"
+            ),
+            "{both}"
+        );
+        let discovery = refusal(|s| {
+            s.identity.jwt_oidc_discovery = true;
+            s.jwt_issuer = None;
+        });
+        assert!(
+            discovery.starts_with("JWT_OIDC_DISCOVERY=true needs JWT_ISSUER"),
+            "{discovery}"
+        );
+        let twice = refusal(|s| {
+            s.identity.jwt_jwks_url = url.clone();
+            s.identity.jwt_oidc_discovery = true;
+        });
+        assert!(
+            twice.starts_with("JWT_JWKS_URL and JWT_OIDC_DISCOVERY=true"),
+            "{twice}"
+        );
+        let clear = refusal(|s| {
+            s.identity.jwt_jwks_url = Some("http://sso.example/certs".into());
+            s.gateway_env = GatewayEnv::Production;
+        });
+        assert!(
+            clear.starts_with("GATEWAY_ENV=production needs an https:// JWT_JWKS_URL"),
+            "{clear}"
+        );
+        let not_a_url = refusal(|s| s.identity.jwt_jwks_url = Some("sso.example/certs".into()));
+        assert_eq!(not_a_url, "JWT_JWKS_URL must be an http:// or https:// URL");
+    }
 }
