@@ -44,6 +44,7 @@ use tracing::{info, warn};
 use crate::app::App;
 use crate::app::health::Health;
 use crate::app::idempotency::Idempotency;
+use crate::app::ports::KeyProbe;
 use crate::app::publish::{Backlog, Publishing, PublishingParts};
 use crate::app::rate_limit::{Policy, RateLimiter};
 use crate::app::reads::Reads;
@@ -108,7 +109,7 @@ pub async fn run(
     settings: Settings,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let verifier = verifier(&settings)?;
+    let verifier = Arc::new(verifier(&settings)?);
     let metrics = Arc::new(Metrics::new().context("registering metrics")?);
     let family_queues = topology(&settings).family_queues().to_vec();
     metrics.initialise(family_queues.iter().map(|binding| binding.queue.as_str()));
@@ -118,8 +119,11 @@ pub async fn run(
     let backlog = Backlog::default();
     let background = Workers::default();
     start_workers(&settings, &adapters, &backlog, &metrics, &background);
+    if let Some(keys) = verifier.remote_keys() {
+        background.spawn("key set", keys.refresh_in_background(background.token()));
+    }
     let state = AppState::new(Dependencies {
-        app: application(&settings, &adapters, backlog, &metrics),
+        app: application(&settings, &adapters, backlog, &metrics, verifier.clone()),
         verifier,
         metrics,
         webhooks: settings.webhook_secrets.clone(),
@@ -148,11 +152,11 @@ fn verifier(settings: &Settings) -> anyhow::Result<TokenVerifier> {
     if verifier.source() == KeySource::DevelopmentSecret {
         if settings.gateway_env == GatewayEnv::Production {
             bail!(
-                "GATEWAY_ENV=production needs JWT_SECRET or JWT_PUBLIC_KEY_FILE; refusing the development secret"
+                "GATEWAY_ENV=production needs JWT_SECRET, JWT_PUBLIC_KEY_FILE, JWT_JWKS_URL or JWT_OIDC_DISCOVERY; refusing the development secret"
             );
         }
         warn!(
-            "!!! No JWT_SECRET or JWT_PUBLIC_KEY_FILE: tokens are checked with the PUBLIC DEVELOPMENT SECRET. Anyone can mint tokens. Never run this way in production. !!!"
+            "!!! No JWT_SECRET, JWT_PUBLIC_KEY_FILE or JWT_JWKS_URL: tokens are checked with the PUBLIC DEVELOPMENT SECRET. Anyone can mint tokens. Never run this way in production. !!!"
         );
     }
     Ok(verifier)
@@ -235,6 +239,7 @@ fn application(
     adapters: &Adapters,
     backlog: Backlog,
     metrics: &Arc<Metrics>,
+    keys: Arc<dyn KeyProbe>,
 ) -> App {
     let (bus, store, cache) = (
         Arc::new(adapters.publisher.clone()),
@@ -272,7 +277,7 @@ fn application(
             cache.clone(),
             metrics.clone(),
         ),
-        health: Health::new(bus, store, cache, backlog),
+        health: Health::new(bus, store, cache, backlog, keys),
         publishing,
     }
 }

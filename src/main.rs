@@ -35,7 +35,7 @@ enum Command {
         #[arg(long)]
         scope: String,
         /// How long the token is valid, e.g. 15m, 1h, 7d.
-        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        #[arg(long, default_value = "1h", value_parser = event_gateway::auth::parse_ttl, allow_hyphen_values = true)]
         ttl: Duration,
     },
     /// Print the OpenAPI document.

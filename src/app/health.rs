@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::ports::{CacheProbe, EventBus, StoreProbe};
+use super::ports::{CacheProbe, EventBus, KeyProbe, StoreProbe};
 use super::publish::Backlog;
 use super::records::{CacheLookups, CacheStats, QueueDepth};
 
@@ -76,6 +76,8 @@ pub enum Readiness {
     BrokerUnreachable,
     DatabaseNotReady,
     OutboxNotCounted,
+    /// The identity provider's key set has not been fetched yet: tokens get 503.
+    KeysUnavailable,
 }
 
 impl Readiness {
@@ -85,6 +87,7 @@ impl Readiness {
             Readiness::BrokerUnreachable => "broker_unreachable",
             Readiness::DatabaseNotReady => "database_not_ready",
             Readiness::OutboxNotCounted => "outbox_not_counted",
+            Readiness::KeysUnavailable => "identity_provider_keys_unavailable",
         }
     }
 }
@@ -95,6 +98,7 @@ pub struct Health {
     store: Arc<dyn StoreProbe>,
     cache: Arc<dyn CacheProbe>,
     backlog: Backlog,
+    keys: Arc<dyn KeyProbe>,
     /// The last answers of the dependencies and when they were asked. The lock is held
     /// while they are asked, so callers that come meanwhile wait for those answers instead
     /// of asking again.
@@ -116,12 +120,14 @@ impl Health {
         store: Arc<dyn StoreProbe>,
         cache: Arc<dyn CacheProbe>,
         backlog: Backlog,
+        keys: Arc<dyn KeyProbe>,
     ) -> Health {
         Health {
             bus,
             store,
             cache,
             backlog,
+            keys,
             latest: Arc::default(),
         }
     }
@@ -190,6 +196,8 @@ impl Health {
             Readiness::DatabaseNotReady
         } else if !self.backlog.is_counted() {
             Readiness::OutboxNotCounted
+        } else if !self.keys.keys_loaded() {
+            Readiness::KeysUnavailable
         } else {
             Readiness::Ready
         }

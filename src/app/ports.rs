@@ -217,6 +217,12 @@ pub trait LimiterStore: Send + Sync {
     async fn gcra(&self, key: &str, request: GcraRequest) -> Result<GcraReply, CacheError>;
 }
 
+/// Whether the keys that verify tokens are at hand (the identity provider's key set has
+/// been fetched), for `/health/ready`.
+pub trait KeyProbe: Send + Sync {
+    fn keys_loaded(&self) -> bool;
+}
+
 /// PostgreSQL's health, for `/health` and `/health/ready`.
 #[async_trait]
 pub trait StoreProbe: Send + Sync {

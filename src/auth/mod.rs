@@ -1,18 +1,31 @@
 //! Bearer tokens: verifying them into a [`Principal`], and minting them for the `token`
-//! command. The accepted algorithms follow the configured key; `none` never passes.
+//! command. The accepted algorithms follow the configured key, or the identity provider's
+//! key set (RS256, ES256 and EdDSA keys, chosen by `kid`); `none` never passes.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
-use anyhow::Context;
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use jsonwebtoken::{Algorithm, Header, Validation};
 use serde::Deserialize;
+use serde::de::IgnoredAny;
 use sha2::{Digest, Sha256};
 
+mod jwks;
+mod keys;
+mod keyset;
+mod refusal;
 mod signer;
 
-pub use signer::TokenSigner;
+pub use keyset::RemoteKeys;
+pub use refusal::{TokenError, TokenRefused};
 
+use self::refusal::refuse_critical_extensions;
+pub use signer::{TokenSigner, parse_ttl};
+
+use self::jwks::PublicKey;
+use self::keys::Keys;
+use self::keyset::Lookup;
+use crate::app::ports::KeyProbe;
 use crate::config::Settings;
 use crate::domain::{Principal, Scopes, WEBHOOK_SUBJECT_PREFIX};
 
@@ -20,14 +33,19 @@ use crate::domain::{Principal, Scopes, WEBHOOK_SUBJECT_PREFIX};
 /// `GATEWAY_ENV=production` refuses to start with it.
 pub const DEVELOPMENT_SECRET: &str = "event-gateway-development-secret-change-me";
 
-/// Leeway for `exp` and `nbf`, for clocks that disagree a little.
-const CLOCK_LEEWAY_SECS: u64 = 30;
-
 /// Verified tokens remembered at most; past it, expired ones go, or all of them.
 const VERIFIED_CAPACITY: usize = 10_000;
 
+/// The algorithms a key can verify; each key verifies exactly one.
+const ALGORITHMS: [Algorithm; 4] = [
+    Algorithm::RS256,
+    Algorithm::ES256,
+    Algorithm::EdDSA,
+    Algorithm::HS256,
+];
+
 /// What the gateway reads from a token; `exp`, `nbf`, `iss` and `aud` (a string or an
-/// array) are checked by the validation itself.
+/// array) are checked by the validation itself when configured.
 #[derive(Debug, Deserialize)]
 struct Claims {
     /// Required by the validation, which says so by name when it is missing.
@@ -36,52 +54,18 @@ struct Claims {
     scope: String,
     /// Required and checked by the validation; read again to know how long to trust it.
     exp: Option<f64>,
+    iat: Option<f64>,
+    /// Read to refuse a token minted for another service when JWT_AUDIENCE is unset.
+    #[serde(default)]
+    aud: Option<IgnoredAny>,
 }
 
-/// A token that passed verification, until its `exp` (with the leeway) passes.
+/// A token that passed verification, until its `exp` (with the leeway) passes or the key
+/// set that verified it changes.
 struct Verified {
     principal: Principal,
     valid_until: u64,
-}
-
-/// Why a token was refused, in the caller's words: jsonwebtoken's own say
-/// `ExpiredSignature` or `JSON error: expected value at line 1 column 1`.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct TokenRefused(String);
-
-impl TokenRefused {
-    fn new(token: &str, error: &jsonwebtoken::errors::Error) -> Self {
-        use jsonwebtoken::errors::ErrorKind as Kind;
-        let reason = match error.kind() {
-            Kind::ExpiredSignature => "the token has expired",
-            Kind::ImmatureSignature => "the token is not valid yet (its nbf is in the future)",
-            Kind::InvalidSignature => "the token's signature does not verify",
-            Kind::InvalidIssuer => "the token's issuer (iss) is not the one this gateway trusts",
-            Kind::InvalidAudience => "the token's audience (aud) does not name this gateway",
-            Kind::MissingRequiredClaim(claim) => {
-                return Self(format!("the token has no {claim} claim"));
-            }
-            Kind::InvalidClaimFormat(claim) => {
-                return Self(format!("the token's {claim} claim has the wrong type"));
-            }
-            Kind::InvalidAlgorithm | Kind::UnsupportedAlgorithm | Kind::InvalidAlgorithmName => {
-                "the token is signed with an algorithm this gateway does not accept"
-            }
-            // Well-formed JSON of the wrong shape: in the header, an `alg` such as `none`.
-            Kind::Json(json) if json.is_data() && jsonwebtoken::decode_header(token).is_err() => {
-                "the token's header names no algorithm this gateway accepts"
-            }
-            Kind::Json(json) if json.is_data() => {
-                "the token's claims have the wrong types (sub and scope are strings, exp a number)"
-            }
-            Kind::InvalidToken | Kind::Base64(_) | Kind::Utf8(_) | Kind::Json(_) => {
-                "the token is not a JWT (three base64url parts: header.claims.signature)"
-            }
-            _ => "the token cannot be verified with the configured key",
-        };
-        Self(reason.into())
-    }
+    generation: u64,
 }
 
 /// Where the verification key came from.
@@ -90,13 +74,17 @@ pub enum KeySource {
     DevelopmentSecret,
     Secret,
     PublicKeyFile,
+    /// JWT_JWKS_URL, or OpenID Connect discovery.
+    IdentityProvider,
 }
 
 /// Checks bearer tokens against the configured key, issuer and audience.
 pub struct TokenVerifier {
-    key: DecodingKey,
-    validation: Validation,
-    source: KeySource,
+    keys: Keys,
+    /// One per entry of [`ALGORITHMS`], each accepting only its algorithm.
+    validations: Vec<Validation>,
+    leeway: u64,
+    audience_required: bool,
     /// Tokens verified lately, by their SHA-256: a caller sends the same token with every
     /// request, and its base64, JSON and signature (an RSA one costs tens of microseconds)
     /// need checking only once.
@@ -105,77 +93,104 @@ pub struct TokenVerifier {
 
 impl TokenVerifier {
     pub fn from_settings(settings: &Settings) -> anyhow::Result<Self> {
-        let (key, algorithms, source) = match (&settings.jwt_public_key_file, &settings.jwt_secret)
-        {
-            (Some(path), _) => {
-                let pem = std::fs::read(path).with_context(|| {
-                    format!("JWT_PUBLIC_KEY_FILE: cannot read {}", path.display())
-                })?;
-                let (key, algorithm) = decoding_key_from_pem(&pem).with_context(|| {
-                    format!(
-                        "JWT_PUBLIC_KEY_FILE: {} is not an RSA, EC or Ed25519 public key",
-                        path.display()
-                    )
-                })?;
-                (key, vec![algorithm], KeySource::PublicKeyFile)
-            }
-            (None, Some(secret)) => (
-                DecodingKey::from_secret(secret.expose().as_bytes()),
-                vec![Algorithm::HS256],
-                KeySource::Secret,
-            ),
-            (None, None) => (
-                DecodingKey::from_secret(DEVELOPMENT_SECRET.as_bytes()),
-                vec![Algorithm::HS256],
-                KeySource::DevelopmentSecret,
-            ),
-        };
-        let mut validation = Validation::new(algorithms[0]);
-        validation.algorithms = algorithms;
-        validation.leeway = CLOCK_LEEWAY_SECS;
-        validation.validate_nbf = true;
-        let mut required = vec!["exp", "sub"];
-        if let Some(issuer) = &settings.jwt_issuer {
-            validation.set_issuer(&[issuer]);
-            required.push("iss");
-        }
-        match &settings.jwt_audience {
-            Some(audience) => {
-                validation.set_audience(&[audience]);
-                required.push("aud");
-            }
-            None => validation.validate_aud = false,
-        }
-        validation.set_required_spec_claims(&required);
+        let keys = Keys::from_settings(settings)?;
+        let leeway = settings.identity.jwt_leeway.as_secs();
         Ok(TokenVerifier {
-            key,
-            validation,
-            source,
+            keys,
+            validations: ALGORITHMS
+                .iter()
+                .map(|algorithm| validation(settings, *algorithm, leeway))
+                .collect(),
+            leeway,
+            audience_required: settings.jwt_audience.is_some(),
             verified: Mutex::new(HashMap::new()),
         })
     }
 
     pub fn source(&self) -> KeySource {
-        self.source
+        self.keys.source()
     }
 
-    /// The principal a valid token speaks for; any failure is a reason to answer 401.
-    pub fn verify(&self, token: &str) -> Result<Principal, TokenRefused> {
+    /// The identity provider's key set, to be fetched in the background, if tokens are
+    /// verified with one.
+    pub fn remote_keys(&self) -> Option<Arc<RemoteKeys>> {
+        self.keys.remote()
+    }
+
+    /// The principal a valid token speaks for; a refusal is a 401, keys not fetched yet a
+    /// 503.
+    pub async fn verify(&self, token: &str) -> Result<Principal, TokenError> {
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         // The clock the validation reads `exp` on.
         let now = jsonwebtoken::get_current_timestamp();
-        if let Some(principal) = self.recall(&digest, now) {
+        if let Some(generation) = self.keys.generation()
+            && let Some(principal) = self.recall(&digest, now, generation)
+        {
             return Ok(principal);
         }
-        let claims = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
-            .map_err(|error| TokenRefused::new(token, &error))?
+        let header = jsonwebtoken::decode_header(token).map_err(|e| TokenRefused::header(&e))?;
+        refuse_critical_extensions(&header)?;
+        let (key, generation) = self.key_for(&header).await?;
+        let claims = jsonwebtoken::decode::<Claims>(token, &key.key, self.validation(&key))
+            .map_err(|error| TokenRefused::new(&error))?
             .claims;
-        let (Some(subject), Some(exp)) = (claims.sub, claims.exp) else {
-            return Err(TokenRefused("the token lacks its sub or exp claim".into()));
+        let (principal, valid_until) = self.principal(claims, now)?;
+        self.remember(digest, &principal, valid_until, generation, now);
+        Ok(principal)
+    }
+
+    /// The key that verifies a token with this header, and the generation of its set.
+    async fn key_for(&self, header: &Header) -> Result<(Arc<PublicKey>, u64), TokenError> {
+        let remote = match &self.keys {
+            Keys::Remote(remote) => remote,
+            Keys::Local(key, _) => return Ok((key.clone(), 0)),
         };
+        let Some(kid) = header.kid.as_deref() else {
+            return Err(TokenRefused::plain(
+                "the token's header names no key (kid); the identity provider's keys are chosen by kid",
+            )
+            .into());
+        };
+        let lookup = match remote.lookup(kid) {
+            Lookup::Missing => remote.lookup_after_refresh(kid).await,
+            held => held,
+        };
+        match lookup {
+            Lookup::Found(key, generation) => Ok((key, generation)),
+            Lookup::NotLoaded => Err(TokenError::KeysUnavailable),
+            Lookup::Missing => Err(TokenRefused::unknown_kid(kid).into()),
+        }
+    }
+
+    fn validation(&self, key: &PublicKey) -> &Validation {
+        let index = ALGORITHMS
+            .iter()
+            .position(|algorithm| *algorithm == key.algorithm)
+            .unwrap_or_default();
+        &self.validations[index]
+    }
+
+    /// The checks the validation does not make, and how long the token may be trusted.
+    fn principal(&self, claims: Claims, now: u64) -> Result<(Principal, u64), TokenRefused> {
+        let (Some(subject), Some(exp)) = (claims.sub, claims.exp) else {
+            return Err(TokenRefused::plain("the token lacks its sub or exp claim"));
+        };
+        if claims
+            .iat
+            .is_some_and(|iat| iat > now.saturating_add(self.leeway) as f64)
+        {
+            return Err(TokenRefused::plain(
+                "the token's iat is in the future: it says it was issued later than now (more than JWT_LEEWAY)",
+            ));
+        }
+        if !self.audience_required && claims.aud.is_some() {
+            return Err(TokenRefused::plain(
+                "the token names an audience (aud) and this gateway has none (JWT_AUDIENCE is unset): it was minted for another service",
+            ));
+        }
         if subject.is_empty() || subject.contains('\0') {
-            return Err(TokenRefused(
-                "the token's subject (sub) is empty or holds a NUL".into(),
+            return Err(TokenRefused::plain(
+                "the token's subject (sub) is empty or holds a NUL",
             ));
         }
         if subject.starts_with(WEBHOOK_SUBJECT_PREFIX) {
@@ -188,24 +203,31 @@ impl TokenVerifier {
             subject,
         };
         // The validation let it through, so this is the same test it made of `exp`.
-        let valid_until = (exp.max(0.0) as u64).saturating_add(CLOCK_LEEWAY_SECS);
-        self.remember(digest, &principal, valid_until, now);
-        Ok(principal)
+        let valid_until = (exp.max(0.0) as u64).saturating_add(self.leeway);
+        Ok((principal, valid_until))
     }
 
-    /// The principal of a token verified before, while its `exp` holds.
-    fn recall(&self, digest: &[u8; 32], now: u64) -> Option<Principal> {
+    /// The principal of a token verified before, while its `exp` holds and the key set
+    /// that verified it is the one held.
+    fn recall(&self, digest: &[u8; 32], now: u64, generation: u64) -> Option<Principal> {
         let verified = self.verified.lock().unwrap_or_else(|p| p.into_inner());
         verified
             .get(digest)
-            .filter(|entry| now <= entry.valid_until)
+            .filter(|entry| now <= entry.valid_until && entry.generation == generation)
             .map(|entry| entry.principal.clone())
     }
 
-    fn remember(&self, digest: [u8; 32], principal: &Principal, valid_until: u64, now: u64) {
+    fn remember(
+        &self,
+        digest: [u8; 32],
+        principal: &Principal,
+        valid_until: u64,
+        generation: u64,
+        now: u64,
+    ) {
         let mut verified = self.verified.lock().unwrap_or_else(|p| p.into_inner());
         if verified.len() >= VERIFIED_CAPACITY {
-            verified.retain(|_, entry| now <= entry.valid_until);
+            verified.retain(|_, entry| now <= entry.valid_until && entry.generation == generation);
             if verified.len() >= VERIFIED_CAPACITY {
                 verified.clear();
             }
@@ -215,19 +237,37 @@ impl TokenVerifier {
             Verified {
                 principal: principal.clone(),
                 valid_until,
+                generation,
             },
         );
     }
 }
 
-fn decoding_key_from_pem(pem: &[u8]) -> anyhow::Result<(DecodingKey, Algorithm)> {
-    if let Ok(key) = DecodingKey::from_rsa_pem(pem) {
-        return Ok((key, Algorithm::RS256));
+impl KeyProbe for TokenVerifier {
+    fn keys_loaded(&self) -> bool {
+        self.keys.generation().is_some()
     }
-    if let Ok(key) = DecodingKey::from_ec_pem(pem) {
-        return Ok((key, Algorithm::ES256));
+}
+
+/// The checks of `exp`, `nbf`, `iss` and `aud` for tokens signed with `algorithm`.
+fn validation(settings: &Settings, algorithm: Algorithm, leeway: u64) -> Validation {
+    let mut validation = Validation::new(algorithm);
+    validation.leeway = leeway;
+    validation.validate_nbf = true;
+    let mut required = vec!["exp", "sub"];
+    if let Some(issuer) = &settings.jwt_issuer {
+        validation.set_issuer(&[issuer]);
+        required.push("iss");
     }
-    Ok((DecodingKey::from_ed_pem(pem)?, Algorithm::EdDSA))
+    match &settings.jwt_audience {
+        Some(audience) => {
+            validation.set_audience(&[audience]);
+            required.push("aud");
+        }
+        None => validation.validate_aud = false,
+    }
+    validation.set_required_spec_claims(&required);
+    validation
 }
 
 #[cfg(test)]
@@ -248,41 +288,53 @@ mod tests {
         )
     }
 
-    #[test]
-    fn a_verified_token_is_remembered_until_it_expires() {
+    #[tokio::test]
+    async fn a_verified_token_is_remembered_until_it_expires() {
         let (verifier, signer) = pair();
         let token = signer
             .mint("backend", "events:publish", Duration::from_secs(60))
             .expect("token");
-        let first = verifier.verify(&token).expect("valid");
+        let first = verifier.verify(&token).await.expect("valid");
         assert_eq!(first.subject, "backend");
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         let valid_until = verifier.verified.lock().unwrap()[&digest].valid_until;
-        let expected = jsonwebtoken::get_current_timestamp() + 60 + CLOCK_LEEWAY_SECS;
+        let expected = jsonwebtoken::get_current_timestamp() + 60 + verifier.leeway;
         assert!(
             valid_until.abs_diff(expected) <= 2,
             "{valid_until} vs {expected}"
         );
-        assert_eq!(verifier.recall(&digest, valid_until), Some(first.clone()));
-        assert_eq!(verifier.recall(&digest, valid_until + 1), None, "expired");
-        assert_eq!(verifier.verify(&token).expect("remembered"), first);
+        assert_eq!(
+            verifier.recall(&digest, valid_until, 0),
+            Some(first.clone())
+        );
+        assert_eq!(
+            verifier.recall(&digest, valid_until + 1, 0),
+            None,
+            "expired"
+        );
+        assert_eq!(
+            verifier.recall(&digest, valid_until, 1),
+            None,
+            "another key set"
+        );
+        assert_eq!(verifier.verify(&token).await.expect("remembered"), first);
     }
 
-    #[test]
-    fn a_token_that_fails_is_not_remembered() {
+    #[tokio::test]
+    async fn a_token_that_fails_is_not_remembered() {
         let (verifier, signer) = pair();
         let token = signer
             .mint("backend", "events:publish", Duration::from_secs(60))
             .expect("token");
         let forged = format!("{}x", &token[..token.len() - 1]);
         for _ in 0..2 {
-            assert!(verifier.verify(&forged).is_err());
+            assert!(verifier.verify(&forged).await.is_err());
         }
         assert!(verifier.verified.lock().unwrap().is_empty());
     }
 
-    #[test]
-    fn refusals_say_what_is_wrong_in_plain_words() {
+    #[tokio::test]
+    async fn refusals_say_what_is_wrong_in_plain_words() {
         use base64::Engine;
         let (verifier, _) = pair();
         let now = jsonwebtoken::get_current_timestamp();
@@ -310,7 +362,7 @@ mod tests {
             ),
             (
                 signed(serde_json::json!({"sub": 7, "exp": now + 60}), secret),
-                "the token's claims have the wrong types (sub and scope are strings, exp a number)",
+                "the token's claims have the wrong types (sub and scope are strings, exp and iat numbers)",
             ),
             (
                 format!("{}.{}.", b64(r#"{"alg":"none"}"#), b64(r#"{"sub":"svc"}"#)),
@@ -333,7 +385,7 @@ mod tests {
             ),
         ];
         for (token, expected) in cases {
-            let refused = verifier.verify(&token).expect_err(expected);
+            let refused = verifier.verify(&token).await.expect_err(expected);
             assert_eq!(refused.to_string(), expected);
         }
     }

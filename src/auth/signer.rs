@@ -9,6 +9,21 @@ use serde::Serialize;
 use super::DEVELOPMENT_SECRET;
 use crate::config::Settings;
 
+const TTL_ABOVE_ZERO: &str =
+    "must be longer than zero: a token with no lifetime is expired when it is issued";
+
+/// The `token` command's `--ttl`: a duration such as `15m` or `1h`, longer than zero.
+pub fn parse_ttl(text: &str) -> Result<Duration, String> {
+    if text.trim_start().starts_with('-') {
+        return Err(TTL_ABOVE_ZERO.into());
+    }
+    match humantime::parse_duration(text) {
+        Ok(ttl) if ttl.is_zero() => Err(TTL_ABOVE_ZERO.into()),
+        Ok(ttl) => Ok(ttl),
+        Err(error) => Err(error.to_string()),
+    }
+}
+
 /// What the `token` command writes.
 #[derive(Debug, Serialize)]
 struct MintedClaims<'a> {
@@ -42,6 +57,13 @@ pub struct TokenSigner {
 
 impl TokenSigner {
     pub fn from_settings(settings: &Settings) -> anyhow::Result<Self> {
+        if settings.identity.jwt_jwks_url.is_some() || settings.identity.jwt_oidc_discovery {
+            bail!(
+                "tokens come from the identity provider (JWT_JWKS_URL / JWT_OIDC_DISCOVERY); \
+                 the token command signs only with a local key: unset those to mint \
+                 development tokens with JWT_SECRET or JWT_PRIVATE_KEY_FILE"
+            );
+        }
         let (key, algorithm) = match (&settings.jwt_public_key_file, &settings.jwt_secret) {
             (Some(_), _) => {
                 let Some(path) = &settings.jwt_private_key_file else {
@@ -78,6 +100,7 @@ impl TokenSigner {
 
     /// A token for `subject` with `scope`, valid for `ttl` from now.
     pub fn mint(&self, subject: &str, scope: &str, ttl: Duration) -> anyhow::Result<String> {
+        anyhow::ensure!(!ttl.is_zero(), "--ttl {TTL_ABOVE_ZERO}");
         anyhow::ensure!(
             !subject.starts_with(crate::domain::WEBHOOK_SUBJECT_PREFIX),
             "--sub may not start with {}, which names webhook senders",

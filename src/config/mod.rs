@@ -12,8 +12,10 @@ use crate::domain::sealing::{Sealer, SealingKeys, SensitiveField};
 use crate::domain::webhook::WebhookSecrets;
 use crate::runtime::backoff::{Backoff, RetryPolicy};
 
+mod identity;
 mod values;
 
+pub use identity::Identity;
 use values::{Concealed, percent_encode};
 pub use values::{CorsOrigin, GatewayEnv, LogFormat, Secret};
 
@@ -132,6 +134,7 @@ pub struct Settings {
     #[arg(
         long,
         env = "JWT_SECRET",
+        value_parser = Concealed::<Secret>::new(),
         hide_env_values = true,
         global = true,
         conflicts_with = "jwt_public_key_file"
@@ -153,6 +156,9 @@ pub struct Settings {
     /// Required `aud` claim, when set.
     #[arg(long, env = "JWT_AUDIENCE", global = true)]
     pub jwt_audience: Option<String>,
+
+    #[command(flatten)]
+    pub identity: Identity,
 
     /// `production` refuses to start with the development secret.
     #[arg(

@@ -14,6 +14,7 @@ use super::AppState;
 use super::error::{ApiError, NOT_BEARER, set_rate_limit_headers};
 use super::server::peer;
 use crate::app::rate_limit::Budget;
+use crate::auth::TokenError;
 use crate::domain::Principal;
 
 /// What the middleware found in the `Authorization` header.
@@ -21,6 +22,8 @@ use crate::domain::Principal;
 pub enum Authentication {
     Verified(Principal),
     Refused(String),
+    /// The identity provider's keys have not been fetched yet.
+    KeysUnavailable,
 }
 
 /// Routes that authenticate by other means than a bearer token.
@@ -31,10 +34,19 @@ const WEBHOOK_PREFIX: &str = "/v1/webhooks/";
 const UNLIMITED: [&str; 3] = ["/health/live", "/health/ready", "/metrics"];
 
 pub async fn admit(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
-    let authentication = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .map(|value| authenticate(&state, value));
+    let mut values = request.headers().get_all(header::AUTHORIZATION).iter();
+    let (first, second) = (values.next(), values.next());
+    if second.is_some() {
+        return ApiError::BadRequest {
+            title: "Ambiguous credentials",
+            detail: "the request has more than one Authorization header; send exactly one".into(),
+        }
+        .into_response();
+    }
+    let authentication = match first {
+        Some(value) => Some(authenticate(&state, value).await),
+        None => None,
+    };
     let path = request.uri().path();
     let budget = match &authentication {
         _ if UNLIMITED.contains(&path) => None,
@@ -62,7 +74,7 @@ pub async fn admit(State(state): State<AppState>, mut request: Request, next: Ne
     response
 }
 
-fn authenticate(state: &AppState, value: &HeaderValue) -> Authentication {
+async fn authenticate(state: &AppState, value: &HeaderValue) -> Authentication {
     let token = value
         .to_str()
         .ok()
@@ -72,8 +84,9 @@ fn authenticate(state: &AppState, value: &HeaderValue) -> Authentication {
     let Some(token) = token else {
         return Authentication::Refused(NOT_BEARER.into());
     };
-    match state.verifier.verify(token.trim()) {
+    match state.verifier.verify(token.trim()).await {
         Ok(principal) => Authentication::Verified(principal),
-        Err(refused) => Authentication::Refused(refused.to_string()),
+        Err(TokenError::Refused(refused)) => Authentication::Refused(refused.to_string()),
+        Err(TokenError::KeysUnavailable) => Authentication::KeysUnavailable,
     }
 }

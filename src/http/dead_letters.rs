@@ -145,7 +145,7 @@ async fn list_dead_letters(
         (status = 404, description = "No such dead letter", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Already replayed", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Its routing key is not an event type, so it cannot be replayed", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The database is unavailable; not replayed", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The database is unavailable; not replayed; or `keys-unavailable`: the identity provider's keys could not be fetched yet, retry after Retry-After", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
 )]

@@ -67,7 +67,7 @@ const CLOUDEVENT_BATCH: &str = "application/cloudevents-batch+json";
         NotJson,
         (status = 422, description = "Invalid event; every bad field is named", body = Problem, content_type = "application/problem+json"),
         (status = 500, description = "No queue is bound for the event's routing key", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Not taken (`unavailable`, `timeout`): nothing was or will be published, retry after Retry-After; or `outcome-unknown`: the events in `eventIds` may have been taken, retry them with the same ids or `Idempotency-Key`", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Not taken (`unavailable`, `timeout`): nothing was or will be published, retry after Retry-After; or `outcome-unknown`: the events in `eventIds` may have been taken, retry them with the same ids or `Idempotency-Key`; or `keys-unavailable`: the identity provider's keys could not be fetched yet, retry after Retry-After", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
 )]
@@ -129,7 +129,7 @@ async fn publish_event(
         NotJson,
         (status = 422, description = "Unknown type or invalid data; every bad field is named", body = Problem, content_type = "application/problem+json"),
         RateLimited,
-        (status = 503, description = "Not taken (`unavailable`, `timeout`): nothing was or will be published, retry after Retry-After; or `outcome-unknown`: the events in `eventIds` may have been taken, retry them with the same ids or `Idempotency-Key`", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Not taken (`unavailable`, `timeout`): nothing was or will be published, retry after Retry-After; or `outcome-unknown`: the events in `eventIds` may have been taken, retry them with the same ids or `Idempotency-Key`; or `keys-unavailable`: the identity provider's keys could not be fetched yet, retry after Retry-After", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
 )]
@@ -224,7 +224,7 @@ async fn publish_one(
         SlowBody,
         RateLimited,
         (status = 422, description = "Invalid batch; every bad field is named under /events/<index>", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Some events were not taken; `results` says which were published, queued, failed or unknown; or `outcome-unknown`: the events in `eventIds` may have been taken, retry them with the same ids or `Idempotency-Key`", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Some events were not taken; `results` says which were published, queued, failed or unknown; or `outcome-unknown`: the events in `eventIds` may have been taken, retry them with the same ids or `Idempotency-Key`; or `keys-unavailable`: the identity provider's keys could not be fetched yet, retry after Retry-After", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
 )]

@@ -195,6 +195,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
         match parts.extensions.remove::<Authentication>() {
             Some(Authentication::Verified(principal)) => Ok(Caller(principal)),
             Some(Authentication::Refused(reason)) => Err(ApiError::Unauthorized(reason)),
+            Some(Authentication::KeysUnavailable) => Err(ApiError::KeysUnavailable),
             None => Err(ApiError::Unauthorized(MISSING_TOKEN.into())),
         }
     }

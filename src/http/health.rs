@@ -48,11 +48,12 @@ async fn live() -> Json<Status> {
     Json(Status { status: "alive" })
 }
 
-/// Ready to accept events: the broker connection is up and the database is migrated.
+/// Ready to accept events: the broker connection is up, the database is migrated and the
+/// keys that verify tokens are at hand.
 #[utoipa::path(get, path = "/health/ready", tag = "operations",
     responses(
         (status = 200, description = "Events can be published", body = Status),
-        (status = 503, description = "The broker is unreachable or the database not ready", body = Status),
+        (status = 503, description = "The broker is unreachable, the database not ready, or the identity provider's keys not fetched yet", body = Status),
     ))]
 async fn ready(State(state): State<AppState>) -> Response {
     let readiness = state.app.health.readiness();

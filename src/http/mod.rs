@@ -47,7 +47,7 @@ pub const MAX_BODY_BYTES: usize = 256 * 1024;
 /// What every handler can reach.
 pub struct Dependencies {
     pub app: App,
-    pub verifier: TokenVerifier,
+    pub verifier: Arc<TokenVerifier>,
     pub metrics: Arc<Metrics>,
     pub webhooks: WebhookSecrets,
     pub body_read_timeout: Duration,

@@ -50,9 +50,9 @@ problem_responses! {
     /// Routes that take only JSON.
     NotJson = 415, "Not JSON";
     /// Routes that read PostgreSQL.
-    DatabaseDown = 503, "The database is unavailable";
+    DatabaseDown = 503, "The database is unavailable, or (`keys-unavailable`) the identity provider's keys could not be fetched yet; retry after Retry-After";
     /// Listing routes.
-    UnreadableQuery = 400, "Unreadable query";
+    UnreadableQuery = 400, "Unreadable query, or more than one Authorization header";
     /// Routes that publish once per key.
     KeyInProgress = 409, "The first request with this key (or event id) has not finished yet; retry shortly";
 }

@@ -56,6 +56,11 @@ impl ApiError {
                 "timeout",
                 "The request took too long",
             ),
+            KeysUnavailable => (
+                S::SERVICE_UNAVAILABLE,
+                "keys-unavailable",
+                "The identity provider's keys are unavailable",
+            ),
             Internal(_) => (
                 S::INTERNAL_SERVER_ERROR,
                 "internal",
@@ -147,6 +152,11 @@ impl ApiError {
                     .into()
             }
             ApiError::Conflict(detail) => detail.clone(),
+            ApiError::KeysUnavailable => {
+                "the identity provider's keys (JWT_JWKS_URL) could not be fetched yet, so no token \
+                 can be verified; nothing was done, retry after Retry-After"
+                    .into()
+            }
             ApiError::Timeout => {
                 "the gateway could not answer within REQUEST_TIMEOUT; retry with the same event id"
                     .into()

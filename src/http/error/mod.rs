@@ -93,6 +93,8 @@ pub enum ApiError {
     Conflict(String),
     #[error("the request took too long")]
     Timeout,
+    #[error("the identity provider's keys could not be fetched yet")]
+    KeysUnavailable,
     #[error("the request head is too large")]
     HeadTooLarge(usize),
     #[error("the request body arrived too slowly")]
