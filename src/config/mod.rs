@@ -12,7 +12,13 @@ use crate::domain::sealing::{Sealer, SealingKeys, SensitiveField};
 use crate::domain::webhook::WebhookSecrets;
 use crate::runtime::backoff::{Backoff, RetryPolicy};
 
+mod tls;
 mod values;
+
+pub use tls::{
+    BrokerEndpoint, ClientIdentity, ClientTls, DatabaseEndpoint, Endpoints, RedisEndpoint, SslMode,
+    TlsSettings,
+};
 
 use values::percent_encode;
 pub use values::{CorsOrigin, GatewayEnv, LogFormat, Secret};
@@ -258,6 +264,10 @@ pub struct Settings {
     /// posts to `<endpoint>/v1/traces`. Unset: no export (trace context still flows).
     #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", global = true)]
     pub otel_exporter_otlp_endpoint: Option<String>,
+
+    /// TLS to RabbitMQ, Redis and PostgreSQL (`tls.rs`).
+    #[command(flatten)]
+    pub tls: TlsSettings,
 }
 
 /// Parses settings from the environment alone, with no command line.
@@ -305,8 +315,13 @@ impl Settings {
             Some(password) => format!(":{}@", percent_encode(password.expose())),
             None => String::new(),
         };
+        let scheme = if self.tls.redis_tls {
+            "rediss"
+        } else {
+            "redis"
+        };
         format!(
-            "redis://{auth}{}:{}/{}",
+            "{scheme}://{auth}{}:{}/{}",
             self.redis_host, self.redis_port, self.redis_db
         )
     }
