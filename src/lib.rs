@@ -51,9 +51,9 @@ use crate::app::reads::Reads;
 use crate::app::replay::Replay;
 use crate::app::webhooks::MIN_REPLAY_WINDOW;
 use crate::auth::{KeySource, TokenVerifier};
-use crate::bus::{BusSettings, Publisher, Topology};
+use crate::bus::{Broker, BusSettings, Publisher, Topology};
 use crate::cache::{Cache, ClaimLedger};
-use crate::config::{GatewayEnv, Settings};
+use crate::config::{DatabaseEndpoint, Endpoints, GatewayEnv, Settings, SslMode};
 use crate::http::server::ConnectionLimits;
 use crate::http::{AppState, Dependencies};
 use crate::runtime::breaker::CircuitBreaker;
@@ -81,9 +81,9 @@ pub fn asyncapi_json(settings: &Settings) -> serde_json::Result<String> {
 /// How much longer than the confirm timeout a request's own outbox rows are left to it.
 const REQUEST_LEASE_MARGIN: Duration = Duration::from_secs(2);
 
-pub fn store_settings(settings: &Settings) -> StoreSettings {
+pub fn store_settings(settings: &Settings, database: &DatabaseEndpoint) -> StoreSettings {
     StoreSettings {
-        url: settings.database_url.expose().to_owned(),
+        url: database.url.expose().to_owned(),
         pool_size: settings.db_pool_size,
         acquire_timeout: settings.db_acquire_timeout,
         statement_timeout: settings.db_statement_timeout,
@@ -96,6 +96,7 @@ pub fn store_settings(settings: &Settings) -> StoreSettings {
 
 /// The adapters, connected (or connecting) in the background.
 struct Adapters {
+    broker: Broker,
     publisher: Publisher,
     store: Store,
     cache: Cache,
@@ -110,12 +111,16 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let verifier = Arc::new(verifier(&settings)?);
+    // One crypto provider for every TLS client (rustls picks it by itself only while a
+    // single one is built in).
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let endpoints = settings.endpoints()?;
     let metrics = Arc::new(Metrics::new().context("registering metrics")?);
     let family_queues = topology(&settings).family_queues().to_vec();
     metrics.initialise(family_queues.iter().map(|binding| binding.queue.as_str()));
     // Stopped last: what the workers and requests publish and write through.
     let connections = Workers::default();
-    let adapters = connect(&settings, &metrics, &connections)?;
+    let adapters = connect(&settings, &endpoints, &metrics, &connections)?;
     let backlog = Backlog::default();
     let background = Workers::default();
     start_workers(&settings, &adapters, &backlog, &metrics, &background);
@@ -164,11 +169,14 @@ fn verifier(settings: &Settings) -> anyhow::Result<TokenVerifier> {
 
 fn connect(
     settings: &Settings,
+    endpoints: &Endpoints,
     metrics: &Arc<Metrics>,
     workers: &Workers,
 ) -> anyhow::Result<Adapters> {
+    let broker = Broker::new(&endpoints.broker)?;
+    log_transports(&broker, endpoints);
     let bus = BusSettings {
-        url: settings.amqp_url.expose().to_owned(),
+        broker: broker.clone(),
         topology: topology(settings),
         channels: settings.amqp_publish_channels,
         max_in_flight: settings.amqp_max_in_flight,
@@ -176,21 +184,85 @@ fn connect(
     };
     let breaker = |dependency| CircuitBreaker::new(metrics.circuit(dependency));
     let cache = Cache::new(
-        &settings.redis_url(),
+        &endpoints.redis,
         &settings.redis_key_prefix,
         breaker(Dependency::Redis),
         metrics,
     )
     .context("REDIS_HOST/REDIS_PORT/REDIS_PASSWORD/REDIS_DB do not form a valid Redis URL")?;
+    let first_check = cache.clone();
+    let stop = workers.token();
+    workers.spawn("redis check", async move {
+        tokio::select! {
+            () = first_check.check_connection() => {}
+            () = stop.cancelled() => {}
+        }
+    });
     Ok(Adapters {
+        broker,
         publisher: Publisher::start(bus, metrics.clone(), workers),
         store: Store::start(
-            &store_settings(settings),
+            &store_settings(settings, &endpoints.database),
             breaker(Dependency::Postgres),
             workers,
         )?,
         cache,
     })
+}
+
+/// One line per dependency at start: plain text or TLS, and what is checked. TLS that does
+/// not check the server (or may fall back to plain text) is a warning.
+fn log_transports(broker: &Broker, endpoints: &Endpoints) {
+    let checked = |tls: &config::ClientTls, ca: &'static str| {
+        let roots = if tls.ca_pem.is_some() {
+            ca
+        } else {
+            "the built-in public roots"
+        };
+        let client = if tls.identity.is_some() {
+            ", with a client certificate"
+        } else {
+            ""
+        };
+        format!("checking the server's certificate and host name against {roots}{client}")
+    };
+    match &endpoints.broker.tls {
+        Some(tls) => info!(
+            host = broker.host(),
+            "RabbitMQ: TLS, {}",
+            checked(tls, "AMQP_TLS_CA_FILE")
+        ),
+        None => info!(host = broker.host(), "RabbitMQ: plain text (amqp://)"),
+    }
+    match &endpoints.redis.tls {
+        Some(tls) => info!("Redis: TLS, {}", checked(tls, "REDIS_TLS_CA_FILE")),
+        None => info!("Redis: plain text (REDIS_TLS=false)"),
+    }
+    let database = &endpoints.database;
+    let mode = database.ssl_mode.as_str();
+    match database.ssl_mode {
+        SslMode::VerifyFull | SslMode::VerifyCa => info!(
+            sslmode = mode,
+            "PostgreSQL: TLS, checking the server's certificate{}",
+            if database.ssl_mode == SslMode::VerifyFull {
+                " and host name"
+            } else {
+                " (not its host name)"
+            }
+        ),
+        SslMode::Require => warn!(
+            sslmode = mode,
+            "PostgreSQL: TLS without checking the server's certificate: use sslmode=verify-full"
+        ),
+        SslMode::Prefer => warn!(
+            sslmode = mode,
+            "PostgreSQL: TLS if the server offers it, else plain text, never checking its certificate: use sslmode=verify-full"
+        ),
+        SslMode::Disable if database.local => {
+            info!(sslmode = mode, "PostgreSQL: plain text (a local server)")
+        }
+        SslMode::Disable => warn!(sslmode = mode, "PostgreSQL: plain text to a remote server"),
+    }
 }
 
 fn start_workers(
@@ -217,7 +289,7 @@ fn start_workers(
     );
     if settings.consumers_enabled {
         let consumer_settings = ConsumerSettings {
-            url: settings.amqp_url.expose().to_owned(),
+            broker: adapters.broker.clone(),
             topology: topology(settings),
             prefetch: settings.consumer_prefetch,
             retry: settings.retry_policy(),

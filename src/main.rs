@@ -61,13 +61,13 @@ fn main() -> ExitCode {
         Command::Token { sub, scope, ttl } => TokenSigner::from_settings(&cli.settings)
             .and_then(|signer| signer.mint(&sub, &scope, ttl))
             .map(|token| println!("{token}")),
-        Command::Migrate => tokio::runtime::Runtime::new()
-            .map_err(anyhow::Error::from)
-            .and_then(|runtime| {
-                runtime.block_on(event_gateway::store::migrate(
-                    cli.settings.database_url.expose(),
-                ))
-            }),
+        Command::Migrate => cli.settings.database_endpoint().and_then(|database| {
+            tokio::runtime::Runtime::new()
+                .map_err(anyhow::Error::from)
+                .and_then(|runtime| {
+                    runtime.block_on(event_gateway::store::migrate(database.url.expose()))
+                })
+        }),
         Command::Decrypt => decrypt(&cli.settings),
         Command::Openapi => event_gateway::http::openapi_json()
             .map(|json| println!("{json}"))

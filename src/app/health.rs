@@ -9,20 +9,27 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::ports::{CacheProbe, EventBus, KeyProbe, StoreProbe};
+use super::ports::{CacheProbe, EventBus, KeyProbe, PublishError, StoreError, StoreProbe};
 use super::publish::Backlog;
 use super::records::{CacheLookups, CacheStats, QueueDepth};
+use crate::runtime::reason::{Peer, describe};
 
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How old the facts of a report may be when it is served.
 pub const FACTS_MAX_AGE: Duration = Duration::from_secs(1);
 
+/// `lastError` while the first attempt to connect is still under way.
+pub const NOT_YET: &str = "not connected yet: the first attempt is under way";
+
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RabbitMqHealth {
     pub connected: bool,
     pub queues: Vec<QueueDepth>,
+    /// Why the gateway cannot use it right now, in plain words (for TLS: what about the
+    /// certificate did not verify, and which setting to look at); null while it is fine.
+    pub last_error: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -38,6 +45,9 @@ pub struct RedisHealth {
     /// The circuit breaker in front of Redis: `closed`, or `open` (failing fast).
     #[schema(example = "closed")]
     pub circuit: &'static str,
+    /// Why the gateway cannot use it right now, in plain words (for TLS: what about the
+    /// certificate did not verify, and which setting to look at); null while it is fine.
+    pub last_error: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -48,6 +58,9 @@ pub struct PostgresHealth {
     /// The circuit breaker in front of PostgreSQL: `closed`, or `open` (failing fast).
     #[schema(example = "closed")]
     pub circuit: &'static str,
+    /// Why the gateway cannot use it right now, in plain words (for TLS: what about the
+    /// certificate did not verify, and which setting to look at); null while it is fine.
+    pub last_error: Option<String>,
 }
 
 /// The spec's `EventSystemHealth` plus PostgreSQL, with an overall status.
@@ -110,8 +123,11 @@ pub struct Health {
 #[derive(Clone)]
 struct Probed {
     queues: Option<Vec<QueueDepth>>,
+    bus_error: Option<String>,
     redis: Option<CacheStats>,
+    redis_error: Option<String>,
     postgres: bool,
+    postgres_error: Option<String>,
 }
 
 impl Health {
@@ -136,22 +152,28 @@ impl Health {
     pub async fn report(&self) -> HealthReport {
         let Probed {
             queues,
+            bus_error,
             redis,
+            redis_error,
             postgres,
+            postgres_error,
         } = self.probed().await;
         let rabbit_mq = RabbitMqHealth {
             connected: queues.is_some(),
             queues: queues.unwrap_or_default(),
+            last_error: bus_error,
         };
         let redis = RedisHealth {
             connected: redis.is_some(),
             hit_rate: hit_rate(self.cache.lookups()),
             used_memory: redis.map(|stats| stats.used_memory).unwrap_or_default(),
             circuit: self.cache.circuit().as_str(),
+            last_error: redis_error,
         };
         let postgres = PostgresHealth {
             connected: postgres,
             circuit: self.store.circuit().as_str(),
+            last_error: postgres_error,
         };
         let healthy = rabbit_mq.connected && redis.connected && postgres.connected;
         HealthReport {
@@ -182,10 +204,35 @@ impl Health {
             tokio::time::timeout(CHECK_TIMEOUT, self.cache.stats()),
             tokio::time::timeout(CHECK_TIMEOUT, self.store.ping()),
         );
+        let (queues, bus_error) = split(queues, |e| self.bus_error(e));
+        let (redis, redis_error) = split(redis, |e| describe(&*e.0, Peer::Redis).text);
+        let (postgres, postgres_error) = split(postgres, |e| self.store_error(e));
         Probed {
-            queues: queues.ok().and_then(Result::ok),
-            redis: redis.ok().and_then(Result::ok),
-            postgres: matches!(postgres, Ok(Ok(()))),
+            queues,
+            bus_error,
+            redis,
+            redis_error,
+            postgres: postgres.is_some(),
+            postgres_error,
+        }
+    }
+    /// Why the last connect failed; before one has, or once connected, the check's error.
+    fn bus_error(&self, error: PublishError) -> String {
+        match (self.bus.last_error(), error) {
+            (Some(reason), _) => reason,
+            (None, PublishError::Unavailable(None)) => NOT_YET.into(),
+            (None, error) => error.to_string(),
+        }
+    }
+
+    /// Before the database is ready, why preparing it fails; after, the ping's own error.
+    fn store_error(&self, error: StoreError) -> String {
+        match error {
+            StoreError::NotReady => self.store.last_error().unwrap_or_else(|| NOT_YET.into()),
+            StoreError::Unavailable(cause) | StoreError::CommitUnknown(cause) => {
+                describe(&*cause, Peer::Postgres).text
+            }
+            other => other.to_string(),
         }
     }
 
@@ -201,6 +248,21 @@ impl Health {
         } else {
             Readiness::Ready
         }
+    }
+}
+
+/// A bounded check's value, or why there is none (a timeout, or the error in words).
+fn split<T, E>(
+    checked: Result<Result<T, E>, tokio::time::error::Elapsed>,
+    words: impl FnOnce(E) -> String,
+) -> (Option<T>, Option<String>) {
+    match checked {
+        Ok(Ok(value)) => (Some(value), None),
+        Ok(Err(error)) => (None, Some(words(error))),
+        Err(_) => (
+            None,
+            Some(format!("no answer within {} s", CHECK_TIMEOUT.as_secs())),
+        ),
     }
 }
 

@@ -111,6 +111,12 @@ pub struct CacheError(pub Cause);
 pub trait EventBus: Send + Sync {
     fn is_connected(&self) -> bool;
 
+    /// Why the last attempt to connect failed (a TLS reason in plain words), until one
+    /// succeeds.
+    fn last_error(&self) -> Option<String> {
+        None
+    }
+
     /// Publishes `messages` (persistent, mandatory) in this order and awaits every
     /// confirm; one outcome per message.
     async fn publish_in_order(
@@ -231,6 +237,10 @@ pub trait StoreProbe: Send + Sync {
     fn circuit(&self) -> CircuitState;
     /// One round trip, even while the circuit is open.
     async fn ping(&self) -> Result<(), StoreError>;
+    /// Why preparing the database (connect, create, migrate) last failed, until it is ready.
+    fn last_error(&self) -> Option<String> {
+        None
+    }
 }
 
 /// Redis's health, and how the gateway's own cached reads fare, for `/health`.

@@ -14,6 +14,7 @@ use super::confirms::Confirms;
 use super::publisher::{BusSettings, Shared};
 use super::topology::Topology;
 use crate::runtime::backoff::{Backoff, Reconnect};
+use crate::runtime::reason::{Peer, Reason};
 
 /// A connection and its confirm-mode channels, used in turn, each with the collector of
 /// its confirms.
@@ -37,7 +38,9 @@ impl Link {
 
 /// Keeps one healthy link in `shared.link` until `stop`.
 pub(super) async fn supervise(shared: Arc<Shared>, stop: CancellationToken) {
-    let mut reconnect = Reconnect::new("cannot reach the broker", Backoff::RECONNECT);
+    let mut reconnect = Reconnect::new("cannot reach the broker", Backoff::RECONNECT)
+        .to(Peer::RabbitMq)
+        .recording(shared.last_error.clone());
     while !stop.is_cancelled() {
         match connect(&shared.settings).await {
             Ok(link) => {
@@ -47,6 +50,12 @@ pub(super) async fn supervise(shared: Arc<Shared>, stop: CancellationToken) {
                 info!(channels = link.channels.len(), "connected to the broker");
                 hold(&shared, &link, &stop).await;
                 set_link(&shared, None);
+                if !stop.is_cancelled() {
+                    shared.last_error.set(&Reason {
+                        tls: false,
+                        text: "the connection failed; reconnecting".into(),
+                    });
+                }
                 Topology::close(&link.connection, "event-gateway reconnecting or stopping").await;
             }
             Err(error) => {
@@ -94,7 +103,7 @@ fn set_link(shared: &Shared, link: Option<Arc<Link>>) {
 async fn connect(settings: &BusSettings) -> anyhow::Result<Link> {
     let connection = settings
         .topology
-        .connect(&settings.url, "event-gateway")
+        .connect(&settings.broker, "event-gateway")
         .await?;
     let mut channels = Vec::with_capacity(usize::from(settings.channels));
     for _ in 0..settings.channels {

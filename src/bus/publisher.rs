@@ -18,6 +18,7 @@ use lapin::{BasicProperties, Confirmation};
 use tokio::sync::{Notify, Semaphore};
 use tracing::{Instrument, info_span, instrument};
 
+use super::Broker;
 use super::confirm_book::Sent;
 use super::confirms::{Confirms, Outgoing};
 use super::link::{Link, supervise};
@@ -28,12 +29,13 @@ use crate::app::records::{OutgoingMessage, QueueDepth};
 use crate::domain::trace::TraceContext;
 use crate::runtime::detached::finish_detached;
 use crate::runtime::metrics::Metrics;
+use crate::runtime::reason::LastError;
 use crate::runtime::worker::Workers;
 
 /// How the publisher reaches the broker.
 #[derive(Debug, Clone)]
 pub struct BusSettings {
-    pub url: String,
+    pub broker: Broker,
     pub topology: Topology,
     pub channels: u16,
     pub max_in_flight: u32,
@@ -46,6 +48,8 @@ pub(super) struct Shared {
     pub(super) broken: Notify,
     in_flight: Semaphore,
     pub(super) metrics: Arc<Metrics>,
+    /// Why the last connect failed, until one succeeds.
+    pub(super) last_error: LastError,
 }
 
 /// Cheap to clone; all clones share one connection.
@@ -66,6 +70,7 @@ impl Publisher {
             link: RwLock::new(None),
             broken: Notify::new(),
             metrics,
+            last_error: LastError::default(),
         });
         workers.spawn(
             "broker connection",
@@ -237,6 +242,10 @@ impl EventBus for Publisher {
         self.connected()
     }
 
+    fn last_error(&self) -> Option<String> {
+        self.shared.last_error.get()
+    }
+
     #[instrument(name = "publish", skip_all, fields(messages = messages.len()))]
     async fn publish_in_order(
         &self,
@@ -319,7 +328,7 @@ mod tests {
     #[tokio::test]
     async fn a_publish_given_up_while_waiting_for_a_slot_was_not_sent() {
         let settings = BusSettings {
-            url: "amqp://guest:guest@127.0.0.1:1/%2f".into(),
+            broker: Broker::plain("amqp://guest:guest@127.0.0.1:1/%2f").expect("url"),
             topology: Topology::new("gateway-test", "", &[]),
             channels: 1,
             max_in_flight: 1,

@@ -7,6 +7,7 @@ use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Channel, Connection, ConnectionProperties, ExchangeKind};
 use tracing::instrument;
 
+use super::Broker;
 use crate::domain::Family;
 
 /// A broker that does not answer a connect in this long is treated as down.
@@ -87,10 +88,9 @@ impl Topology {
 
     /// Connects to the broker and declares the topology on a channel of its own.
     #[instrument(skip_all, fields(name))]
-    pub async fn connect(&self, url: &str, name: &str) -> anyhow::Result<Connection> {
+    pub async fn connect(&self, broker: &Broker, name: &str) -> anyhow::Result<Connection> {
         let properties = ConnectionProperties::default().with_connection_name(name.into());
-        let connection =
-            tokio::time::timeout(CONNECT_TIMEOUT, Connection::connect(url, properties)).await??;
+        let connection = tokio::time::timeout(CONNECT_TIMEOUT, broker.open(properties)).await??;
         let setup = connection.create_channel().await?;
         self.declare(&setup).await?;
         setup.close(200, "topology declared".into()).await?;

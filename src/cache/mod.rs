@@ -9,13 +9,15 @@ use std::time::Duration;
 use async_trait::async_trait;
 use prometheus::IntCounter;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use tracing::{debug, instrument};
+use tracing::{debug, error, info, instrument, warn};
 use uuid::Uuid;
 
 use crate::app::ports::{CacheError, CacheProbe, ReadCache};
 use crate::app::records::{CacheLookups, CacheStats};
+use crate::config::RedisEndpoint;
 use crate::runtime::breaker::{CircuitBreaker, CircuitState, Fault};
 use crate::runtime::metrics::{CacheLookup, Metrics};
+use crate::runtime::reason::{Peer, describe};
 
 mod claims;
 mod limiter;
@@ -43,12 +45,12 @@ impl Cache {
     /// Does not connect yet, so the gateway starts while Redis is down. Its cached reads
     /// are counted in `metrics`.
     pub fn new(
-        url: &str,
+        endpoint: &RedisEndpoint,
         prefix: &str,
         breaker: CircuitBreaker,
         metrics: &Metrics,
     ) -> redis::RedisResult<Self> {
-        let client = redis::Client::open(url)?;
+        let client = client(endpoint)?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(RESPONSE_TIMEOUT))
             .set_response_timeout(Some(RESPONSE_TIMEOUT))
@@ -61,6 +63,25 @@ impl Cache {
             hits: metrics.cache_lookups(CacheLookup::Hit),
             misses: metrics.cache_lookups(CacheLookup::Miss),
         })
+    }
+
+    /// Connects once and says how that went: at error level when TLS failed (a
+    /// certificate that does not verify), naming the reason `/health` shows too.
+    pub async fn check_connection(&self) {
+        let mut connection = self.connection.clone();
+        let pinged: redis::RedisResult<String> =
+            redis::cmd("PING").query_async(&mut connection).await;
+        match pinged {
+            Ok(_) => info!("connected to Redis"),
+            Err(failure) => {
+                let reason = describe(&failure, Peer::Redis);
+                if reason.tls {
+                    error!(error = %failure, "Redis: {reason}");
+                } else {
+                    warn!(error = %failure, "Redis: {reason}; the cache is bypassed until it answers");
+                }
+            }
+        }
     }
 
     /// Counts a cached read as a hit or a miss.
@@ -203,6 +224,28 @@ impl ReadCache for Cache {
             .clone();
         let stored: redis::RedisResult<()> = self.run(&command).await;
         bypass_on_error(stored);
+    }
+}
+
+/// A client for the endpoint: with TLS, trusting its CA file (or the built-in public roots)
+/// and presenting its client certificate.
+fn client(endpoint: &RedisEndpoint) -> redis::RedisResult<redis::Client> {
+    let url = endpoint.url.expose();
+    match &endpoint.tls {
+        Some(tls) if tls.ca_pem.is_some() || tls.identity.is_some() => {
+            let certificates = redis::TlsCertificates {
+                client_tls: tls
+                    .identity
+                    .as_ref()
+                    .map(|identity| redis::ClientTlsConfig {
+                        client_cert: identity.cert_pem.clone(),
+                        client_key: identity.key_pem.clone(),
+                    }),
+                root_cert: tls.ca_pem.as_ref().map(|pem| pem.clone().into_bytes()),
+            };
+            redis::Client::build_with_tls(url, certificates)
+        }
+        _ => redis::Client::open(url),
     }
 }
 

@@ -13,9 +13,14 @@ use crate::domain::webhook::WebhookSecrets;
 use crate::runtime::backoff::{Backoff, RetryPolicy};
 
 mod identity;
+mod tls;
 mod values;
 
 pub use identity::Identity;
+pub use tls::{
+    BrokerEndpoint, ClientIdentity, ClientTls, DatabaseEndpoint, Endpoints, RedisEndpoint, SslMode,
+    TlsSettings,
+};
 use values::{Concealed, percent_encode};
 pub use values::{CorsOrigin, GatewayEnv, LogFormat, Secret};
 
@@ -267,6 +272,10 @@ pub struct Settings {
     /// posts to `<endpoint>/v1/traces`. Unset: no export (trace context still flows).
     #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", global = true)]
     pub otel_exporter_otlp_endpoint: Option<String>,
+
+    /// TLS to RabbitMQ, Redis and PostgreSQL (`tls.rs`).
+    #[command(flatten)]
+    pub tls: TlsSettings,
 }
 
 /// Parses settings from the environment alone, with no command line.
@@ -314,8 +323,13 @@ impl Settings {
             Some(password) => format!(":{}@", percent_encode(password.expose())),
             None => String::new(),
         };
+        let scheme = if self.tls.redis_tls {
+            "rediss"
+        } else {
+            "redis"
+        };
         format!(
-            "redis://{auth}{}:{}/{}",
+            "{scheme}://{auth}{}:{}/{}",
             self.redis_host, self.redis_port, self.redis_db
         )
     }

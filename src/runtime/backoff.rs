@@ -5,7 +5,9 @@
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
-use tracing::warn;
+use tracing::{error, warn};
+
+use super::reason::{LastError, Peer, describe_anyhow};
 
 /// Waits of `initial`, `2 × initial`, `4 × initial`, … never longer than `max`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,6 +75,8 @@ pub struct Reconnect {
     what: &'static str,
     schedule: Backoff,
     failures: u32,
+    peer: Option<Peer>,
+    last_error: Option<LastError>,
 }
 
 impl Reconnect {
@@ -81,24 +85,52 @@ impl Reconnect {
             what,
             schedule,
             failures: 0,
+            peer: None,
+            last_error: None,
         }
+    }
+
+    /// Failures to reach `peer`: a TLS failure is logged at error level, naming `peer` and
+    /// the reason (a certificate that does not verify will not heal by waiting).
+    pub fn to(mut self, peer: Peer) -> Self {
+        self.peer = Some(peer);
+        self
+    }
+
+    /// Keeps the reason of the last failure in `last_error` (for `/health`) until the next
+    /// success.
+    pub fn recording(mut self, last_error: LastError) -> Self {
+        self.last_error = Some(last_error);
+        self
     }
 
     /// Connected: the next failure waits the shortest time again.
     pub fn succeeded(&mut self) {
         self.failures = 0;
+        if let Some(last_error) = &self.last_error {
+            last_error.clear();
+        }
     }
 
     /// Logs the failure and waits the next delay; `false` when `stop` came first.
-    pub async fn wait_after(&mut self, error: &anyhow::Error, stop: &CancellationToken) -> bool {
+    pub async fn wait_after(&mut self, failure: &anyhow::Error, stop: &CancellationToken) -> bool {
         self.failures += 1;
         let delay = self.schedule.jittered(self.failures, fastrand::f64());
-        warn!(
-            error = format!("{error:#}"),
-            retry_in_ms = delay.as_millis() as u64,
-            "{}",
-            self.what
-        );
+        let retry_in_ms = delay.as_millis() as u64;
+        let detail = format!("{failure:#}");
+        match self.peer.map(|peer| (peer, describe_anyhow(failure, peer))) {
+            Some((peer, reason)) => {
+                if let Some(last_error) = &self.last_error {
+                    last_error.set(&reason);
+                }
+                if reason.tls {
+                    error!(error = detail, retry_in_ms, "{}: {reason}", peer.name());
+                } else {
+                    warn!(error = detail, retry_in_ms, "{}", self.what);
+                }
+            }
+            None => warn!(error = detail, retry_in_ms, "{}", self.what),
+        }
         tokio::select! {
             () = stop.cancelled() => false,
             () = tokio::time::sleep(delay) => true,

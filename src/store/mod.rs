@@ -34,10 +34,12 @@ use crate::app::records::{Held, Owner, PendingEvent};
 use crate::runtime::backoff::{Backoff, Reconnect};
 use crate::runtime::breaker::{CircuitBreaker, CircuitState, Fault};
 use crate::runtime::detached::finish_detached;
+use crate::runtime::reason::{LastError, Peer};
 use crate::runtime::worker::Workers;
 
 #[derive(Debug, Clone)]
 pub struct StoreSettings {
+    /// DATABASE_URL with its `sslmode` settled (`Settings::database_endpoint`).
     pub url: String,
     pub pool_size: u32,
     pub acquire_timeout: Duration,
@@ -107,6 +109,8 @@ pub struct Store {
     writer: Option<mpsc::Sender<WriteJob>>,
     ready: Arc<AtomicBool>,
     breaker: Arc<CircuitBreaker>,
+    /// Why preparing the database last failed, until it is ready.
+    last_error: LastError,
 }
 
 impl Store {
@@ -134,6 +138,7 @@ impl Store {
             writer,
             ready: Arc::new(AtomicBool::new(false)),
             breaker: Arc::new(breaker),
+            last_error: LastError::default(),
         };
         let stop = workers.token();
         workers.spawn(
@@ -174,6 +179,10 @@ impl StoreProbe for Store {
 
     fn circuit(&self) -> CircuitState {
         self.breaker.state()
+    }
+
+    fn last_error(&self) -> Option<String> {
+        self.last_error.get()
     }
 
     #[instrument(skip_all)]
@@ -268,7 +277,9 @@ pub async fn migrate(url: &str) -> anyhow::Result<()> {
 }
 
 async fn prepare_until_ready(store: Store, url: String, stop: CancellationToken) {
-    let mut reconnect = Reconnect::new("database not ready", Backoff::RECONNECT);
+    let mut reconnect = Reconnect::new("database not ready", Backoff::RECONNECT)
+        .to(Peer::Postgres)
+        .recording(store.last_error.clone());
     loop {
         let migrated = tokio::select! {
             migrated = migrate(&url) => migrated,
@@ -277,6 +288,7 @@ async fn prepare_until_ready(store: Store, url: String, stop: CancellationToken)
         };
         match migrated {
             Ok(()) => {
+                reconnect.succeeded();
                 store.ready.store(true, Ordering::Release);
                 info!("database ready");
                 return;

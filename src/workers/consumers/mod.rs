@@ -23,19 +23,20 @@ use tracing::{Instrument, error, field, info, info_span, warn};
 pub use handler::{CacheInvalidator, HandleError};
 
 use crate::app::ports::StoreError;
-use crate::bus::Topology;
 use crate::bus::consume::{self, Failure};
+use crate::bus::{Broker, Topology};
 use crate::domain::Family;
 use crate::domain::trace::TraceParent;
 use crate::runtime::backoff::{Backoff, Reconnect, RetryPolicy};
 use crate::runtime::metrics::{ConsumeOutcome, Metrics};
+use crate::runtime::reason::Peer;
 use crate::runtime::telemetry;
 use crate::runtime::worker::Workers;
 use crate::store::Store;
 
 #[derive(Debug, Clone)]
 pub struct ConsumerSettings {
-    pub url: String,
+    pub broker: Broker,
     pub topology: Topology,
     pub prefetch: u16,
     pub retry: RetryPolicy,
@@ -72,7 +73,8 @@ impl Consumers {
     }
 
     async fn supervise(self, stop: CancellationToken) {
-        let mut reconnect = Reconnect::new("consumers cannot start", Backoff::RECONNECT);
+        let mut reconnect =
+            Reconnect::new("consumers cannot start", Backoff::RECONNECT).to(Peer::RabbitMq);
         while !stop.is_cancelled() {
             let started = tokio::select! {
                 () = stop.cancelled() => return,
@@ -102,7 +104,7 @@ impl Consumers {
         let settings = &self.settings;
         let connection = settings
             .topology
-            .connect(&settings.url, "event-gateway-consumers")
+            .connect(&settings.broker, "event-gateway-consumers")
             .await?;
         let mut consumers = JoinSet::new();
         let families = Family::ALL

@@ -15,6 +15,9 @@ use anyhow::Context;
 pub use postgres::Postgres;
 pub use rabbit::Rabbit;
 pub use redis::Redis;
+// With TLS, for tests/tls (which includes this module).
+#[allow(unused_imports)]
+pub use {postgres::PostgresTls, rabbit::RabbitTls, redis::RedisTls};
 
 /// Fields drop in order: the servers are killed before their folder goes.
 pub struct Services {

@@ -1,5 +1,6 @@
 //! A private RabbitMQ 3.10 node: its own Erlang cookie, node name, ports, mnesia and logs,
-//! started from `/usr/lib/rabbitmq/bin` (the `/usr/sbin` wrappers switch user).
+//! started from `/usr/lib/rabbitmq/bin` (the `/usr/sbin` wrappers switch user). With
+//! [`RabbitTls`] (tests/tls) it also has a TLS listener.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -18,16 +19,34 @@ pub struct Rabbit {
     dir: PathBuf,
     pub node: String,
     pub port: u16,
+    /// The TLS listener's port (on 127.0.0.1 and 127.0.0.2), with [`RabbitTls`].
+    #[allow(dead_code, reason = "read by tests/tls, not by the fault catalogue")]
+    pub tls_port: Option<u16>,
     dist_port: u16,
     server: Option<Child>,
+}
+
+/// A TLS listener next to the plain one: its certificate, key and the CA it checks clients
+/// against (PEM files).
+pub struct RabbitTls {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// Refuse clients without a certificate signed by `ca` (mutual TLS).
+    pub require_client_certificate: bool,
 }
 
 impl Rabbit {
     /// Starts a node in `dir` on free ports, trying new ports when one was taken meanwhile.
     pub async fn start(dir: &Path) -> anyhow::Result<Rabbit> {
+        Rabbit::start_with(dir, None).await
+    }
+
+    /// [`Rabbit::start`], with a TLS listener when `tls` is given.
+    pub async fn start_with(dir: &Path, tls: Option<&RabbitTls>) -> anyhow::Result<Rabbit> {
         let mut last_error = None;
         for attempt in 0..3 {
-            let mut rabbit = Rabbit::configure(dir, attempt)?;
+            let mut rabbit = Rabbit::configure(dir, attempt, tls)?;
             match rabbit.boot().await {
                 Ok(()) => return Ok(rabbit),
                 Err(error) => {
@@ -39,7 +58,7 @@ impl Rabbit {
         Err(last_error.unwrap_or_else(|| anyhow::anyhow!("RabbitMQ did not start")))
     }
 
-    fn configure(dir: &Path, attempt: u32) -> anyhow::Result<Rabbit> {
+    fn configure(dir: &Path, attempt: u32, tls: Option<&RabbitTls>) -> anyhow::Result<Rabbit> {
         let dir = dir.join(format!("rabbitmq-{attempt}"));
         std::fs::create_dir_all(dir.join("home"))?;
         let cookie = dir.join("home/.erlang.cookie");
@@ -48,13 +67,24 @@ impl Rabbit {
         let port = free_port();
         std::fs::write(dir.join("empty.conf"), "")?;
         std::fs::write(dir.join("enabled_plugins"), "")?;
-        std::fs::write(
-            dir.join("rabbitmq.conf"),
-            format!("listeners.tcp.1 = 127.0.0.1:{port}\nloopback_users = none\n"),
-        )?;
+        let tls_port = tls.map(|_| free_port());
+        let mut config = format!("listeners.tcp.1 = 127.0.0.1:{port}\nloopback_users = none\n");
+        if let (Some(tls), Some(tls_port)) = (tls, tls_port) {
+            config.push_str(&format!(
+                "listeners.ssl.1 = 127.0.0.1:{tls_port}\nlisteners.ssl.2 = 127.0.0.2:{tls_port}\n\
+                 ssl_options.cacertfile = {}\nssl_options.certfile = {}\nssl_options.keyfile = {}\n\
+                 ssl_options.verify = verify_peer\nssl_options.fail_if_no_peer_cert = {}\n",
+                tls.ca.display(),
+                tls.cert.display(),
+                tls.key.display(),
+                tls.require_client_certificate
+            ));
+        }
+        std::fs::write(dir.join("rabbitmq.conf"), config)?;
         Ok(Rabbit {
             node: format!("egfaults{}-{attempt}@localhost", std::process::id()),
             port,
+            tls_port,
             dist_port: free_port(),
             dir,
             server: None,
