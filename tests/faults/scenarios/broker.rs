@@ -154,7 +154,12 @@ async fn declare_family_queue(
 }
 
 /// `analytics_events` limited (by a policy) to 30 more messages than it holds, with
-/// `reject-publish`: the broker nacks what does not fit. The policy goes after 8 s.
+/// `reject-publish`: the broker nacks what does not fit. The policy goes after 10 s.
+///
+/// A policy whose limit is below the depth when it takes effect makes the broker drop the
+/// oldest messages, acknowledged ones included: that would be the broker's loss, not the
+/// gateway's. `rabbitmqctl` takes a second or more to act, and the load goes on meanwhile,
+/// so the limit also leaves room for three times what arrived during one `rabbitmqctl` call.
 pub async fn queue_full(run: &mut Run<'_>) -> anyhow::Result<()> {
     let queue = format!("{}.analytics_events", run.namespace);
     let connection = Connection::connect(
@@ -163,19 +168,15 @@ pub async fn queue_full(run: &mut Run<'_>) -> anyhow::Result<()> {
     )
     .await?;
     let channel = connection.create_channel().await?;
-    let passive = QueueDeclareOptions {
-        passive: true,
-        ..QueueDeclareOptions::default()
-    };
-    let depth = channel
-        .queue_declare(queue.as_str().into(), passive, FieldTable::default())
-        .await?
-        .message_count();
+    let before = depth(&channel, &queue).await?;
+    run.services.rabbit.ctl(&["list_policies"]).await?;
+    let depth = depth(&channel, &queue).await?;
     let _ = connection.close(200, "done".into()).await;
+    let during_one_call = depth.saturating_sub(before);
     let pattern = format!("^{}$", queue.replace('.', "\\."));
     let limit = format!(
         r#"{{"max-length": {}, "overflow": "reject-publish"}}"#,
-        depth + 30
+        depth + 30 + 3 * during_one_call
     );
     let rabbit = &run.services.rabbit;
     rabbit
@@ -188,8 +189,19 @@ pub async fn queue_full(run: &mut Run<'_>) -> anyhow::Result<()> {
             &limit,
         ])
         .await?;
-    tokio::time::sleep(Duration::from_secs(8)).await;
+    tokio::time::sleep(Duration::from_secs(10)).await;
     rabbit.ctl(&["clear_policy", "faults-full"]).await?;
     run.restored_ms = now_ms();
     Ok(())
+}
+
+async fn depth(channel: &lapin::Channel, queue: &str) -> anyhow::Result<u32> {
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..QueueDeclareOptions::default()
+    };
+    let declared = channel
+        .queue_declare(queue.into(), passive, FieldTable::default())
+        .await?;
+    Ok(declared.message_count())
 }
