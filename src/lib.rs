@@ -10,7 +10,8 @@
 //!   (or any other backend) is a new implementation of a port.
 //! - [`bus`], [`store`], [`cache`]: the adapters for RabbitMQ, PostgreSQL and Redis,
 //!   implementing the ports. They never import [`http`].
-//! - [`workers`]: the outbox relay, the cache-invalidating consumers, the gauges.
+//! - [`workers`]: the outbox relay, the schedule's release, the cache-invalidating
+//!   consumers, the gauges.
 //! - [`http`]: transport only: routes, extractors, problem+json errors, middleware, the
 //!   OpenAPI document. A new endpoint is a handler here calling a function of [`app`].
 //! - [`runtime`]: what everything shares: the backoff schedule (the retry schedule),
@@ -49,11 +50,13 @@ use crate::app::publish::{Backlog, Publishing, PublishingParts};
 use crate::app::rate_limit::{Policy, RateLimiter};
 use crate::app::reads::Reads;
 use crate::app::replay::Replay;
+use crate::app::schedule::{ScheduleFacts, Scheduling};
 use crate::app::webhooks::MIN_REPLAY_WINDOW;
 use crate::auth::{KeySource, TokenVerifier};
 use crate::bus::{Broker, BusSettings, Publisher, Topology};
 use crate::cache::{Cache, ClaimLedger};
 use crate::config::{DatabaseEndpoint, Endpoints, GatewayEnv, Settings, SslMode};
+use crate::domain::schedule::ScheduleWindow;
 use crate::http::server::ConnectionLimits;
 use crate::http::{AppState, Dependencies};
 use crate::runtime::breaker::CircuitBreaker;
@@ -62,6 +65,7 @@ use crate::runtime::worker::Workers;
 use crate::store::{Store, StoreSettings};
 use crate::workers::consumers::{CacheInvalidator, ConsumerSettings, Consumers};
 use crate::workers::relay::OutboxRelay;
+use crate::workers::scheduler::ScheduleRelease;
 
 /// The exchanges and queues these settings name.
 pub fn topology(settings: &Settings) -> Topology {
@@ -122,13 +126,27 @@ pub async fn run(
     let connections = Workers::default();
     let adapters = connect(&settings, &endpoints, &metrics, &connections)?;
     let backlog = Backlog::default();
+    let schedule = ScheduleFacts::default();
     let background = Workers::default();
-    start_workers(&settings, &adapters, &backlog, &metrics, &background);
+    start_workers(
+        &settings,
+        &adapters,
+        &backlog,
+        &schedule,
+        &metrics,
+        &background,
+    );
     if let Some(keys) = verifier.remote_keys() {
         background.spawn("key set", keys.refresh_in_background(background.token()));
     }
     let state = AppState::new(Dependencies {
-        app: application(&settings, &adapters, backlog, &metrics, verifier.clone()),
+        app: application(
+            &settings,
+            &adapters,
+            (backlog, schedule),
+            &metrics,
+            verifier.clone(),
+        ),
         verifier,
         metrics,
         webhooks: settings.webhook_secrets.clone(),
@@ -269,9 +287,18 @@ fn start_workers(
     settings: &Settings,
     adapters: &Adapters,
     backlog: &Backlog,
+    schedule: &ScheduleFacts,
     metrics: &Arc<Metrics>,
     workers: &Workers,
 ) {
+    ScheduleRelease {
+        store: adapters.store.clone(),
+        backlog: backlog.clone(),
+        metrics: metrics.clone(),
+        facts: schedule.clone(),
+        settled_ttl: settings.idempotency_ttl,
+    }
+    .spawn(workers);
     OutboxRelay {
         store: adapters.store.clone(),
         publisher: adapters.publisher.clone(),
@@ -309,7 +336,7 @@ fn start_workers(
 fn application(
     settings: &Settings,
     adapters: &Adapters,
-    backlog: Backlog,
+    (backlog, schedule): (Backlog, ScheduleFacts),
     metrics: &Arc<Metrics>,
     keys: Arc<dyn KeyProbe>,
 ) -> App {
@@ -344,12 +371,19 @@ fn application(
             archive: store.clone(),
             cache: cache.clone(),
         },
+        scheduling: Scheduling {
+            window: ScheduleWindow {
+                max_ahead: settings.schedule_max_ahead,
+            },
+            store: store.clone(),
+            listings: cache.clone(),
+        },
         limiter: RateLimiter::new(
             Policy::new(settings.rate_limit_rps, settings.rate_limit_burst),
             cache.clone(),
             metrics.clone(),
         ),
-        health: Health::new(bus, store, cache, backlog, keys),
+        health: Health::new(bus, store, cache, backlog, keys, schedule),
         publishing,
     }
 }

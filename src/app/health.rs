@@ -11,7 +11,8 @@ use utoipa::ToSchema;
 
 use super::ports::{CacheProbe, EventBus, KeyProbe, PublishError, StoreError, StoreProbe};
 use super::publish::Backlog;
-use super::records::{CacheLookups, CacheStats, QueueDepth};
+use super::records::{CacheLookups, CacheStats, QueueDepth, ScheduleStats};
+use super::schedule::ScheduleFacts;
 use crate::runtime::reason::{Peer, describe};
 
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
@@ -74,6 +75,10 @@ pub struct HealthReport {
     pub rabbit_mq: RabbitMqHealth,
     pub redis: RedisHealth,
     pub postgres: PostgresHealth,
+    /// Scheduled events (`deliverAt`) as last counted, every few seconds: how many wait,
+    /// how many are overdue (due and not yet released), and when the next is due. Null
+    /// until the schedule was counted once.
+    pub scheduled: Option<ScheduleStats>,
 }
 
 impl HealthReport {
@@ -112,6 +117,7 @@ pub struct Health {
     cache: Arc<dyn CacheProbe>,
     backlog: Backlog,
     keys: Arc<dyn KeyProbe>,
+    schedule: ScheduleFacts,
     /// The last answers of the dependencies and when they were asked. The lock is held
     /// while they are asked, so callers that come meanwhile wait for those answers instead
     /// of asking again.
@@ -137,6 +143,7 @@ impl Health {
         cache: Arc<dyn CacheProbe>,
         backlog: Backlog,
         keys: Arc<dyn KeyProbe>,
+        schedule: ScheduleFacts,
     ) -> Health {
         Health {
             bus,
@@ -144,6 +151,7 @@ impl Health {
             cache,
             backlog,
             keys,
+            schedule,
             latest: Arc::default(),
         }
     }
@@ -181,6 +189,7 @@ impl Health {
             rabbit_mq,
             redis,
             postgres,
+            scheduled: self.schedule.get(),
         }
     }
 

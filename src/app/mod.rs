@@ -7,6 +7,7 @@
 //! - [`webhooks`]: a verified delivery, published once per `webhook-id`.
 //! - [`replay`]: dead letters listed and published again through [`publish`].
 //! - [`reads`]: persisted events read back, cache-aside.
+//! - [`schedule`]: scheduled events' window, cancelling, and what `/health` says of them.
 //! - [`rate_limit`]: per-caller budgets shared through a [`ports::LimiterStore`].
 //! - [`health`]: what `/health` and `/health/ready` report.
 //! - [`ports`]: the traits the adapters implement; [`records`]: the data crossing them.
@@ -19,6 +20,7 @@ pub mod rate_limit;
 pub mod reads;
 pub mod records;
 pub mod replay;
+pub mod schedule;
 pub mod webhooks;
 
 use serde_json::Value;
@@ -29,6 +31,7 @@ use self::publish::{BatchNotTaken, NotTaken, Publishing};
 use self::rate_limit::RateLimiter;
 use self::reads::Reads;
 use self::replay::Replay;
+use self::schedule::Scheduling;
 use crate::domain::{Principal, ValidEvent};
 
 /// Every use case, as the HTTP edge calls them. Cheap to clone.
@@ -38,6 +41,7 @@ pub struct App {
     pub idempotency: Idempotency,
     pub replay: Replay,
     pub reads: Reads,
+    pub scheduling: Scheduling,
     pub limiter: RateLimiter,
     pub health: Health,
 }
@@ -55,8 +59,12 @@ impl App {
         key: Keyed,
     ) -> Result<Answer, OnceError<NotTaken>> {
         let subject = principal.subject.clone();
-        let publishing = self.publishing.clone();
+        let (publishing, scheduling) = (self.publishing.clone(), self.scheduling.clone());
+        // A retry is answered as the first request was, even once its `deliverAt` passed.
         let work = Box::pin(async move {
+            scheduling
+                .check(std::slice::from_ref(&event))
+                .map_err(NotTaken::Invalid)?;
             publishing
                 .accept_one(&principal, &event, correlation_id)
                 .await
@@ -75,8 +83,9 @@ impl App {
         key: Keyed,
     ) -> Result<Answer, OnceError<BatchNotTaken>> {
         let subject = principal.subject.clone();
-        let publishing = self.publishing.clone();
+        let (publishing, scheduling) = (self.publishing.clone(), self.scheduling.clone());
         let work = Box::pin(async move {
+            scheduling.check(&events).map_err(BatchNotTaken::invalid)?;
             publishing
                 .accept_batch(&principal, &events, correlation_id)
                 .await

@@ -10,8 +10,8 @@ use uuid::Uuid;
 
 use super::records::{
     CacheLookups, CacheStats, Claim, DeadLetter, DeadLetterFilter, EventPage, GcraReply,
-    GcraRequest, Held, OutgoingMessage, Owner, PageCursor, PendingEvent, QueueDepth, StoredAnswer,
-    StoredEvent, Ticket,
+    GcraRequest, Held, OutgoingMessage, Owner, PageCursor, PendingEvent, QueueDepth, ScheduleStats,
+    ScheduledEvent, StoredAnswer, StoredEvent, Ticket,
 };
 use crate::runtime::breaker::CircuitState;
 use crate::runtime::metrics::PublishOutcome;
@@ -132,8 +132,8 @@ pub trait EventBus: Send + Sync {
 #[async_trait]
 pub trait Outbox: Send + Sync {
     /// Writes events (critical ones with their record) and their outbox rows in one
-    /// transaction. Returns, per event, whether it was new or where the earlier event with
-    /// its id stands.
+    /// transaction, scheduled ones to the schedule instead. Returns, per event, whether it
+    /// was new or where the earlier event with its id stands.
     async fn hold(&self, events: Vec<PendingEvent>, owner: Owner) -> Result<Vec<Held>, StoreError>;
 
     /// The broker confirmed these events: mark critical ones published, drop their rows.
@@ -146,6 +146,18 @@ pub trait Outbox: Send + Sync {
     /// unless its row is no longer left to the request (then `false`: the relay may have
     /// published it).
     async fn forget(&self, id: Uuid) -> Result<bool, StoreError>;
+}
+
+/// Scheduled events, as cancels and health see them (they are written by
+/// [`Outbox::hold`], with the other events of their request).
+#[async_trait]
+pub trait ScheduleStore: Send + Sync {
+    async fn scheduled_event(&self, id: Uuid) -> Result<Option<ScheduledEvent>, StoreError>;
+
+    /// Cancels it if it still waits for its time; `false` if it does not.
+    async fn cancel(&self, id: Uuid) -> Result<bool, StoreError>;
+
+    async fn stats(&self) -> Result<ScheduleStats, StoreError>;
 }
 
 /// Persisted (critical) events read back.

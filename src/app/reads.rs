@@ -1,5 +1,5 @@
-//! Reads of persisted (critical) events, cache-aside: Redis first, PostgreSQL on a miss,
-//! and only what can no longer change is cached.
+//! Reads of persisted (critical) and scheduled events, cache-aside: Redis first,
+//! PostgreSQL on a miss, and only what can no longer change is cached.
 
 use std::sync::Arc;
 
@@ -13,15 +13,19 @@ use super::records::{PageCursor, StoredEvent};
 use crate::domain::EventType;
 use crate::domain::envelope::rfc3339_millis;
 
-/// Where a persisted event is on its way to the broker.
+/// Where a persisted or scheduled event is on its way to the broker.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Delivery {
-    /// `accepted` (in the outbox) or `published` (the broker confirmed it).
+    /// `scheduled` (waiting for `deliverAt`), `accepted` (in the outbox), `published` (the
+    /// broker confirmed it) or `cancelled` (a scheduled event that will never go out).
     #[schema(example = "published")]
     pub state: String,
     pub accepted_at: String,
     pub published_at: Option<String>,
+    /// When a scheduled event is (or was) due.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deliver_at: Option<String>,
 }
 
 /// A persisted event: the envelope that went on the bus, and its delivery state.
@@ -49,6 +53,7 @@ impl PersistedEvent {
                 state: stored.state,
                 accepted_at: rfc3339_millis(stored.accepted_at),
                 published_at: stored.published_at.map(rfc3339_millis),
+                deliver_at: stored.deliver_at.map(rfc3339_millis),
             },
         }
     }

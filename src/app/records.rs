@@ -66,6 +66,10 @@ pub enum Held {
     /// Its id was held before by a request still at work (or its event is neither owed
     /// nor published): whether it will go out is not known yet.
     Unsettled,
+    /// Its id was scheduled before, and waits to be published at this time.
+    Scheduled(OffsetDateTime),
+    /// Its id was scheduled before, and cancelled: it will never be published.
+    Cancelled,
 }
 
 /// One event to hold: its broker message and, for critical events, its record.
@@ -78,8 +82,77 @@ pub struct PendingEvent {
     pub timestamp_secs: i64,
     pub body: Vec<u8>,
     pub record: Option<EventRecord>,
+    /// When it is scheduled (`deliverAt`): held in the schedule until then, not the outbox.
+    pub schedule: Option<ScheduledRecord>,
     /// The trace of the request that made it, kept with its outbox row.
     pub trace: Option<TraceContext>,
+}
+
+/// A scheduled event's row: when it is due, whether it is critical (its record is written
+/// when it is released), and what reads and cancels need.
+#[derive(Debug, Clone)]
+pub struct ScheduledRecord {
+    pub deliver_at: OffsetDateTime,
+    pub critical: bool,
+    pub record: EventRecord,
+}
+
+/// Where a scheduled event stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScheduleState {
+    /// Waiting for its time.
+    Scheduled,
+    /// Due, and moved to the outbox, which publishes it.
+    Released,
+    Published,
+    Cancelled,
+}
+
+impl ScheduleState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ScheduleState::Scheduled => "scheduled",
+            ScheduleState::Released => "released",
+            ScheduleState::Published => "published",
+            ScheduleState::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        [
+            ScheduleState::Scheduled,
+            ScheduleState::Released,
+            ScheduleState::Published,
+            ScheduleState::Cancelled,
+        ]
+        .into_iter()
+        .find(|state| state.as_str() == text)
+    }
+}
+
+/// A scheduled event as a cancel sees it: who scheduled it, for whom, and where it stands.
+#[derive(Debug, Clone)]
+pub struct ScheduledEvent {
+    pub source: String,
+    pub user_id: Option<String>,
+    pub state: ScheduleState,
+}
+
+/// What the schedule holds, for `/health` and `/metrics`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ScheduleStats {
+    /// Events waiting for their time.
+    pub pending: i64,
+    /// Pending events whose time has come and that are not yet released to the outbox.
+    pub overdue: i64,
+    /// When the next pending event is due (RFC 3339), if any.
+    pub next_due: Option<String>,
+    /// Events released to the outbox and not yet confirmed by the broker.
+    pub released: i64,
+    /// Published and cancelled events, kept for IDEMPOTENCY_TTL.
+    pub published: i64,
+    pub cancelled: i64,
 }
 
 impl PendingEvent {
@@ -113,6 +186,8 @@ pub struct StoredEvent {
     pub state: String,
     pub accepted_at: OffsetDateTime,
     pub published_at: Option<OffsetDateTime>,
+    /// When it is (or was) scheduled for, if it was scheduled.
+    pub deliver_at: Option<OffsetDateTime>,
 }
 
 /// One page of a user's persisted events, newest first.

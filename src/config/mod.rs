@@ -130,9 +130,14 @@ pub struct Settings {
     )]
     pub critical_events: Vec<EventType>,
 
-    /// How long the first answer to an Idempotency-Key is kept and replayed.
+    /// How long the first answer to an Idempotency-Key is kept and replayed (and how long
+    /// published or cancelled scheduled events stay readable).
     #[arg(long, env = "IDEMPOTENCY_TTL", default_value = "24h", value_parser = humantime::parse_duration, global = true)]
     pub idempotency_ttl: Duration,
+
+    /// How far ahead `deliverAt` may schedule an event.
+    #[arg(long, env = "SCHEDULE_MAX_AHEAD", default_value = "30d", value_parser = humantime::parse_duration, global = true)]
+    pub schedule_max_ahead: Duration,
 
     /// HS256 secret for bearer tokens. Without it (and without JWT_PUBLIC_KEY_FILE) a
     /// development secret is used, which production refuses.

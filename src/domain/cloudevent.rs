@@ -5,7 +5,8 @@
 //! defines as unique together; see [`event_id`](super::event_id)), so a redelivered
 //! CloudEvent is recognised and not published twice, and no other caller can reuse it.
 //! `source`, `id`, `time` and `subject` are kept in `metadata.cloudEvent`;
-//! `metadata.source` stays the authenticated principal. Extension attributes are not
+//! `metadata.source` stays the authenticated principal. The extension attribute
+//! `deliverat` (RFC 3339) schedules the event; other extension attributes are not
 //! carried.
 
 use std::collections::HashMap;
@@ -20,6 +21,7 @@ use super::data::EventData;
 use super::envelope::{ValidEvent, type_list};
 use super::event_type::EventType;
 use super::problem::{FieldError, pointer_child};
+use super::schedule::DeliverAt;
 
 pub const SPEC_VERSION: &str = "1.0";
 
@@ -34,6 +36,9 @@ const CONTEXT_ATTRIBUTES: [&str; 8] = [
     "subject",
     "time",
 ];
+
+/// The extension attribute that schedules an event (lower-case, as CloudEvents names are).
+pub const DELIVER_AT: &str = "deliverat";
 
 /// The CloudEvent attributes an event keeps, in `metadata.cloudEvent`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -91,7 +96,7 @@ pub fn parse_structured(value: Value, at: &str) -> Result<ValidEvent, CloudEvent
     // Extension attributes may be of any JSON type; they are not carried.
     let attributes = object
         .into_iter()
-        .filter(|(name, _)| CONTEXT_ATTRIBUTES.contains(&name.as_str()))
+        .filter(|(name, _)| CONTEXT_ATTRIBUTES.contains(&name.as_str()) || name == DELIVER_AT)
         .filter_map(|(name, value)| match value {
             // Kept in `metadata.cloudEvent`, where PostgreSQL's jsonb cannot hold U+0000.
             Value::String(text) if text.contains('\0') => {
@@ -155,6 +160,11 @@ fn read(
         return Err(CloudEventError::Missing(missing));
     }
     let time = check_attribute_values(&mut attributes, spec_version.as_deref(), mode, &mut errors);
+    let deliver_at = attributes.remove(DELIVER_AT).and_then(|text| {
+        DeliverAt::parse(&Value::String(text), mode.pointer(DELIVER_AT))
+            .map_err(|error| errors.push(error))
+            .ok()
+    });
     let (Some(id), Some(source), Some(event_type)) = (id, source, event_type) else {
         return Err(CloudEventError::Invalid(errors));
     };
@@ -176,6 +186,7 @@ fn read(
                 time,
                 subject: attributes.remove("subject"),
             }),
+            deliver_at,
         }),
         Ok(_) => Err(CloudEventError::Invalid(errors)),
         Err(found) => {
@@ -297,6 +308,28 @@ mod tests {
         let origin = event.origin.unwrap();
         assert_eq!(origin.source, "/game/server-7");
         assert_eq!(origin.subject.as_deref(), Some("q1"));
+    }
+
+    #[test]
+    fn deliverat_schedules_in_both_modes_and_is_named_when_bad() {
+        let event = structured(json!({"specversion": "1.0", "id": "e1", "source": "/shop",
+            "type": "reward.expired", "deliverat": "2026-12-24T09:00:00Z",
+            "data": {"rewardId": "r1", "userId": "u1", "name": "Gold", "type": "coins", "value": 5}}))
+        .unwrap();
+        assert_eq!(event.deliver_at.unwrap().pointer, "/deliverat");
+        let attributes = json!({"specversion": "1.0", "id": "e2", "source": "/shop",
+            "type": "reward.expired", "deliverat": "next tuesday"});
+        let Value::Object(attributes) = attributes else {
+            unreachable!()
+        };
+        let bad = parse_binary(
+            attributes,
+            json!({"rewardId": "r1", "userId": "u1", "name": "Gold", "type": "coins", "value": 5}),
+        );
+        let Err(CloudEventError::Invalid(errors)) = bad else {
+            panic!("{bad:?}")
+        };
+        assert_eq!(errors[0].pointer, "/headers/ce-deliverat");
     }
 
     #[test]

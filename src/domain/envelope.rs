@@ -10,12 +10,13 @@ use super::cloudevent::CloudEventOrigin;
 use super::data::{EventData, check_id};
 use super::event_type::EventType;
 use super::problem::{FieldError, pointer_child};
+use super::schedule::DeliverAt;
 
 /// The only envelope version this gateway writes.
 pub const ENVELOPE_VERSION: &str = "1.0";
 
 /// Metadata the gateway fills itself; a client may send them but they are replaced.
-const GATEWAY_METADATA: [&str; 3] = ["timestamp", "source", "userId"];
+const GATEWAY_METADATA: [&str; 4] = ["timestamp", "source", "userId", "scheduledFor"];
 
 /// A request's event after parsing: known type, valid data, and its id: a new
 /// time-ordered one, until [`event_id::scope_ids`](super::event_id::scope_ids) derives it
@@ -30,10 +31,12 @@ pub struct ValidEvent {
     pub correlation_id: Option<String>,
     /// The CloudEvent it arrived as, if it did.
     pub origin: Option<CloudEventOrigin>,
+    /// When to publish it, if it is scheduled (`deliverAt`).
+    pub deliver_at: Option<DeliverAt>,
 }
 
 impl ValidEvent {
-    /// Parses `{type, data, metadata?, id?}`, naming every bad field below `at`.
+    /// Parses `{type, data, metadata?, id?, deliverAt?}`, naming every bad field below `at`.
     #[tracing::instrument(name = "validate", skip_all)]
     pub fn parse(value: Value, at: &str) -> Result<Self, Vec<FieldError>> {
         let Value::Object(mut object) = value else {
@@ -41,11 +44,19 @@ impl ValidEvent {
         };
         let mut errors = Vec::new();
         for name in object.keys() {
-            if !matches!(name.as_str(), "id" | "type" | "data" | "metadata") {
+            if !matches!(
+                name.as_str(),
+                "id" | "type" | "data" | "metadata" | "deliverAt"
+            ) {
                 errors.push(FieldError::new(pointer_child(at, name), "unknown field"));
             }
         }
         let id = parse_id(object.get("id"), at, &mut errors);
+        let deliver_at = object.get("deliverAt").and_then(|value| {
+            DeliverAt::parse(value, pointer_child(at, "deliverAt"))
+                .map_err(|error| errors.push(error))
+                .ok()
+        });
         let correlation_id = parse_client_metadata(object.get("metadata"), at, &mut errors);
         let event_type = parse_type(object.get("type"), at, &mut errors);
         let data = object.remove("data");
@@ -72,6 +83,7 @@ impl ValidEvent {
                 data,
                 correlation_id,
                 origin: None,
+                deliver_at,
             }),
             _ => Err(errors),
         }
@@ -178,6 +190,9 @@ pub struct EnvelopeMetadata<'a> {
     pub client_id: Option<Uuid>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cloud_event: Option<&'a CloudEventOrigin>,
+    /// When a scheduled event was due (its `deliverAt`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scheduled_for: Option<String>,
 }
 
 impl<'a> Envelope<'a> {
@@ -199,6 +214,7 @@ impl<'a> Envelope<'a> {
                 version: ENVELOPE_VERSION,
                 client_id: event.client_id,
                 cloud_event: event.origin.as_ref(),
+                scheduled_for: event.deliver_at.as_ref().map(DeliverAt::text),
             },
         }
     }

@@ -8,6 +8,7 @@ pub mod event_id;
 pub mod event_type;
 pub mod json_schema;
 pub mod problem;
+pub mod schedule;
 pub mod scope;
 pub mod sealing;
 pub mod trace;

@@ -135,6 +135,22 @@ impl Principal {
         }
     }
 
+    /// Whether this principal may cancel an event that `source` scheduled about
+    /// `user_id`: the one that scheduled it, or an admin; a player token only its own.
+    pub fn authorize_cancel(&self, source: &str, user_id: Option<&str>) -> Result<(), Forbidden> {
+        if self.is_player() && user_id != Some(self.subject.as_str()) {
+            return Err(Forbidden(
+                "a player token cancels only its own events".into(),
+            ));
+        }
+        if self.subject == source || self.authorize_admin().is_ok() {
+            return Ok(());
+        }
+        Err(Forbidden(
+            "only the principal that scheduled an event, or an admin, may cancel it".into(),
+        ))
+    }
+
     /// Whether this principal may read events about `user_id`.
     pub fn authorize_read(&self, user_id: Option<&str>) -> Result<(), Forbidden> {
         self.authorize_read_scope()?;
@@ -154,6 +170,33 @@ mod tests {
             subject: "player-1".into(),
             scopes: Scopes::parse(scope),
         }
+    }
+
+    #[test]
+    fn the_scheduler_or_an_admin_cancels_and_a_player_only_its_own() {
+        let backend = Principal {
+            subject: "svc".into(),
+            scopes: Scopes::parse("events:publish"),
+        };
+        assert!(backend.authorize_cancel("svc", Some("u1")).is_ok());
+        assert!(backend.authorize_cancel("other-svc", Some("u1")).is_err());
+        let admin = Principal {
+            subject: "ops".into(),
+            scopes: Scopes::parse("admin"),
+        };
+        assert!(admin.authorize_cancel("svc", Some("u1")).is_ok());
+        let player = principal("events:publish:self admin");
+        assert!(
+            player
+                .authorize_cancel("player-1", Some("player-1"))
+                .is_ok()
+        );
+        assert!(player.authorize_cancel("svc", Some("player-1")).is_err());
+        assert!(
+            player
+                .authorize_cancel("player-1", Some("player-2"))
+                .is_err()
+        );
     }
 
     #[test]

@@ -173,6 +173,20 @@ pub(super) fn event_schema(family: Family) -> Schema {
         .required("type")
         .property("data", reference(&data_name(family)))
         .required("data")
+        .property(
+            "deliverAt",
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .format(Some(SchemaFormat::KnownFormat(KnownFormat::DateTime)))
+                .description(Some(
+                    "Optional: publish the event at this time (RFC 3339), from 1 s ahead up to \
+                     SCHEDULE_MAX_AHEAD (30 days). It is committed to PostgreSQL before the \
+                     answer (`202`, `\"status\": \"scheduled\"`), goes out with \
+                     `metadata.scheduledFor`, and can be cancelled with `DELETE \
+                     /v1/events/{id}` until then",
+                ))
+                .examples([serde_json::json!("2026-12-24T09:00:00Z")]),
+        )
         // `null` reads as no metadata.
         .property(
             "metadata",

@@ -26,7 +26,7 @@ use crate::domain::{EventType, Family};
         description = "Publishes authenticated, validated gamification events to RabbitMQ with broker confirms. \
             Mint a development token with `event-gateway token --sub me --scope \"events:publish\"` and use **Authorize**.",
     ),
-    paths(super::reads::get_event),
+    paths(super::reads::get_event, super::reads::cancel_event),
     modifiers(&BearerAuth),
     tags(
         (name = "events", description = "Publishing events"),
@@ -165,6 +165,14 @@ impl PartialSchema for CloudEventRequest {
             )
             .property("subject", text("What the event is about"))
             .property("datacontenttype", text("application/json if given"))
+            .property(
+                cloudevent::DELIVER_AT,
+                text(
+                    "Extension attribute: publish the event at this time (RFC 3339), as \
+                     `deliverAt` does; in binary mode the `ce-deliverat` header",
+                )
+                .format(Some(SchemaFormat::KnownFormat(KnownFormat::DateTime))),
+            )
             .property("data", reference("EventData"))
             .required("specversion")
             .required("id")

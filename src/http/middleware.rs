@@ -134,7 +134,7 @@ fn cors(origins: &[CorsOrigin]) -> Option<CorsLayer> {
     Some(
         CorsLayer::new()
             .allow_origin(allow_origin)
-            .allow_methods([Method::GET, Method::POST])
+            .allow_methods([Method::GET, Method::POST, Method::DELETE])
             .allow_headers(CORS_REQUEST_HEADERS.map(HeaderName::from_static))
             .expose_headers(CORS_RESPONSE_HEADERS.map(HeaderName::from_static))
             .max_age(Duration::from_secs(600)),
@@ -209,8 +209,10 @@ async fn request_timeout(
 /// Routes that share axum's route (and so its [`MatchedPath`]) with another method's: the
 /// router needs one parameter name per position. Each is counted under its own template,
 /// whoever answered it (the handler, admission, the timeout).
-const SHARED_ROUTES: [(Method, &str, &str); 1] =
-    [(Method::GET, "/v1/events/{type}", "/v1/events/{id}")];
+const SHARED_ROUTES: [(Method, &str, &str); 2] = [
+    (Method::GET, "/v1/events/{type}", "/v1/events/{id}"),
+    (Method::DELETE, "/v1/events/{type}", "/v1/events/{id}"),
+];
 
 fn route_label<'a>(method: &Method, matched: &'a str) -> &'a str {
     SHARED_ROUTES

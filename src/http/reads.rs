@@ -1,7 +1,9 @@
-//! Receipts and reads of persisted (critical) events, cached in Redis.
+//! Receipts and reads of persisted (critical) and scheduled events, cached in Redis, and
+//! the cancel of a scheduled one.
 
 use axum::Json;
 use axum::extract::{Path, State};
+use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use serde::Deserialize;
@@ -18,6 +20,7 @@ use super::paging::page;
 use super::responses::{DatabaseDown, RateLimited, Unauthorized, UnreadableQuery};
 use crate::app::reads::{EventList, PersistedEvent, UserEventsQuery};
 use crate::app::records::PageCursor;
+use crate::app::schedule::CancelError;
 use crate::domain::data::check_id;
 use crate::domain::{EventType, FieldError};
 
@@ -34,7 +37,12 @@ pub struct ListQuery {
     cursor: Option<String>,
 }
 
-/// A persisted (critical) event and its delivery state.
+/// A persisted (critical) or scheduled event and its delivery state.
+///
+/// A scheduled event (`deliverAt`) of any type is found here from its `202` on:
+/// `scheduled`, then `accepted` (due, handed to the outbox) and `published`, or
+/// `cancelled`. Published and cancelled scheduled events that are not critical are kept
+/// for `IDEMPOTENCY_TTL`.
 #[utoipa::path(
     get,
     path = "/v1/events/{id}",
@@ -45,7 +53,7 @@ pub struct ListQuery {
         Unauthorized,
         RateLimited,
         (status = 403, description = "The token lacks events:read", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No persisted event with this id (or not the player's own)", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No persisted or scheduled event with this id (or not the player's own)", body = Problem, content_type = "application/problem+json"),
         DatabaseDown,
     ),
     security(("bearer" = []))
@@ -69,7 +77,44 @@ pub(super) async fn get_event(
     Ok(Json(event))
 }
 
-/// A user's persisted events, newest first.
+/// Cancel a scheduled event.
+///
+/// Until its `deliverAt` has come and it was released, a scheduled event can be cancelled
+/// by the principal that scheduled it, or by an `admin`; a player token only its own
+/// user's. After `204` it is never published; cancelling it again is `204` too. Once it
+/// has gone out, `409`.
+#[utoipa::path(
+    delete,
+    path = "/v1/events/{id}",
+    tag = "events",
+    params(("id" = Uuid, Path, description = "The event id of a scheduled event")),
+    responses(
+        (status = 204, description = "Cancelled: it will never be published"),
+        Unauthorized,
+        RateLimited,
+        (status = 403, description = "Neither the principal that scheduled it nor an admin", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No scheduled event with this id (or not the player's own)", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "It has already been released to the broker or published", body = Problem, content_type = "application/problem+json"),
+        DatabaseDown,
+    ),
+    security(("bearer" = []))
+)]
+pub(super) async fn cancel_event(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let id: Uuid = id.parse().map_err(|_| ApiError::NotFound)?;
+    match state.app.scheduling.cancel(&caller, id).await {
+        Ok(()) => Ok(StatusCode::NO_CONTENT),
+        Err(CancelError::NotFound) => Err(ApiError::NotFound),
+        Err(CancelError::Forbidden(forbidden)) => Err(ApiError::forbidden(forbidden)),
+        Err(error @ CancelError::AlreadyOut(_)) => Err(ApiError::NotCancellable(error.to_string())),
+        Err(CancelError::Store(error)) => Err(error.into()),
+    }
+}
+
+/// A user's persisted events, and the scheduled ones still waiting, newest first.
 #[utoipa::path(
     get,
     path = "/v1/users/{userId}/events",
@@ -144,6 +189,6 @@ pub fn router() -> OpenApiRouter<AppState> {
     // needs one parameter name per position; the document lists it under `{id}` (ApiDoc),
     // and the metrics count it under `{id}` too (middleware.rs).
     OpenApiRouter::new()
-        .route("/v1/events/{type}", get(get_event))
+        .route("/v1/events/{type}", get(get_event).delete(cancel_event))
         .routes(routes!(list_user_events))
 }

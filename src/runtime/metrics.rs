@@ -53,6 +53,7 @@ labels! {
     PublishOutcome {
         Published = "published",
         Queued = "queued",
+        Scheduled = "scheduled",
         Unavailable = "unavailable",
         Nacked = "nacked",
         Unroutable = "unroutable",
@@ -96,6 +97,18 @@ labels! {
     Dependency {
         Redis = "redis",
         Postgres = "postgres",
+    }
+}
+
+labels! {
+    /// Where a scheduled event stands: waiting (`scheduled`, of which `overdue` are due and
+    /// not yet released), moved to the outbox (`released`), `published` or `cancelled`.
+    ScheduleState {
+        Scheduled = "scheduled",
+        Overdue = "overdue",
+        Released = "released",
+        Published = "published",
+        Cancelled = "cancelled",
     }
 }
 
@@ -217,6 +230,8 @@ declare_metrics! {
     processing_seconds: HistogramVec = "gateway_event_processing_duration_seconds" ["queue"];
     /// Messages waiting in each queue.
     queue_messages: IntGaugeVec = "gateway_queue_messages" ["queue"];
+    /// Scheduled events in PostgreSQL by state (settled ones are kept for IDEMPOTENCY_TTL).
+    scheduled_events: IntGaugeVec = "gateway_scheduled_events" ["state"];
     /// Dead letters recorded and not yet replayed.
     pub dead_letters: IntGauge = "gateway_dead_letters";
     /// 1 while the circuit breaker in front of a dependency is open.
@@ -264,6 +279,9 @@ impl Metrics {
         for &result in CacheLookup::ALL {
             self.cache_lookups(result);
         }
+        for &state in ScheduleState::ALL {
+            self.scheduled(state, 0);
+        }
     }
 
     pub fn event_published(&self, event_type: EventType, outcome: PublishOutcome) {
@@ -289,6 +307,12 @@ impl Metrics {
             ConsumeOutcome::DeadLettered => self.events_failed.with_label_values(&[queue]).inc(),
             ConsumeOutcome::Handled => {}
         }
+    }
+
+    pub fn scheduled(&self, state: ScheduleState, count: i64) {
+        self.scheduled_events
+            .with_label_values(&[state.as_str()])
+            .set(count);
     }
 
     pub fn queue_depth(&self, queue: &str, messages: u32) {

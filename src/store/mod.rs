@@ -9,6 +9,7 @@ mod idempotency;
 mod outbox;
 mod reads;
 mod rows;
+mod schedule;
 mod writer;
 
 use std::sync::Arc;

@@ -7,7 +7,7 @@ use sqlx::{PgPool, Postgres, Transaction};
 use tracing::instrument;
 use uuid::Uuid;
 
-use super::{Store, StoreError};
+use super::{Store, StoreError, schedule};
 use crate::domain::trace::{TraceContext, TraceParent};
 
 /// A message owed to the broker.
@@ -23,6 +23,8 @@ pub struct OutboxRow {
     pub attempts: i32,
     pub traceparent: Option<String>,
     pub tracestate: Option<String>,
+    /// Released by the schedule (its schedule row is marked when it is published).
+    pub scheduled: bool,
 }
 
 impl OutboxRow {
@@ -60,7 +62,7 @@ impl Store {
             let mut tx = self.pool()?.begin().await?;
             let rows = sqlx::query_as::<_, OutboxRow>(
                 "SELECT event_id, routing_key, ordering_key, correlation_id, timestamp_secs, body,
-                        attempts, traceparent, tracestate
+                        attempts, traceparent, tracestate, scheduled
                  FROM outbox
                  WHERE next_attempt_at <= now()
                    AND NOT EXISTS (SELECT 1 FROM outbox earlier
@@ -80,13 +82,17 @@ impl Store {
         claimed
     }
 
-    /// Rows in the outbox, and how many of them the relay owns (due, or backing off after
-    /// a failed attempt) rather than a request publishing its own.
+    /// Rows in the outbox, and how many of them the relay owes the broker (due, or backing
+    /// off after a failed attempt) rather than a request publishing its own. A scheduled
+    /// event just released is no backlog until an attempt at it fails: new events need not
+    /// queue behind it.
     pub async fn outbox_counts(&self) -> Result<(i64, i64), StoreError> {
         let pool = self.pool()?.clone();
         self.guarded(async move {
             Ok(sqlx::query_as(
-                "SELECT count(*), count(*) FILTER (WHERE attempts > 0 OR next_attempt_at <= now())
+                "SELECT count(*),
+                        count(*) FILTER (WHERE attempts > 0
+                                            OR (next_attempt_at <= now() AND NOT scheduled))
                  FROM outbox",
             )
             .fetch_one(&pool)
@@ -108,6 +114,13 @@ impl ClaimedBatch {
         unpublishable: &[(Uuid, String)],
     ) -> Result<(), StoreError> {
         complete_in(&mut self.tx, published).await?;
+        let released: Vec<Uuid> = self
+            .rows
+            .iter()
+            .filter(|row| row.scheduled && published.contains(&row.event_id))
+            .map(|row| row.event_id)
+            .collect();
+        schedule::mark_published_in(&mut self.tx, &released).await?;
         let (ids, errors): (Vec<Uuid>, Vec<String>) = unpublishable.iter().cloned().unzip();
         sqlx::query(
             "WITH gone AS (

@@ -1,5 +1,5 @@
 //! The rows one hold writes: critical events' records, then outbox rows, each with the
-//! trace it was made in.
+//! trace it was made in; scheduled events go to the schedule instead.
 
 use std::time::Duration;
 
@@ -7,13 +7,43 @@ use sqlx::{Postgres, Transaction};
 use tracing::instrument;
 use uuid::Uuid;
 
+use super::schedule;
 use crate::app::records::{EventRecord, Held, Owner, PendingEvent};
+
+/// Writes every event of a round, one answer each in order: scheduled events to the
+/// schedule, the others as [`insert_owed`] does.
+pub(super) async fn insert_rows(
+    tx: &mut Transaction<'static, Postgres>,
+    rows: &[(&PendingEvent, Owner)],
+    lease: Duration,
+    retrying: bool,
+) -> Result<Vec<Held>, sqlx::Error> {
+    let (scheduled, owed): (Vec<usize>, Vec<usize>) =
+        (0..rows.len()).partition(|&i| rows[i].0.schedule.is_some());
+    if scheduled.is_empty() {
+        return insert_owed(tx, rows, lease, retrying).await;
+    }
+    let mut held = vec![Held::Unsettled; rows.len()];
+    let events: Vec<&PendingEvent> = scheduled.iter().map(|&i| rows[i].0).collect();
+    let answers = schedule::insert(tx, &events, retrying).await?;
+    for (&i, answer) in scheduled.iter().zip(answers) {
+        held[i] = answer;
+    }
+    if !owed.is_empty() {
+        let picked: Vec<(&PendingEvent, Owner)> = owed.iter().map(|&i| rows[i]).collect();
+        let answers = insert_owed(tx, &picked, lease, retrying).await?;
+        for (&i, answer) in owed.iter().zip(answers) {
+            held[i] = answer;
+        }
+    }
+    Ok(held)
+}
 
 /// Inserts critical records, then outbox rows for every event not seen before; of an id
 /// seen before, tells where the earlier event stands. After a lost COMMIT (`retrying`), a
 /// row that holds exactly this event's bytes is the lost COMMIT's: this request's own.
 #[instrument(skip_all, fields(rows = rows.len()))]
-pub(super) async fn insert_rows(
+async fn insert_owed(
     tx: &mut Transaction<'static, Postgres>,
     rows: &[(&PendingEvent, Owner)],
     lease: Duration,

@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use crate::app::idempotency::Accepted;
 use crate::app::ports::{PublishError, StoreError};
-use crate::domain::ValidEvent;
+use crate::domain::{FieldError, ValidEvent};
 
 /// What happened to one event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
@@ -19,6 +19,8 @@ pub enum ReceiptStatus {
     /// The broker is unreachable; the event is held in the outbox and published when it
     /// returns. It is safe.
     Queued,
+    /// The event is committed to PostgreSQL and is published at `deliverAt`.
+    Scheduled,
     /// The event was not taken (only inside a failed batch's problem document).
     Failed,
     /// Whether the event was taken is unknown (only inside an `outcome-unknown` problem
@@ -43,6 +45,10 @@ pub struct Receipt {
     pub status: ReceiptStatus,
     /// Whether the event was also written to PostgreSQL (critical events).
     pub persisted: bool,
+    /// When a `scheduled` event is published (RFC 3339, UTC).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = "2026-12-24T09:00:00.000Z")]
+    pub deliver_at: Option<String>,
     /// Why the event was not taken, when `status` is `failed`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -69,6 +75,13 @@ pub enum NotTaken {
     /// The request was answered (it timed out) before the event was handed over.
     #[error("the request was answered before the event was taken")]
     TooLate,
+    /// A field the client must fix (a `deliverAt` outside the window), checked once a
+    /// retry would have been answered as its first request.
+    #[error("the event is invalid")]
+    Invalid(Vec<FieldError>),
+    /// An event with its id was scheduled and then cancelled: it is never published.
+    #[error("an event with this id was scheduled and cancelled; it will not be published")]
+    Cancelled,
     /// The gateway could not learn in time whether these events were taken.
     #[error("whether the event was taken is unknown: {why}")]
     OutcomeUnknown { ids: Vec<Uuid>, why: Unknown },
@@ -108,6 +121,16 @@ pub struct BatchNotTaken {
     pub results: Vec<Receipt>,
 }
 
+impl BatchNotTaken {
+    /// The batch is refused whole for these fields; nothing of it was taken.
+    pub fn invalid(errors: Vec<FieldError>) -> Self {
+        BatchNotTaken {
+            first: NotTaken::Invalid(errors),
+            results: Vec::new(),
+        }
+    }
+}
+
 pub(super) fn unavailable() -> NotTaken {
     NotTaken::Publish(PublishError::Unavailable(None))
 }
@@ -145,6 +168,7 @@ pub(super) fn batch_answer(
             client_id: event.chosen_id().map(|id| id.as_sent()),
             status,
             persisted: false,
+            deliver_at: None,
             error: Some(error.to_string()),
         });
         match (error, &mut unknown) {

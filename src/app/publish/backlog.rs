@@ -47,6 +47,11 @@ impl Backlog {
         self.wake.notify_one();
     }
 
+    /// Events became due for the relay without making a backlog (scheduled ones released).
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
     /// Until someone holds events for the relay.
     pub async fn woken(&self) {
         self.wake.notified().await

@@ -25,7 +25,7 @@ use answer::{batch_answer, unavailable};
 
 use super::idempotency::Accepted;
 use super::ports::{EventBus, Outbox, PublishError, ReadCache};
-use super::records::{EventRecord, PendingEvent};
+use super::records::{EventRecord, PendingEvent, ScheduledRecord};
 use crate::domain::sealing::Sealer;
 use crate::domain::trace::TraceContext;
 use crate::domain::{Envelope, EventType, Principal, ValidEvent};
@@ -182,6 +182,7 @@ impl Publishing {
             body: event.body,
             // Its row, if it was critical, exists already.
             record: None,
+            schedule: None,
             trace: event.trace.or_else(telemetry::outgoing),
         };
         let items = vec![(event.event_type, Ok(pending))];
@@ -191,10 +192,13 @@ impl Publishing {
             .unwrap_or(Err(unavailable()))
     }
 
-    /// Nothing of these events is committed before it is published (no critical event, no
-    /// backlog), so a request dropped half-way leaves nothing to finish.
+    /// Nothing of these events is committed before it is published (no critical or
+    /// scheduled event, no backlog), so a request dropped half-way leaves nothing to finish.
     fn commits_nothing(&self, items: &[Item]) -> bool {
-        !self.backlog.has_backlog() && items.iter().all(|(t, _)| !self.critical.contains(t))
+        !self.backlog.has_backlog()
+            && items.iter().all(|(t, pending)| {
+                !self.critical.contains(t) && pending.as_ref().is_ok_and(|p| p.schedule.is_none())
+            })
     }
 
     /// Runs the steps in a task of its own: once something is committed, its story is
@@ -217,6 +221,10 @@ impl Publishing {
             client_id: event.chosen_id().map(|id| id.as_sent()),
             status,
             persisted: self.critical.contains(&event.event_type),
+            deliver_at: match (status, &event.deliver_at) {
+                (ReceiptStatus::Scheduled, Some(deliver_at)) => Some(deliver_at.text()),
+                _ => None,
+            },
             error: None,
         }
     }
@@ -243,6 +251,18 @@ impl Publishing {
         let body = serde_json::to_vec(&envelope).map_err(PublishError::Encode)?;
         let user_id = event.data.user_id().map(str::to_owned);
         let critical = self.critical.contains(&event.event_type);
+        let record = || EventRecord {
+            event_type: event.event_type.as_str(),
+            user_id: user_id.clone(),
+            source: principal.subject.clone(),
+            accepted_at,
+        };
+        // A scheduled event waits in the schedule; a critical one gets its record when due.
+        let schedule = event.deliver_at.as_ref().map(|deliver_at| ScheduledRecord {
+            deliver_at: deliver_at.at,
+            critical,
+            record: record(),
+        });
         Ok(PendingEvent {
             id: event.id,
             routing_key: event.event_type.as_str(),
@@ -251,12 +271,8 @@ impl Publishing {
             correlation_id: correlation_id.to_owned(),
             timestamp_secs: accepted_at.unix_timestamp(),
             body,
-            record: critical.then(|| EventRecord {
-                event_type: event.event_type.as_str(),
-                user_id,
-                source: principal.subject.clone(),
-                accepted_at,
-            }),
+            record: (critical && schedule.is_none()).then(record),
+            schedule,
             trace: telemetry::outgoing(),
         })
     }

@@ -49,7 +49,7 @@ impl Publishing {
                     pendings.push(None);
                 }
                 Ok(pending) => {
-                    let hold = pending.record.is_some() || backlog;
+                    let hold = pending.record.is_some() || pending.schedule.is_some() || backlog;
                     steps.push(if hold { Step::ToHold } else { Step::Direct });
                     pendings.push(Some(pending));
                 }
@@ -109,24 +109,37 @@ impl Publishing {
         let ids: Vec<Uuid> = held.iter().map(|p| p.id).collect();
         let users: HashSet<String> = held
             .iter()
-            .filter_map(|p| p.record.as_ref().and_then(|r| r.user_id.clone()))
+            .filter_map(|p| {
+                let record = p.record.as_ref().or(p.schedule.as_ref().map(|s| &s.record));
+                record.and_then(|r| r.user_id.clone())
+            })
             .collect();
+        let scheduled: Vec<bool> = held.iter().map(|p| p.schedule.is_some()).collect();
         match self.outbox.hold(held, owner).await {
             Ok(held) => {
-                for ((&i, held), &id) in indexes.iter().zip(held).zip(&ids) {
+                let mut owed = false;
+                for (((&i, held), &id), &scheduled) in
+                    indexes.iter().zip(held).zip(&ids).zip(&scheduled)
+                {
+                    owed |= !scheduled && !by_request;
                     steps[i] = match (held, by_request) {
+                        // Committed; the schedule publishes it when it is due.
+                        (Held::New | Held::Scheduled(_), _) if scheduled => {
+                            Step::Done(Ok(ReceiptStatus::Scheduled))
+                        }
+                        (Held::Cancelled, _) => Step::Done(Err(NotTaken::Cancelled)),
                         (Held::New, true) => Step::HeldBySelf,
                         (Held::New, false) => Step::Done(Ok(ReceiptStatus::Queued)),
                         // A retry of an accepted event (ids are their caller's): it is
                         // safe already, and is not published again.
                         (Held::Owed, _) => Step::Done(Ok(ReceiptStatus::Queued)),
                         (Held::Published, _) => Step::Done(Ok(ReceiptStatus::Published)),
-                        (Held::Unsettled, _) => {
+                        (Held::Unsettled | Held::Scheduled(_), _) => {
                             Step::Done(Err(NotTaken::unknown(id, Unknown::InProgress)))
                         }
                     };
                 }
-                if !by_request {
+                if owed {
                     self.backlog.added();
                 }
             }
@@ -261,9 +274,15 @@ fn matching(steps: &[Step], wanted: impl Fn(&Step) -> bool) -> Vec<usize> {
 pub(super) fn outcome_label(outcome: &Outcome) -> PublishOutcome {
     match outcome {
         Ok(ReceiptStatus::Published) => PublishOutcome::Published,
+        Ok(ReceiptStatus::Scheduled) => PublishOutcome::Scheduled,
         Ok(_) => PublishOutcome::Queued,
         Err(NotTaken::Publish(error)) => error.outcome(),
-        Err(NotTaken::Unavailable(_) | NotTaken::Refused(_)) => PublishOutcome::Unavailable,
+        Err(
+            NotTaken::Unavailable(_)
+            | NotTaken::Refused(_)
+            | NotTaken::Cancelled
+            | NotTaken::Invalid(_),
+        ) => PublishOutcome::Unavailable,
         Err(NotTaken::TooLate) => PublishOutcome::Timeout,
         Err(NotTaken::OutcomeUnknown { .. }) => PublishOutcome::Unknown,
     }

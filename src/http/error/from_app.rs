@@ -13,18 +13,24 @@ use crate::runtime::detached::Panicked;
 
 impl From<NotTaken> for ApiError {
     fn from(source: NotTaken) -> Self {
-        ApiError::NotTaken {
-            source,
-            results: None,
+        match source {
+            NotTaken::Invalid(errors) => ApiError::invalid(errors),
+            source => ApiError::NotTaken {
+                source,
+                results: None,
+            },
         }
     }
 }
 
 impl From<BatchNotTaken> for ApiError {
     fn from(batch: BatchNotTaken) -> Self {
-        ApiError::NotTaken {
-            source: batch.first,
-            results: Some(batch.results),
+        match batch.first {
+            NotTaken::Invalid(errors) => ApiError::invalid(errors),
+            source => ApiError::NotTaken {
+                source,
+                results: Some(batch.results),
+            },
         }
     }
 }

@@ -71,6 +71,11 @@ impl ApiError {
                 "idempotency-in-progress",
                 "A request with this Idempotency-Key is in progress",
             ),
+            NotCancellable(_) => (
+                S::CONFLICT,
+                "not-cancellable",
+                "The event can no longer be cancelled",
+            ),
             _ => self.client_parts(),
         }
     }
@@ -151,7 +156,7 @@ impl ApiError {
                 "webhook ids are kept in Redis, which did not answer; nothing was published, retry later"
                     .into()
             }
-            ApiError::Conflict(detail) => detail.clone(),
+            ApiError::Conflict(detail) | ApiError::NotCancellable(detail) => detail.clone(),
             ApiError::KeysUnavailable => {
                 "the identity provider's keys (JWT_JWKS_URL) could not be fetched yet, so no token \
                  can be verified; nothing was done, retry after Retry-After"
@@ -200,6 +205,7 @@ fn not_taken_detail(source: &NotTaken, batch: bool) -> String {
         NotTaken::Publish(PublishError::Unroutable { routing_key }) => {
             format!("no queue is bound for routing key {routing_key}; the event was not accepted")
         }
+        NotTaken::Cancelled => format!("{source}; send it with a new id to schedule it again"),
         source => format!("{source}; the event was not accepted, retry later"),
     }
 }
@@ -222,7 +228,7 @@ fn not_taken_parts(source: &NotTaken) -> (StatusCode, &'static str, &'static str
             "unavailable",
             "The event could not be made safe now; retry later",
         ),
-        NotTaken::Refused(_) => (
+        NotTaken::Refused(_) | NotTaken::Invalid(_) => (
             StatusCode::UNPROCESSABLE_ENTITY,
             "validation",
             "The event's content was refused",
@@ -231,6 +237,11 @@ fn not_taken_parts(source: &NotTaken) -> (StatusCode, &'static str, &'static str
             StatusCode::SERVICE_UNAVAILABLE,
             "timeout",
             "The request took too long",
+        ),
+        NotTaken::Cancelled => (
+            StatusCode::CONFLICT,
+            "cancelled",
+            "An event with this id was cancelled",
         ),
         NotTaken::OutcomeUnknown { .. } => (
             StatusCode::SERVICE_UNAVAILABLE,

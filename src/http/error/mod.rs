@@ -91,6 +91,9 @@ pub enum ApiError {
     ReplayGuardUnavailable(#[source] CacheError),
     #[error("idempotency key conflict: {0}")]
     Conflict(String),
+    /// A cancel of an event that was already released or published.
+    #[error("not cancellable: {0}")]
+    NotCancellable(String),
     #[error("the request took too long")]
     Timeout,
     #[error("the identity provider's keys could not be fetched yet")]

@@ -1,0 +1,328 @@
+//! Scheduled events: written before their 202 (in the group commit, like outbox rows),
+//! released to the outbox when due by one gateway at a time, marked published by the
+//! relay, cancelled on request, and dropped once settled for `IDEMPOTENCY_TTL`.
+
+use async_trait::async_trait;
+use sqlx::{PgPool, Postgres, Transaction};
+use time::OffsetDateTime;
+use tracing::instrument;
+use uuid::Uuid;
+
+use super::{Store, StoreError};
+use crate::app::ports::ScheduleStore;
+use crate::app::records::{
+    Held, PendingEvent, ScheduleState, ScheduleStats, ScheduledEvent, ScheduledRecord,
+};
+use crate::domain::envelope::rfc3339_millis;
+
+/// The advisory lock that lets one gateway at a time release due events, so that events
+/// due together reach the outbox (and so the bus) in the order they were accepted.
+const RELEASE_LOCK: i64 = 0x6576_6e74_7363_6864;
+
+/// Writes scheduled events; of an id scheduled before, tells where that event stands.
+/// After a lost COMMIT (`retrying`), a row that holds exactly this event's bytes is the
+/// lost COMMIT's: this request's own.
+#[instrument(skip_all, fields(rows = rows.len()))]
+pub(super) async fn insert(
+    tx: &mut Transaction<'static, Postgres>,
+    rows: &[&PendingEvent],
+    retrying: bool,
+) -> Result<Vec<Held>, sqlx::Error> {
+    let scheduled: Vec<(&PendingEvent, &ScheduledRecord)> = rows
+        .iter()
+        .filter_map(|e| e.schedule.as_ref().map(|s| (*e, s)))
+        .collect();
+    let column = |f: &dyn Fn(&PendingEvent, &ScheduledRecord) -> Option<String>| {
+        scheduled.iter().map(|(e, s)| f(e, s)).collect::<Vec<_>>()
+    };
+    let fresh: Vec<Uuid> = sqlx::query_scalar(
+        "INSERT INTO scheduled_events (event_id, deliver_at, type, user_id, ordering_key,
+                                       correlation_id, source, timestamp_secs, body, critical,
+                                       traceparent, tracestate, accepted_at)
+         SELECT * FROM UNNEST($1::uuid[], $2::timestamptz[], $3::text[], $4::text[], $5::text[],
+                              $6::text[], $7::text[], $8::int8[], $9::bytea[], $10::bool[],
+                              $11::text[], $12::text[], $13::timestamptz[])
+         ON CONFLICT (event_id) DO NOTHING
+         RETURNING event_id",
+    )
+    .bind(scheduled.iter().map(|(e, _)| e.id).collect::<Vec<_>>())
+    .bind(
+        scheduled
+            .iter()
+            .map(|(_, s)| s.deliver_at)
+            .collect::<Vec<_>>(),
+    )
+    .bind(column(&|_, s| Some(s.record.event_type.to_owned())))
+    .bind(column(&|_, s| s.record.user_id.clone()))
+    .bind(column(&|e, _| Some(e.ordering_key.clone())))
+    .bind(column(&|e, _| Some(e.correlation_id.clone())))
+    .bind(column(&|_, s| Some(s.record.source.clone())))
+    .bind(
+        scheduled
+            .iter()
+            .map(|(e, _)| e.timestamp_secs)
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        scheduled
+            .iter()
+            .map(|(e, _)| e.body.clone())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        scheduled
+            .iter()
+            .map(|(_, s)| s.critical)
+            .collect::<Vec<_>>(),
+    )
+    .bind(column(&|e, _| {
+        e.trace.as_ref().map(|t| t.parent.to_string())
+    }))
+    .bind(column(&|e, _| {
+        e.trace
+            .as_ref()
+            .and_then(|t| t.state.as_deref().map(str::to_owned))
+    }))
+    .bind(
+        scheduled
+            .iter()
+            .map(|(_, s)| s.record.accepted_at)
+            .collect::<Vec<_>>(),
+    )
+    .fetch_all(&mut **tx)
+    .await?;
+    let mut seen = Vec::with_capacity(rows.len());
+    let new: Vec<bool> = rows
+        .iter()
+        .map(|e| {
+            let first = !seen.contains(&e.id);
+            seen.push(e.id);
+            first && fresh.contains(&e.id)
+        })
+        .collect();
+    let known: Vec<&PendingEvent> = rows
+        .iter()
+        .zip(&new)
+        .filter(|(_, new)| !**new)
+        .map(|(e, _)| *e)
+        .collect();
+    let standing = where_they_stand(tx, &known).await?;
+    Ok(rows
+        .iter()
+        .zip(new)
+        .map(|(e, new)| match new {
+            true => Held::New,
+            false => standing
+                .iter()
+                .find(|s| s.id == e.id)
+                .map_or(Held::Unsettled, |s| s.held(retrying)),
+        })
+        .collect())
+}
+
+/// An earlier scheduled event with an id being scheduled again.
+#[derive(sqlx::FromRow)]
+struct Standing {
+    id: Uuid,
+    same: bool,
+    state: String,
+    deliver_at: OffsetDateTime,
+}
+
+impl Standing {
+    fn held(&self, retrying: bool) -> Held {
+        if self.same && retrying {
+            return Held::New;
+        }
+        match ScheduleState::parse(&self.state) {
+            Some(ScheduleState::Scheduled) => Held::Scheduled(self.deliver_at),
+            Some(ScheduleState::Released) => Held::Owed,
+            Some(ScheduleState::Published) => Held::Published,
+            Some(ScheduleState::Cancelled) => Held::Cancelled,
+            None => Held::Unsettled,
+        }
+    }
+}
+
+async fn where_they_stand(
+    tx: &mut Transaction<'static, Postgres>,
+    known: &[&PendingEvent],
+) -> Result<Vec<Standing>, sqlx::Error> {
+    if known.is_empty() {
+        return Ok(Vec::new());
+    }
+    sqlx::query_as(
+        "SELECT x.id, s.body = x.body AS same, s.state, s.deliver_at
+         FROM UNNEST($1::uuid[], $2::bytea[]) AS x(id, body)
+         JOIN scheduled_events s ON s.event_id = x.id",
+    )
+    .bind(known.iter().map(|e| e.id).collect::<Vec<_>>())
+    .bind(known.iter().map(|e| e.body.clone()).collect::<Vec<_>>())
+    .fetch_all(&mut **tx)
+    .await
+}
+
+/// Scheduled events the relay published: their schedule rows say so.
+pub(super) async fn mark_published_in(
+    tx: &mut Transaction<'static, Postgres>,
+    ids: &[Uuid],
+) -> Result<(), sqlx::Error> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "UPDATE scheduled_events SET state = 'published', settled_at = now()
+         WHERE event_id = ANY($1) AND state = 'released'",
+    )
+    .bind(ids)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+impl Store {
+    /// Moves up to `limit` due events to the outbox (critical ones with their record), in
+    /// due time and then acceptance order, unless another gateway is doing so right now.
+    /// Returns how many it moved.
+    #[instrument(skip_all)]
+    pub async fn release_due(&self, limit: i64) -> Result<u64, StoreError> {
+        let pool = self.pool()?.clone();
+        self.guarded(async move { release_due(&pool, limit).await })
+            .await
+    }
+
+    /// Drops published and cancelled events (and released ones the outbox no longer
+    /// holds) settled longer than `ttl_secs` ago.
+    pub async fn expire_schedule(&self, ttl_secs: f64) -> Result<u64, StoreError> {
+        let pool = self.pool()?.clone();
+        self.guarded(async move {
+            let gone = sqlx::query(
+                "DELETE FROM scheduled_events s
+                 WHERE s.state <> 'scheduled'
+                   AND s.settled_at < now() - make_interval(secs => $1)
+                   AND (s.state <> 'released'
+                        OR NOT EXISTS (SELECT 1 FROM outbox o WHERE o.event_id = s.event_id))",
+            )
+            .bind(ttl_secs)
+            .execute(&pool)
+            .await?;
+            Ok(gone.rows_affected())
+        })
+        .await
+    }
+}
+
+async fn release_due(pool: &PgPool, limit: i64) -> Result<u64, StoreError> {
+    let mut tx = pool.begin().await?;
+    let mine: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
+        .bind(RELEASE_LOCK)
+        .fetch_one(&mut *tx)
+        .await?;
+    if !mine {
+        return Ok(0);
+    }
+    let moved = sqlx::query(
+        "WITH due AS (
+             SELECT seq FROM scheduled_events
+             WHERE state = 'scheduled' AND deliver_at <= now()
+             ORDER BY deliver_at, seq
+             LIMIT $1
+             FOR UPDATE
+         ), moved AS (
+             UPDATE scheduled_events s SET state = 'released', settled_at = now()
+             FROM due WHERE s.seq = due.seq
+             RETURNING s.seq, s.event_id, s.deliver_at, s.type, s.user_id, s.ordering_key,
+                       s.correlation_id, s.source, s.timestamp_secs, s.body, s.critical,
+                       s.traceparent, s.tracestate, s.accepted_at
+         ), records AS (
+             INSERT INTO events (id, type, user_id, correlation_id, source, envelope, accepted_at)
+             SELECT event_id, type, user_id, correlation_id, source,
+                    convert_from(body, 'UTF8')::jsonb, accepted_at
+             FROM moved WHERE critical
+             ON CONFLICT (id) DO NOTHING
+         )
+         INSERT INTO outbox (event_id, routing_key, ordering_key, correlation_id, timestamp_secs,
+                             body, critical, traceparent, tracestate, scheduled)
+         SELECT event_id, type, ordering_key, correlation_id, timestamp_secs, body, critical,
+                traceparent, tracestate, true
+         FROM moved ORDER BY deliver_at, seq
+         ON CONFLICT (event_id) DO NOTHING",
+    )
+    .bind(limit)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    tx.commit().await?;
+    Ok(moved)
+}
+
+#[async_trait]
+impl ScheduleStore for Store {
+    async fn scheduled_event(&self, id: Uuid) -> Result<Option<ScheduledEvent>, StoreError> {
+        let pool = self.pool()?.clone();
+        self.guarded(async move {
+            let row: Option<(String, Option<String>, String)> = sqlx::query_as(
+                "SELECT source, user_id, state FROM scheduled_events WHERE event_id = $1",
+            )
+            .bind(id)
+            .fetch_optional(&pool)
+            .await?;
+            Ok(row.and_then(|(source, user_id, state)| {
+                Some(ScheduledEvent {
+                    source,
+                    user_id,
+                    state: ScheduleState::parse(&state)?,
+                })
+            }))
+        })
+        .await
+    }
+
+    async fn cancel(&self, id: Uuid) -> Result<bool, StoreError> {
+        let pool = self.pool()?.clone();
+        self.guarded(async move {
+            let cancelled = sqlx::query(
+                "UPDATE scheduled_events SET state = 'cancelled', settled_at = now()
+                 WHERE event_id = $1 AND state = 'scheduled'",
+            )
+            .bind(id)
+            .execute(&pool)
+            .await?;
+            Ok(cancelled.rows_affected() == 1)
+        })
+        .await
+    }
+
+    async fn stats(&self) -> Result<ScheduleStats, StoreError> {
+        let pool = self.pool()?.clone();
+        self.guarded(async move {
+            let (pending, overdue, next_due, released, published, cancelled): (
+                i64,
+                i64,
+                Option<OffsetDateTime>,
+                i64,
+                i64,
+                i64,
+            ) = sqlx::query_as(
+                "SELECT count(*) FILTER (WHERE state = 'scheduled'),
+                        count(*) FILTER (WHERE state = 'scheduled' AND deliver_at <= now()),
+                        min(deliver_at) FILTER (WHERE state = 'scheduled'),
+                        count(*) FILTER (WHERE state = 'released'),
+                        count(*) FILTER (WHERE state = 'published'),
+                        count(*) FILTER (WHERE state = 'cancelled')
+                 FROM scheduled_events",
+            )
+            .fetch_one(&pool)
+            .await?;
+            Ok(ScheduleStats {
+                pending,
+                overdue,
+                next_due: next_due.map(rfc3339_millis),
+                released,
+                published,
+                cancelled,
+            })
+        })
+        .await
+    }
+}

@@ -1,0 +1,117 @@
+//! The schedule's worker: releases scheduled events to the outbox when they fall due (the
+//! relay publishes them from there, with its retries and per-user order), counts the
+//! schedule for `/health` and `/metrics`, and drops settled events after
+//! `IDEMPOTENCY_TTL`. Any number of gateways may run it: one releases at a time.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::app::ports::{ScheduleStore, StoreProbe};
+use crate::app::publish::Backlog;
+use crate::app::records::ScheduleStats;
+use crate::app::schedule::ScheduleFacts;
+use crate::runtime::metrics::{Metrics, ScheduleState};
+use crate::runtime::worker::Workers;
+use crate::store::Store;
+
+/// How often due events are looked for: the most an event waits past its time while the
+/// gateway keeps up.
+const TICK: Duration = Duration::from_millis(100);
+/// Most events released per transaction.
+const RELEASE_BATCH: i64 = 1000;
+/// How often the schedule is counted (a count reads every row of it).
+const COUNT_EVERY: Duration = Duration::from_secs(5);
+const EXPIRE_EVERY: Duration = Duration::from_secs(60);
+
+pub struct ScheduleRelease {
+    pub store: Store,
+    pub backlog: Backlog,
+    pub metrics: Arc<Metrics>,
+    pub facts: ScheduleFacts,
+    pub settled_ttl: Duration,
+}
+
+impl ScheduleRelease {
+    pub fn spawn(self, workers: &Workers) {
+        workers.spawn("schedule release", self.run(workers.token()));
+    }
+
+    async fn run(self, shutdown: CancellationToken) {
+        let mut count = tokio::time::interval(COUNT_EVERY);
+        let mut expire = tokio::time::interval(EXPIRE_EVERY);
+        loop {
+            if self.store.is_ready() {
+                self.release().await;
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(TICK) => {}
+                _ = count.tick() => self.count().await,
+                _ = expire.tick() => self.expire().await,
+            }
+        }
+    }
+
+    /// Releases every due event, a batch per transaction, and wakes the relay.
+    async fn release(&self) {
+        let mut released = 0;
+        loop {
+            match self.store.release_due(RELEASE_BATCH).await {
+                Ok(moved) => {
+                    released += moved;
+                    if moved < RELEASE_BATCH.unsigned_abs() {
+                        break;
+                    }
+                    self.backlog.wake();
+                }
+                Err(error) => {
+                    warn!(%error, "cannot release due scheduled events; trying again shortly");
+                    break;
+                }
+            }
+        }
+        if released > 0 {
+            debug!(released, "released due scheduled events");
+            self.backlog.wake();
+        }
+    }
+
+    async fn count(&self) {
+        if !self.store.is_ready() {
+            return;
+        }
+        match self.store.stats().await {
+            Ok(stats) => {
+                record(&self.metrics, &stats);
+                self.facts.set(stats);
+            }
+            Err(error) => debug!(%error, "cannot count the schedule"),
+        }
+    }
+
+    async fn expire(&self) {
+        if !self.store.is_ready() {
+            return;
+        }
+        match self
+            .store
+            .expire_schedule(self.settled_ttl.as_secs_f64())
+            .await
+        {
+            Ok(0) => {}
+            Ok(dropped) => info!(dropped, "dropped settled scheduled events"),
+            Err(error) => warn!(%error, "cannot drop settled scheduled events"),
+        }
+    }
+}
+
+fn record(metrics: &Metrics, stats: &ScheduleStats) {
+    metrics.scheduled(ScheduleState::Scheduled, stats.pending);
+    metrics.scheduled(ScheduleState::Overdue, stats.overdue);
+    metrics.scheduled(ScheduleState::Released, stats.released);
+    metrics.scheduled(ScheduleState::Published, stats.published);
+    metrics.scheduled(ScheduleState::Cancelled, stats.cancelled);
+}
