@@ -22,9 +22,9 @@ use crate::store::Store;
 const TICK: Duration = Duration::from_millis(100);
 /// Most events released per transaction.
 const RELEASE_BATCH: i64 = 1000;
-/// How often the schedule is counted (a count reads every row of it).
+/// How often settled events are dropped and the schedule is counted (a count reads every
+/// row of it).
 const COUNT_EVERY: Duration = Duration::from_secs(5);
-const EXPIRE_EVERY: Duration = Duration::from_secs(60);
 
 pub struct ScheduleRelease {
     pub store: Store,
@@ -41,7 +41,6 @@ impl ScheduleRelease {
 
     async fn run(self, shutdown: CancellationToken) {
         let mut count = tokio::time::interval(COUNT_EVERY);
-        let mut expire = tokio::time::interval(EXPIRE_EVERY);
         loop {
             if self.store.is_ready() {
                 self.release().await;
@@ -49,8 +48,10 @@ impl ScheduleRelease {
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 () = tokio::time::sleep(TICK) => {}
-                _ = count.tick() => self.count().await,
-                _ = expire.tick() => self.expire().await,
+                _ = count.tick() => {
+                    self.expire().await;
+                    self.count().await;
+                }
             }
         }
     }

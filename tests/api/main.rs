@@ -28,6 +28,7 @@ mod reconnect;
 mod refusals;
 mod retry_schedule;
 mod returns;
+mod scheduled;
 mod schemas;
 mod sealing;
 mod secret_settings;
