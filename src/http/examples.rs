@@ -63,14 +63,37 @@ pub fn add_examples(document: &mut OpenApi) {
     }
 }
 
+/// A `deliverAt` for the scheduling examples: a time must be within `SCHEDULE_MAX_AHEAD`
+/// of the call, so a fixed one is only a shape to edit.
+const EXAMPLE_DELIVER_AT: &str = "2026-12-24T09:00:00Z";
+
+/// The request bodies: the first of each is valid as it stands (Swagger UI's first
+/// click); the scheduled ones show `deliverAt` (a reward that expires when it was granted).
 fn request_example(path: &str, operation: &mut Operation) {
-    let example = match path {
-        "/v1/events" => example_event(EXAMPLE_TYPE),
-        "/v1/events/{type}" => example_data(EXAMPLE_TYPE),
-        "/v1/events/batch" => json!({"events": [
-            example_event(EXAMPLE_TYPE),
-            example_event(EventType::QuestStarted),
-        ]}),
+    let expiry = || {
+        let mut expired = example_event(EventType::RewardExpired);
+        expired["deliverAt"] = json!(EXAMPLE_DELIVER_AT);
+        expired
+    };
+    let examples = match path {
+        "/v1/events" => vec![
+            ("an event", example_event(EXAMPLE_TYPE)),
+            ("a scheduled event (edit deliverAt)", expiry()),
+        ],
+        "/v1/events/{type}" => vec![("data", example_data(EXAMPLE_TYPE))],
+        "/v1/events/batch" => vec![
+            (
+                "two events",
+                json!({"events": [
+                    example_event(EXAMPLE_TYPE),
+                    example_event(EventType::QuestStarted),
+                ]}),
+            ),
+            (
+                "a reward and its expiry, scheduled (edit deliverAt)",
+                json!({"events": [example_event(EventType::RewardCreated), expiry()]}),
+            ),
+        ],
         _ => return,
     };
     let body = match operation.request_body.as_mut() {
@@ -78,7 +101,10 @@ fn request_example(path: &str, operation: &mut Operation) {
         _ => return,
     };
     if let Some(RefOr::T(json)) = body.content.get_mut("application/json") {
-        json.example = Some(example);
+        for (name, value) in examples {
+            let example = ExampleBuilder::new().value(Some(value)).build();
+            json.examples.insert(name.into(), example.into());
+        }
     }
 }
 
@@ -96,19 +122,26 @@ fn accepted_examples(operation: &mut Operation) {
         return;
     }
     let receipt = |status: ReceiptStatus| {
-        let value = json!({
+        let mut value = json!({
             "id": "019a8c3e-5b1f-7c2d-9e4a-3f6b8d0c1a2e",
             "type": EXAMPLE_TYPE.as_str(),
             "correlationId": "correlation-789",
             "status": status,
             "persisted": true,
         });
+        if status == ReceiptStatus::Scheduled {
+            value["type"] = json!(EventType::RewardExpired.as_str());
+            value["deliverAt"] = json!("2026-12-24T09:00:00.000Z");
+        }
         ExampleBuilder::new().value(Some(value)).build()
     };
-    json.examples
-        .insert("published".into(), receipt(ReceiptStatus::Published).into());
-    json.examples
-        .insert("queued".into(), receipt(ReceiptStatus::Queued).into());
+    for (name, status) in [
+        ("published", ReceiptStatus::Published),
+        ("queued", ReceiptStatus::Queued),
+        ("scheduled", ReceiptStatus::Scheduled),
+    ] {
+        json.examples.insert(name.into(), receipt(status).into());
+    }
 }
 
 /// Every problem response shows the problem its status stands for on this operation.

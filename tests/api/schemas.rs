@@ -60,6 +60,18 @@ async fn the_schemas_and_the_gateway_never_disagree() {
         json!({"type": "quest.created", "data": {"questId": "q"}, "metadata": null}),
         true,
     ));
+    // A scheduled event (the gateway's window is checked at the call, the schema's is not).
+    examples.push((
+        "quest.created".into(),
+        json!({"type": "quest.created", "data": {"questId": "q"},
+            "deliverAt": crate::scheduled::in_(std::time::Duration::from_secs(60))}),
+        true,
+    ));
+    examples.push((
+        "quest.created".into(),
+        json!({"type": "quest.created", "data": {"questId": "q"}, "deliverAt": 1765022400}),
+        false,
+    ));
     for (event_type, body, valid) in examples {
         let by_schema = schema(&app, &event_type).await.is_valid(&body);
         let status = app.publish(&body).await.status().as_u16();
