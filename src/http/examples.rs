@@ -67,8 +67,9 @@ pub fn add_examples(document: &mut OpenApi) {
 /// of the call, so a fixed one is only a shape to edit.
 const EXAMPLE_DELIVER_AT: &str = "2026-12-24T09:00:00Z";
 
-/// The request bodies: the first of each is valid as it stands (Swagger UI's first
-/// click); the scheduled ones show `deliverAt` (a reward that expires when it was granted).
+/// The request bodies, named so that the one valid as it stands sorts first (Swagger UI's
+/// first click, the document keeps them in name order); the scheduled ones show
+/// `deliverAt` (a reward that expires, sent with the reward).
 fn request_example(path: &str, operation: &mut Operation) {
     let expiry = || {
         let mut expired = example_event(EventType::RewardExpired);
@@ -77,20 +78,20 @@ fn request_example(path: &str, operation: &mut Operation) {
     };
     let examples = match path {
         "/v1/events" => vec![
-            ("an event", example_event(EXAMPLE_TYPE)),
-            ("a scheduled event (edit deliverAt)", expiry()),
+            ("published now", example_event(EXAMPLE_TYPE)),
+            ("scheduled (edit deliverAt)", expiry()),
         ],
         "/v1/events/{type}" => vec![("data", example_data(EXAMPLE_TYPE))],
         "/v1/events/batch" => vec![
             (
-                "two events",
+                "both published now",
                 json!({"events": [
                     example_event(EXAMPLE_TYPE),
                     example_event(EventType::QuestStarted),
                 ]}),
             ),
             (
-                "a reward and its expiry, scheduled (edit deliverAt)",
+                "scheduled: a reward and its expiry (edit deliverAt)",
                 json!({"events": [example_event(EventType::RewardCreated), expiry()]}),
             ),
         ],

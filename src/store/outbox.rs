@@ -10,6 +10,10 @@ use uuid::Uuid;
 use super::{Store, StoreError, schedule};
 use crate::domain::trace::{TraceContext, TraceParent};
 
+/// How long a scheduled event released to the outbox may wait for the relay before it is
+/// a backlog that new events queue behind.
+const RELEASED_GRACE: Duration = Duration::from_secs(2);
+
 /// A message owed to the broker.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct OutboxRow {
@@ -84,17 +88,20 @@ impl Store {
 
     /// Rows in the outbox, and how many of them the relay owes the broker (due, or backing
     /// off after a failed attempt) rather than a request publishing its own. A scheduled
-    /// event just released is no backlog until an attempt at it fails: new events need not
-    /// queue behind it.
+    /// event just released is no backlog for [`RELEASED_GRACE`] (the relay publishes it
+    /// within a round): new events need not queue behind it, unless it waits longer (the
+    /// broker down, the relay behind), when a user's next events must not overtake it.
     pub async fn outbox_counts(&self) -> Result<(i64, i64), StoreError> {
         let pool = self.pool()?.clone();
         self.guarded(async move {
             Ok(sqlx::query_as(
                 "SELECT count(*),
                         count(*) FILTER (WHERE attempts > 0
-                                            OR (next_attempt_at <= now() AND NOT scheduled))
+                                            OR next_attempt_at <= now() - CASE WHEN scheduled
+                                                THEN make_interval(secs => $1) ELSE interval '0' END)
                  FROM outbox",
             )
+            .bind(RELEASED_GRACE.as_secs_f64())
             .fetch_one(&pool)
             .await?)
         })
