@@ -18,6 +18,7 @@ use crate::domain::{EventType, Principal, Scopes, ValidEvent};
 use crate::runtime::metrics::Metrics;
 
 mod outcomes;
+mod scheduled;
 
 /// A broker that confirms everything but what it was told to refuse, by routing key, or
 /// fails every message with `fail` (a lost or late confirm, say).
