@@ -18,6 +18,7 @@ fn event(seq: u64, outcomes: &[Outcome]) -> EventLog {
             seq,
             event_type: "analytics.event_tracked",
             client_id: None,
+            deliver_at_ms: None,
         },
         attempts: outcomes
             .iter()
@@ -42,6 +43,30 @@ fn copy(seq: u64, id: Uuid, accepted_ms: u64) -> Message {
         user: "u".into(),
         seq,
         accepted_ms: Some(accepted_ms),
+        scheduled_for_ms: None,
+        received_ms: accepted_ms + 5,
+    }
+}
+
+/// An event scheduled for `due`, answered `scheduled`.
+fn scheduled(seq: u64, id: Uuid, due: u64) -> EventLog {
+    let mut log = event(
+        seq,
+        &[Outcome::Scheduled {
+            id,
+            deliver_at_ms: Some(due),
+        }],
+    );
+    log.planned.deliver_at_ms = Some(due);
+    log
+}
+
+/// Its copy on the bus, taken off the queue at `received_ms`.
+fn released(seq: u64, id: Uuid, due: u64, received_ms: u64) -> Message {
+    Message {
+        scheduled_for_ms: Some(due),
+        received_ms,
+        ..copy(seq, id, seq * 1000 + 10)
     }
 }
 
@@ -110,5 +135,51 @@ fn one_event_under_two_ids_and_a_user_out_of_order_fail() {
             .failures
             .iter()
             .any(|failure| failure.starts_with("order"))
+    );
+}
+
+#[test]
+fn scheduled_events_once_on_time_and_in_order_pass() {
+    let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+    let logs = [scheduled(1, a, 9000), scheduled(2, b, 9000)];
+    let row = checked(
+        &logs,
+        &[released(1, a, 9000, 9100), released(2, b, 9000, 9100)],
+    );
+    assert!(row.failures.is_empty(), "{:?}", row.failures);
+    assert_eq!((row.scheduled, row.last_late_secs), (2, Some(0.1)));
+}
+
+#[test]
+fn a_scheduled_event_early_twice_or_out_of_order_fails() {
+    let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+    let logs = [scheduled(1, a, 9000), scheduled(2, b, 9000)];
+    let failed = |messages: &[Message], wanted: &str| {
+        let row = checked(&logs, messages);
+        assert!(
+            row.failures.iter().any(|failure| failure.contains(wanted)),
+            "{wanted}: {:?}",
+            row.failures
+        );
+    };
+    failed(
+        &[released(1, a, 9000, 8990), released(2, b, 9000, 9100)],
+        "before its deliverAt",
+    );
+    failed(
+        &[
+            released(1, a, 9000, 9100),
+            released(1, a, 9000, 9200),
+            released(2, b, 9000, 9100),
+        ],
+        "released once",
+    );
+    failed(
+        &[released(2, b, 9000, 9100), released(1, a, 9000, 9100)],
+        "scheduled order",
+    );
+    failed(
+        &[released(1, a, 8000, 9100), released(2, b, 9000, 9100)],
+        "metadata.scheduledFor",
     );
 }

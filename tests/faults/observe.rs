@@ -5,11 +5,14 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use anyhow::Context;
+use lapin::message::Delivery;
 use lapin::options::BasicGetOptions;
 use lapin::{Connection, ConnectionProperties};
 use serde_json::Value;
 use sqlx::{Connection as _, PgConnection};
 use uuid::Uuid;
+
+use crate::process::{now_ms, parse_ms};
 
 pub const FAMILIES: [&str; 5] = [
     "achievement",
@@ -28,18 +31,17 @@ pub struct Message {
     pub seq: u64,
     /// `metadata.timestamp`: when the gateway accepted this copy (ms since the epoch).
     pub accepted_ms: Option<u64>,
+    /// `metadata.scheduledFor`: the `deliverAt` of a scheduled event (ms since the epoch).
+    pub scheduled_for_ms: Option<u64>,
+    /// When the catalogue took it off the queue (ms since the epoch): it was on the bus
+    /// by then.
+    pub received_ms: u64,
 }
 
 impl Message {
-    pub fn parse(queue: &str, message_id: Option<&str>, body: &[u8]) -> anyhow::Result<Message> {
+    fn parse(queue: &str, message_id: Option<&str>, body: &[u8]) -> anyhow::Result<Message> {
         let body: Value = serde_json::from_slice(body).context("a message body")?;
-        let accepted_ms = body["metadata"]["timestamp"]
-            .as_str()
-            .and_then(|stamp| {
-                time::OffsetDateTime::parse(stamp, &time::format_description::well_known::Rfc3339)
-                    .ok()
-            })
-            .map(|stamp| (stamp.unix_timestamp_nanos() / 1_000_000) as u64);
+        let metadata = &body["metadata"];
         Ok(Message {
             queue: queue.to_owned(),
             message_id: message_id.and_then(|id| id.parse().ok()),
@@ -48,8 +50,19 @@ impl Message {
                 .unwrap_or_default()
                 .to_owned(),
             seq: body["data"]["metadata"]["seq"].as_u64().unwrap_or_default(),
-            accepted_ms,
+            accepted_ms: metadata["timestamp"].as_str().and_then(parse_ms),
+            scheduled_for_ms: metadata["scheduledFor"].as_str().and_then(parse_ms),
+            received_ms: now_ms(),
         })
+    }
+
+    pub fn from_delivery(queue: &str, delivery: &Delivery) -> anyhow::Result<Message> {
+        let id = delivery
+            .properties
+            .message_id()
+            .as_ref()
+            .map(|id| id.to_string());
+        Message::parse(queue, id.as_deref(), &delivery.data)
     }
 }
 
@@ -66,13 +79,7 @@ pub async fn drain_queues(amqp_url: &str, namespace: &str) -> anyhow::Result<Vec
             .await
             .with_context(|| format!("basic.get on {queue}"))?
         {
-            let delivery = got.delivery;
-            let id = delivery
-                .properties
-                .message_id()
-                .as_ref()
-                .map(|id| id.to_string());
-            messages.push(Message::parse(&queue, id.as_deref(), &delivery.data)?);
+            messages.push(Message::from_delivery(&queue, &got.delivery)?);
         }
     }
     let _ = connection.close(200, "read".into()).await;

@@ -1,9 +1,11 @@
-//! Child processes: free ports, signals to a process or its group, tools run to completion.
+//! Child processes: free ports, signals to a process or its group, tools run to completion;
+//! and the wall clock they all share.
 
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
+use time::format_description::well_known::Rfc3339;
 use tokio::process::Command;
 
 /// A port nothing listens on right now (the OS picks it; a small race is accepted).
@@ -19,6 +21,20 @@ pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|elapsed| elapsed.as_millis() as u64)
+        .unwrap_or_default()
+}
+
+/// An RFC 3339 time in ms since the epoch (`None`: not one).
+pub fn parse_ms(text: &str) -> Option<u64> {
+    let at = time::OffsetDateTime::parse(text, &Rfc3339).ok()?;
+    u64::try_from(at.unix_timestamp_nanos() / 1_000_000).ok()
+}
+
+/// ms since the epoch as RFC 3339 (UTC), as a client writes `deliverAt`.
+pub fn format_ms(ms: u64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|at| at.format(&Rfc3339).ok())
         .unwrap_or_default()
 }
 

@@ -2,7 +2,7 @@
 
 use crate::checks::Row;
 
-const HEADER: [&str; 8] = [
+const HEADER: [&str; 10] = [
     "scenario",
     "acknowledged",
     "queued",
@@ -11,6 +11,8 @@ const HEADER: [&str; 8] = [
     "refused-but-delivered",
     "outcome-unknown",
     "recovery s",
+    "scheduled",
+    "last late s",
 ];
 
 /// A Markdown table, so RELIABILITY.md can hold it as printed.
@@ -23,13 +25,16 @@ pub fn table(rows: &[Row]) -> String {
         let recovery = row
             .recovery_secs
             .map_or_else(|| "never".to_owned(), |secs| format!("{secs:.1}"));
+        let late = row
+            .last_late_secs
+            .map_or_else(|| "-".to_owned(), |secs| format!("{secs:.2}"));
         let result = if row.failures.is_empty() {
             "ok"
         } else {
             "FAILED"
         };
         lines.push(format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {recovery} | {result} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {recovery} | {} | {late} | {result} |",
             row.scenario,
             row.acknowledged,
             row.queued,
@@ -37,6 +42,7 @@ pub fn table(rows: &[Row]) -> String {
             row.duplicates,
             row.refused_delivered,
             row.outcome_unknown,
+            row.scheduled,
         ));
     }
     lines.join("\n")

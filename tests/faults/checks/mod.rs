@@ -1,6 +1,9 @@
 //! The checks: every acknowledged event on the bus (and, when critical, in PostgreSQL),
 //! nothing definitely refused on the bus, copies only under the event's own id, each
-//! user's acknowledged events in order on each queue, and how soon `published` came back.
+//! user's acknowledged events in order on each queue, scheduled events once and on time
+//! ([`scheduled`]), and how soon `published` came back.
+
+mod scheduled;
 
 use std::collections::{HashMap, HashSet};
 
@@ -22,6 +25,9 @@ pub struct Row {
     pub refused_delivered: usize,
     pub outcome_unknown: usize,
     pub recovery_secs: Option<f64>,
+    /// Scheduled events acknowledged, and how late the latest of them arrived.
+    pub scheduled: usize,
+    pub last_late_secs: Option<f64>,
     pub failures: Vec<String>,
     pub notes: Vec<String>,
 }
@@ -67,6 +73,7 @@ pub fn check(scenario: &'static str, seen: &Observed) -> Row {
         }
     }
     check_order(&mut row, seen);
+    scheduled::check_scheduled(&mut row, seen, &copies);
     row
 }
 

@@ -1,11 +1,13 @@
 //! What each answer means for each event it carried, as the contract's delivery guarantees
-//! put it: safe (202, or `published`/`queued` in a batch's results), outcome unknown, or a
-//! definite refusal.
+//! put it: safe (202, or `published`/`queued`/`scheduled` in a batch's results), outcome
+//! unknown, or a definite refusal.
 
 use std::time::Duration;
 
 use serde_json::Value;
 use uuid::Uuid;
+
+use crate::process::parse_ms;
 
 const OUTCOME_UNKNOWN: &str = "urn:problem:event-gateway:outcome-unknown";
 const IN_PROGRESS: &str = "urn:problem:event-gateway:idempotency-in-progress";
@@ -14,6 +16,12 @@ const IN_PROGRESS: &str = "urn:problem:event-gateway:idempotency-in-progress";
 pub enum Outcome {
     /// Safe: on the bus (`queued: false`) or committed to the outbox.
     Acked { id: Uuid, queued: bool },
+    /// Safe: committed to the schedule, to be published at `deliverAt` (as the receipt
+    /// gave it, ms since the epoch).
+    Scheduled {
+        id: Uuid,
+        deliver_at_ms: Option<u64>,
+    },
     /// `outcome-unknown`, a timeout or a broken connection: may or may not be taken.
     Unknown(String),
     /// 409: the first request with this key still runs (it may yet publish the event).
@@ -23,6 +31,14 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// The event's id, when this answer made it safe.
+    pub fn safe_id(&self) -> Option<Uuid> {
+        match self {
+            Outcome::Acked { id, .. } | Outcome::Scheduled { id, .. } => Some(*id),
+            _ => None,
+        }
+    }
+
     /// The gateway answered `outcome-unknown` (not a timeout or broken connection).
     pub fn is_outcome_unknown_problem(&self) -> bool {
         matches!(self, Outcome::Unknown(reason) if reason == OUTCOME_UNKNOWN)
@@ -88,6 +104,12 @@ fn receipt_outcome(receipt: Option<&Value>, failure: Option<&Outcome>) -> Outcom
     match (id, status) {
         (Some(id), Some("published")) => Outcome::Acked { id, queued: false },
         (Some(id), Some("queued")) => Outcome::Acked { id, queued: true },
+        (Some(id), Some("scheduled")) => Outcome::Scheduled {
+            id,
+            deliver_at_ms: receipt
+                .and_then(|receipt| receipt["deliverAt"].as_str())
+                .and_then(parse_ms),
+        },
         _ => failure
             .cloned()
             .unwrap_or_else(|| Outcome::Unknown(format!("202 without a receipt: {receipt:?}"))),

@@ -4,6 +4,8 @@
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+use crate::process::format_ms;
+
 /// Critical by default (`CRITICAL_EVENTS`): written to PostgreSQL before the answer.
 pub const CRITICAL: [&str; 2] = ["achievement.completed", "reward.created"];
 
@@ -15,6 +17,8 @@ pub struct Planned {
     pub event_type: &'static str,
     /// The client's own id; `None` for the typed endpoint, which takes only `data`.
     pub client_id: Option<Uuid>,
+    /// Its `deliverAt` (ms since the epoch), when it is scheduled.
+    pub deliver_at_ms: Option<u64>,
 }
 
 impl Planned {
@@ -43,6 +47,9 @@ impl Planned {
         let mut event = json!({"type": self.event_type, "data": self.data()});
         if let Some(id) = self.client_id {
             event["id"] = json!(id);
+        }
+        if let Some(due) = self.deliver_at_ms {
+            event["deliverAt"] = json!(format_ms(due));
         }
         event
     }
@@ -90,6 +97,7 @@ impl Dice {
                     seq: *next_seq,
                     event_type: self.event_type(),
                     client_id: (shape != Shape::Typed).then(Uuid::new_v4),
+                    deliver_at_ms: None,
                 }
             })
             .collect();

@@ -39,14 +39,12 @@ pub struct EventLog {
 }
 
 impl EventLog {
-    /// The first safe answer: the event's id and whether it was queued.
+    /// The first safe answer: the event's id, whether it was queued, and when.
     pub fn acked(&self) -> Option<(Uuid, bool, u64)> {
-        self.attempts
-            .iter()
-            .find_map(|attempt| match attempt.outcome {
-                Outcome::Acked { id, queued } => Some((id, queued, attempt.answered_ms)),
-                _ => None,
-            })
+        self.attempts.iter().find_map(|attempt| {
+            let queued = matches!(attempt.outcome, Outcome::Acked { queued: true, .. });
+            Some((attempt.outcome.safe_id()?, queued, attempt.answered_ms))
+        })
     }
 }
 

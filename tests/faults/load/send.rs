@@ -45,7 +45,7 @@ pub(super) async fn send_until_answered(
                 *last = (*last).max(answered_ms);
             }
             final_refusal |= outcome.is_final();
-            if !matches!(outcome, Outcome::Acked { .. }) {
+            if outcome.safe_id().is_none() {
                 still.push(index);
             }
             logs[index].attempts.push(Attempt {

@@ -116,13 +116,7 @@ async fn take_all(
         )
         .await?;
     while let Some(delivery) = consumer.next().await {
-        let delivery = delivery?;
-        let id = delivery
-            .properties
-            .message_id()
-            .as_ref()
-            .map(|id| id.to_string());
-        let message = Message::parse(&queue, id.as_deref(), &delivery.data)?;
+        let message = Message::from_delivery(&queue, &delivery?)?;
         taken.lock().expect("lock").push(message);
     }
     Ok(())
