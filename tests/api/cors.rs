@@ -42,6 +42,7 @@ async fn a_preflight_from_an_allowed_origin_gets_the_methods_and_headers_the_api
     assert!(response.status().is_success(), "{}", response.status());
     assert_eq!(header(&response, "access-control-allow-origin"), GAME);
     assert!(listed(&response, "access-control-allow-methods").contains(&"post".into()));
+    assert!(listed(&response, "access-control-allow-methods").contains(&"delete".into()));
     let allowed = listed(&response, "access-control-allow-headers");
     for name in [
         "authorization",
