@@ -1,10 +1,11 @@
 //! The fault catalogue (RELIABILITY.md): private RabbitMQ, PostgreSQL and Redis, the
-//! gateway as a child process under a steady mixed load, fourteen faults injected one
+//! gateway as a child process under a steady mixed load, sixteen faults injected one
 //! after another, and every answer held against what reached the bus and the database.
 //!
 //! `cargo test --test faults -- --nocapture` runs it alone; `FAULTS=broker-kill,queue-full`
 //! runs only the named scenarios.
 
+mod arrivals;
 mod checks;
 mod checks_tests;
 mod gateway;
@@ -53,7 +54,7 @@ async fn every_answer_holds_under_faults() {
     );
 }
 
-/// The scenarios `FAULTS` names (comma-separated), or all fourteen.
+/// The scenarios `FAULTS` names (comma-separated), or all sixteen.
 fn chosen_faults() -> Vec<Fault> {
     let Ok(names) = std::env::var("FAULTS") else {
         return Fault::ALL.to_vec();

@@ -104,6 +104,28 @@ impl Dice {
         (shape, events)
     }
 
+    /// `count` events of a user, continuing `next_seq`, all due at `deliver_at_ms`.
+    pub fn due_events(
+        &mut self,
+        user: &str,
+        next_seq: &mut u64,
+        count: u64,
+        deliver_at_ms: u64,
+    ) -> Vec<Planned> {
+        (0..count)
+            .map(|_| {
+                *next_seq += 1;
+                Planned {
+                    user: user.to_owned(),
+                    seq: *next_seq,
+                    event_type: self.event_type(),
+                    client_id: Some(Uuid::new_v4()),
+                    deliver_at_ms: Some(deliver_at_ms),
+                }
+            })
+            .collect()
+    }
+
     fn event_type(&mut self) -> &'static str {
         match self.roll(100) {
             0..=34 => "achievement.completed",

@@ -4,6 +4,7 @@
 
 mod answers;
 mod events;
+mod schedule;
 mod send;
 
 use std::sync::{Arc, Mutex};
@@ -15,7 +16,8 @@ use uuid::Uuid;
 
 pub use answers::Outcome;
 use events::Dice;
-pub use events::Planned;
+pub use events::{Planned, Shape};
+pub use schedule::DueRequest;
 use send::send_until_answered;
 
 /// Many players, each at a player's pace: about 80 events a second in all.
@@ -62,7 +64,10 @@ struct Client {
 
 pub struct Load {
     client: Arc<Client>,
+    namespace: String,
     users: JoinSet<Vec<EventLog>>,
+    /// Every scheduled event sent so far ([`Load::schedule`]).
+    scheduled: Mutex<Vec<EventLog>>,
 }
 
 impl Load {
@@ -85,7 +90,12 @@ impl Load {
             let user = format!("{namespace}-u{index}");
             users.spawn(run_user(client.clone(), user, index));
         }
-        Load { client, users }
+        Load {
+            client,
+            namespace: namespace.to_owned(),
+            users,
+            scheduled: Mutex::new(Vec::new()),
+        }
     }
 
     pub fn last_published_ms(&self) -> u64 {
@@ -106,6 +116,7 @@ impl Load {
             logs.extend(user.expect("a load user panicked"));
         }
         timer.abort();
+        logs.append(&mut self.scheduled.lock().expect("lock"));
         logs
     }
 }

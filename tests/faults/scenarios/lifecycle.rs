@@ -52,7 +52,7 @@ async fn scenario(
     let load = Load::start(targets, token.to_owned(), &run.namespace);
     tokio::time::sleep(WARMUP).await;
     fault
-        .inject(&mut run)
+        .inject(&mut run, &load)
         .await
         .context("injecting the fault")?;
     wait_for_recovery(&load, run.restored_ms).await;
@@ -69,12 +69,7 @@ async fn prepare<'a>(
     let namespace = format!("faults-{}", fault.name());
     let broker = Proxy::start(([127, 0, 0, 1], services.rabbit.port).into()).await;
     let database = Proxy::start(([127, 0, 0, 1], services.postgres.port).into()).await;
-    let gateways = if fault == Fault::TwoGatewaysOneKilled {
-        2
-    } else {
-        1
-    };
-    let configs = (0..gateways)
+    let configs = (0..fault.gateways())
         .map(|_| GatewayConfig {
             port: free_port(),
             amqp_url: format!("amqp://guest:guest@{}/%2f", broker.addr),

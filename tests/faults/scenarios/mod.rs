@@ -1,10 +1,11 @@
-//! The fourteen faults, and the life of one scenario: its own exchange, queues, database
+//! The sixteen faults, and the life of one scenario: its own exchange, queues, database
 //! and Redis keys on the shared private services; one or two gateways behind proxies;
 //! load; the fault; recovery; then everything read back and checked.
 
 mod broker;
 mod lifecycle;
 mod processes;
+mod scheduled;
 mod stores;
 
 use std::path::PathBuf;
@@ -13,6 +14,7 @@ use std::time::Duration;
 pub use lifecycle::run_scenario;
 
 use crate::gateway::{Gateway, GatewayConfig};
+use crate::load::Load;
 use crate::observe::Message;
 use crate::proxy::Proxy;
 use crate::services::Services;
@@ -43,10 +45,12 @@ pub enum Fault {
     QueueFull,
     TwoGatewaysOneKilled,
     CommitCut,
+    ScheduledGatewayKill,
+    ScheduledTwoGateways,
 }
 
 impl Fault {
-    pub const ALL: [Fault; 14] = [
+    pub const ALL: [Fault; 16] = [
         Fault::BrokerKill,
         Fault::BrokerConnectionsClosed,
         Fault::BrokerBlackhole,
@@ -61,6 +65,8 @@ impl Fault {
         Fault::QueueFull,
         Fault::TwoGatewaysOneKilled,
         Fault::CommitCut,
+        Fault::ScheduledGatewayKill,
+        Fault::ScheduledTwoGateways,
     ];
 
     pub fn name(self) -> &'static str {
@@ -79,10 +85,21 @@ impl Fault {
             Fault::QueueFull => "queue-full",
             Fault::TwoGatewaysOneKilled => "two-gateways-one-killed",
             Fault::CommitCut => "commit-cut",
+            Fault::ScheduledGatewayKill => "scheduled-gateway-kill",
+            Fault::ScheduledTwoGateways => "scheduled-two-gateways",
         }
     }
 
-    async fn inject(self, run: &mut Run<'_>) -> anyhow::Result<()> {
+    /// How many gateways share the scenario's database.
+    fn gateways(self) -> usize {
+        match self {
+            Fault::TwoGatewaysOneKilled | Fault::ScheduledTwoGateways => 2,
+            _ => 1,
+        }
+    }
+
+    /// Injects the fault while `load` runs (and removes it, noting when).
+    async fn inject(self, run: &mut Run<'_>, load: &Load) -> anyhow::Result<()> {
         match self {
             Fault::BrokerKill => broker::kill_and_restart(run).await,
             Fault::BrokerConnectionsClosed => broker::close_connections(run).await,
@@ -98,6 +115,8 @@ impl Fault {
             Fault::SigtermMidLoad => processes::sigterm_mid_load(run).await,
             Fault::SigtermBrokerStalled => processes::sigterm_broker_stalled(run).await,
             Fault::TwoGatewaysOneKilled => processes::two_gateways_one_killed(run).await,
+            Fault::ScheduledGatewayKill => scheduled::gateway_kill(run, load).await,
+            Fault::ScheduledTwoGateways => scheduled::two_gateways(run, load).await,
         }
     }
 }
