@@ -15,7 +15,7 @@ use crate::app::records::ScheduleStats;
 use crate::app::schedule::ScheduleFacts;
 use crate::runtime::metrics::{Metrics, ScheduleState};
 use crate::runtime::worker::Workers;
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 
 /// How often due events are looked for: the most an event waits past its time while the
 /// gateway keeps up.
@@ -41,9 +41,22 @@ impl ScheduleRelease {
 
     async fn run(self, shutdown: CancellationToken) {
         let mut count = tokio::time::interval(COUNT_EVERY);
+        // Said once per outage, not ten times a second.
+        let mut failing = false;
         loop {
             if self.store.is_ready() {
-                self.release().await;
+                match self.release().await {
+                    Ok(()) if failing => {
+                        info!("releasing due scheduled events again");
+                        failing = false;
+                    }
+                    Ok(()) => {}
+                    Err(error) if !failing => {
+                        warn!(%error, "cannot release due scheduled events; trying every 100 ms");
+                        failing = true;
+                    }
+                    Err(_) => {}
+                }
             }
             tokio::select! {
                 () = shutdown.cancelled() => return,
@@ -56,27 +69,17 @@ impl ScheduleRelease {
         }
     }
 
-    /// Releases every due event, a batch per transaction, and wakes the relay.
-    async fn release(&self) {
-        let mut released = 0;
+    /// Releases every due event, a batch per transaction, waking the relay for each.
+    async fn release(&self) -> Result<(), StoreError> {
         loop {
-            match self.store.release_due(RELEASE_BATCH).await {
-                Ok(moved) => {
-                    released += moved;
-                    if moved < RELEASE_BATCH.unsigned_abs() {
-                        break;
-                    }
-                    self.backlog.wake();
-                }
-                Err(error) => {
-                    warn!(%error, "cannot release due scheduled events; trying again shortly");
-                    break;
-                }
+            let moved = self.store.release_due(RELEASE_BATCH).await?;
+            if moved > 0 {
+                debug!(moved, "released due scheduled events");
+                self.backlog.wake();
             }
-        }
-        if released > 0 {
-            debug!(released, "released due scheduled events");
-            self.backlog.wake();
+            if moved < RELEASE_BATCH.unsigned_abs() {
+                return Ok(());
+            }
         }
     }
 
