@@ -62,9 +62,7 @@ impl App {
         let (publishing, scheduling) = (self.publishing.clone(), self.scheduling.clone());
         // A retry is answered as the first request was, even once its `deliverAt` passed.
         let work = Box::pin(async move {
-            scheduling
-                .check(std::slice::from_ref(&event))
-                .map_err(NotTaken::Invalid)?;
+            scheduling.check(std::slice::from_ref(&event)).await?;
             publishing
                 .accept_one(&principal, &event, correlation_id)
                 .await
@@ -85,7 +83,10 @@ impl App {
         let subject = principal.subject.clone();
         let (publishing, scheduling) = (self.publishing.clone(), self.scheduling.clone());
         let work = Box::pin(async move {
-            scheduling.check(&events).map_err(BatchNotTaken::invalid)?;
+            scheduling
+                .check(&events)
+                .await
+                .map_err(BatchNotTaken::before_any)?;
             publishing
                 .accept_batch(&principal, &events, correlation_id)
                 .await

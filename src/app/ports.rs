@@ -154,6 +154,9 @@ pub trait Outbox: Send + Sync {
 pub trait ScheduleStore: Send + Sync {
     async fn scheduled_event(&self, id: Uuid) -> Result<Option<ScheduledEvent>, StoreError>;
 
+    /// Which of `ids` were taken before: scheduled, in the outbox, or persisted.
+    async fn known(&self, ids: Vec<Uuid>) -> Result<Vec<Uuid>, StoreError>;
+
     /// Cancels it if it still waits for its time; `false` if it does not.
     async fn cancel(&self, id: Uuid) -> Result<bool, StoreError>;
 

@@ -8,6 +8,7 @@ use serde_json::Value;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use crate::domain::EventType;
 use crate::domain::trace::TraceContext;
 
 /// One message to publish; the body is the serialized envelope. It is owned so that the
@@ -66,8 +67,8 @@ pub enum Held {
     /// Its id was held before by a request still at work (or its event is neither owed
     /// nor published): whether it will go out is not known yet.
     Unsettled,
-    /// Its id was scheduled before, and waits to be published at this time.
-    Scheduled(OffsetDateTime),
+    /// Its id was scheduled before, and waits for its time.
+    Scheduled,
     /// Its id was scheduled before, and cancelled: it will never be published.
     Cancelled,
 }
@@ -133,6 +134,7 @@ impl ScheduleState {
 /// A scheduled event as a cancel sees it: who scheduled it, for whom, and where it stands.
 #[derive(Debug, Clone)]
 pub struct ScheduledEvent {
+    pub event_type: EventType,
     pub source: String,
     pub user_id: Option<String>,
     pub state: ScheduleState,
@@ -148,7 +150,8 @@ pub struct ScheduleStats {
     pub overdue: i64,
     /// When the next pending event is due (RFC 3339), if any.
     pub next_due: Option<String>,
-    /// Events released to the outbox and not yet confirmed by the broker.
+    /// Events released to the outbox and not marked published since (the relay marks
+    /// them when the broker confirms them).
     pub released: i64,
     /// Published and cancelled events, kept for IDEMPOTENCY_TTL.
     pub published: i64,

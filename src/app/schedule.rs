@@ -9,6 +9,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::ports::{ReadCache, ScheduleStore, StoreError};
+use super::publish::NotTaken;
 use super::records::{ScheduleState, ScheduleStats};
 use crate::domain::schedule::ScheduleWindow;
 use crate::domain::{FieldError, Forbidden, Principal, ValidEvent};
@@ -53,32 +54,44 @@ pub struct Scheduling {
 }
 
 impl Scheduling {
-    /// Every `deliverAt` outside the window, named; nothing is scheduled if one is.
-    pub fn check(&self, events: &[ValidEvent]) -> Result<(), Vec<FieldError>> {
-        let errors = self.window.check(events, OffsetDateTime::now_utc());
+    /// Every `deliverAt` outside the window, named (422: nothing is taken), except for an
+    /// event whose id was taken before: a retry (after `outcome-unknown`, say) is answered
+    /// with where that event stands, however late it comes.
+    pub async fn check(&self, events: &[ValidEvent]) -> Result<(), NotTaken> {
+        let outside = self.window.check(events, OffsetDateTime::now_utc());
+        if outside.is_empty() {
+            return Ok(());
+        }
+        let ids = outside.iter().map(|(i, _)| events[*i].id).collect();
+        let known = self.store.known(ids).await.map_err(NotTaken::Unavailable)?;
+        let errors: Vec<FieldError> = outside
+            .into_iter()
+            .filter(|(i, _)| !known.contains(&events[*i].id))
+            .map(|(_, error)| error)
+            .collect();
         if errors.is_empty() {
             Ok(())
         } else {
-            Err(errors)
+            Err(NotTaken::Invalid(errors))
         }
     }
 
     /// Cancels a scheduled event that is not yet released; cancelling one already
-    /// cancelled is done already. Player tokens learn nothing of other users' events.
+    /// cancelled is done already. A player token learns nothing of other users' events
+    /// (as when it reads them).
     pub async fn cancel(&self, principal: &Principal, id: Uuid) -> Result<(), CancelError> {
         let event = self
             .store
             .scheduled_event(id)
             .await?
             .ok_or(CancelError::NotFound)?;
-        if let Err(forbidden) = principal.authorize_cancel(&event.source, event.user_id.as_deref())
-        {
-            return Err(if principal.is_player() {
-                CancelError::NotFound
-            } else {
-                CancelError::Forbidden(forbidden)
-            });
+        let user = event.user_id.as_deref();
+        if principal.is_player() && user != Some(principal.subject.as_str()) {
+            return Err(CancelError::NotFound);
         }
+        principal
+            .authorize_cancel(event.event_type, &event.source, user)
+            .map_err(CancelError::Forbidden)?;
         let state = match event.state {
             ScheduleState::Scheduled if self.store.cancel(id).await? => ScheduleState::Cancelled,
             // Released (or cancelled) meanwhile: where it stands now decides.
@@ -97,7 +110,7 @@ impl Scheduling {
                 Ok(())
             }
             ScheduleState::Scheduled | ScheduleState::Released => {
-                Err(CancelError::AlreadyOut("released to the broker"))
+                Err(CancelError::AlreadyOut("due and handed to the outbox"))
             }
             ScheduleState::Published => Err(CancelError::AlreadyOut("published")),
         }

@@ -70,9 +70,7 @@ impl App {
         mut delivery: Delivery,
     ) -> Result<Accepted, WebhookRefused> {
         // After the replay guard: a retried delivery is answered as the first one was.
-        self.scheduling
-            .check(&delivery.events)
-            .map_err(NotTaken::Invalid)?;
+        self.scheduling.check(&delivery.events).await?;
         let budget = Budget::Webhook(&delivery.source);
         self.limiter
             .charge_events(budget, delivery.events.len(), 0)

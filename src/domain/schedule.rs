@@ -54,33 +54,35 @@ pub struct ScheduleWindow {
 
 impl ScheduleWindow {
     /// Every event whose `deliverAt` is less than [`MIN_AHEAD`] from `now`, or more than
-    /// `max_ahead`, named.
-    pub fn check(&self, events: &[ValidEvent], now: OffsetDateTime) -> Vec<FieldError> {
+    /// `max_ahead`: its index, and the error naming it.
+    pub fn check(&self, events: &[ValidEvent], now: OffsetDateTime) -> Vec<(usize, FieldError)> {
         events
             .iter()
-            .filter_map(|event| event.deliver_at.as_ref())
-            .filter_map(|deliver_at| {
+            .enumerate()
+            .filter_map(|(index, event)| Some((index, event.deliver_at.as_ref()?)))
+            .filter_map(|(index, deliver_at)| {
                 let ahead = deliver_at.at - now;
-                if ahead < MIN_AHEAD {
-                    Some(FieldError::new(
+                let error = if ahead < MIN_AHEAD {
+                    FieldError::new(
                         &deliver_at.pointer,
                         format!(
                             "must be at least {} s in the future (it is {})",
                             MIN_AHEAD.as_secs(),
                             deliver_at.text()
                         ),
-                    ))
+                    )
                 } else if ahead > self.max_ahead {
-                    Some(FieldError::new(
+                    FieldError::new(
                         &deliver_at.pointer,
                         format!(
                             "must be at most {} s ahead (SCHEDULE_MAX_AHEAD)",
                             self.max_ahead.as_secs()
                         ),
-                    ))
+                    )
                 } else {
-                    None
-                }
+                    return None;
+                };
+                Some((index, error))
             })
             .collect()
     }
@@ -115,7 +117,8 @@ mod tests {
         for late_or_early in ["2026-12-06T12:00:00.999Z", "2026-12-06T13:00:00.001Z"] {
             let found = window.check(&[event_due(late_or_early)], now);
             assert_eq!(found.len(), 1, "{late_or_early}");
-            assert_eq!(found[0].pointer, "/events/3/deliverAt");
+            assert_eq!(found[0].0, 0);
+            assert_eq!(found[0].1.pointer, "/events/3/deliverAt");
         }
     }
 

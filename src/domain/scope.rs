@@ -135,20 +135,24 @@ impl Principal {
         }
     }
 
-    /// Whether this principal may cancel an event that `source` scheduled about
-    /// `user_id`: the one that scheduled it, or an admin; a player token only its own.
-    pub fn authorize_cancel(&self, source: &str, user_id: Option<&str>) -> Result<(), Forbidden> {
-        if self.is_player() && user_id != Some(self.subject.as_str()) {
-            return Err(Forbidden(
-                "a player token cancels only its own events".into(),
-            ));
-        }
-        if self.subject == source || self.authorize_admin().is_ok() {
+    /// Whether this principal may cancel an `event_type` event that `source` scheduled
+    /// about `user_id`: an admin, or the one that scheduled it while it may still publish
+    /// it (so a player token only its own).
+    pub fn authorize_cancel(
+        &self,
+        event_type: EventType,
+        source: &str,
+        user_id: Option<&str>,
+    ) -> Result<(), Forbidden> {
+        if self.authorize_admin().is_ok() {
             return Ok(());
         }
-        Err(Forbidden(
-            "only the principal that scheduled an event, or an admin, may cancel it".into(),
-        ))
+        if self.subject != source {
+            return Err(Forbidden(
+                "only the principal that scheduled an event, or an admin, may cancel it".into(),
+            ));
+        }
+        self.authorize_publish(event_type, user_id)
     }
 
     /// Whether this principal may read events about `user_id`.
@@ -178,23 +182,41 @@ mod tests {
             subject: "svc".into(),
             scopes: Scopes::parse("events:publish"),
         };
-        assert!(backend.authorize_cancel("svc", Some("u1")).is_ok());
-        assert!(backend.authorize_cancel("other-svc", Some("u1")).is_err());
+        let expired = EventType::RewardExpired;
+        assert!(backend.authorize_cancel(expired, "svc", Some("u1")).is_ok());
+        assert!(
+            backend
+                .authorize_cancel(expired, "other-svc", Some("u1"))
+                .is_err()
+        );
+        let reader = Principal {
+            subject: "svc".into(),
+            scopes: Scopes::parse("events:read events:publish:analytics"),
+        };
+        assert!(
+            reader.authorize_cancel(expired, "svc", Some("u1")).is_err(),
+            "the same sub, but no right to publish it"
+        );
         let admin = Principal {
             subject: "ops".into(),
             scopes: Scopes::parse("admin"),
         };
-        assert!(admin.authorize_cancel("svc", Some("u1")).is_ok());
+        assert!(admin.authorize_cancel(expired, "svc", Some("u1")).is_ok());
         let player = principal("events:publish:self admin");
+        let tracked = EventType::AnalyticsEventTracked;
         assert!(
             player
-                .authorize_cancel("player-1", Some("player-1"))
+                .authorize_cancel(tracked, "player-1", Some("player-1"))
                 .is_ok()
         );
-        assert!(player.authorize_cancel("svc", Some("player-1")).is_err());
         assert!(
             player
-                .authorize_cancel("player-1", Some("player-2"))
+                .authorize_cancel(tracked, "svc", Some("player-1"))
+                .is_err()
+        );
+        assert!(
+            player
+                .authorize_cancel(tracked, "player-1", Some("player-2"))
                 .is_err()
         );
     }

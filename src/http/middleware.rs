@@ -90,7 +90,7 @@ fn request_span(request: &Request) -> tracing::Span {
 }
 
 /// Headers a browser may send, and may read, across origins.
-const CORS_REQUEST_HEADERS: [&str; 14] = [
+const CORS_REQUEST_HEADERS: [&str; 15] = [
     "authorization",
     "content-type",
     "idempotency-key",
@@ -103,6 +103,7 @@ const CORS_REQUEST_HEADERS: [&str; 14] = [
     "ce-source",
     "ce-type",
     "ce-time",
+    "ce-deliverat",
     "ce-subject",
     "ce-datacontenttype",
     "ce-dataschema",

@@ -80,9 +80,9 @@ pub(super) async fn get_event(
 /// Cancel a scheduled event.
 ///
 /// Until its `deliverAt` has come and it was released, a scheduled event can be cancelled
-/// by the principal that scheduled it, or by an `admin`; a player token only its own
-/// user's. After `204` it is never published; cancelling it again is `204` too. Once it
-/// has gone out, `409`.
+/// by an `admin`, or by the principal that scheduled it while its token may still publish
+/// that event (a player token only its own user's). After `204` it is never published;
+/// cancelling it again is `204` too. Once it has gone out, `409`.
 #[utoipa::path(
     delete,
     path = "/v1/events/{id}",
@@ -92,7 +92,7 @@ pub(super) async fn get_event(
         (status = 204, description = "Cancelled: it will never be published"),
         Unauthorized,
         RateLimited,
-        (status = 403, description = "Neither the principal that scheduled it nor an admin", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an admin, nor the principal that scheduled it with the right to publish it", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No scheduled event with this id (or not the player's own)", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "It has already been released to the broker or published", body = Problem, content_type = "application/problem+json"),
         DatabaseDown,

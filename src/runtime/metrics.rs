@@ -54,6 +54,7 @@ labels! {
         Published = "published",
         Queued = "queued",
         Scheduled = "scheduled",
+        Cancelled = "cancelled",
         Unavailable = "unavailable",
         Nacked = "nacked",
         Unroutable = "unroutable",
@@ -103,7 +104,7 @@ labels! {
 labels! {
     /// Where a scheduled event stands: waiting (`scheduled`, of which `overdue` are due and
     /// not yet released), moved to the outbox (`released`), `published` or `cancelled`.
-    ScheduleState {
+    ScheduleGauge {
         Scheduled = "scheduled",
         Overdue = "overdue",
         Released = "released",
@@ -279,7 +280,7 @@ impl Metrics {
         for &result in CacheLookup::ALL {
             self.cache_lookups(result);
         }
-        for &state in ScheduleState::ALL {
+        for &state in ScheduleGauge::ALL {
             self.scheduled(state, 0);
         }
     }
@@ -309,7 +310,7 @@ impl Metrics {
         }
     }
 
-    pub fn scheduled(&self, state: ScheduleState, count: i64) {
+    pub fn scheduled(&self, state: ScheduleGauge, count: i64) {
         self.scheduled_events
             .with_label_values(&[state.as_str()])
             .set(count);

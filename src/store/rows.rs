@@ -56,16 +56,7 @@ async fn insert_owed(
         .copied()
         .collect();
     let fresh = insert_outbox_rows(tx, &outboxed, lease).await?;
-    // An id written twice in one round is new only the first time.
-    let mut seen = Vec::with_capacity(rows.len());
-    let new: Vec<bool> = rows
-        .iter()
-        .map(|(e, _)| {
-            let first = !seen.contains(&e.id);
-            seen.push(e.id);
-            first && fresh.contains(&e.id)
-        })
-        .collect();
+    let new = new_in_round(rows.iter().map(|(e, _)| e.id), &fresh);
     let known: Vec<&PendingEvent> = rows
         .iter()
         .zip(&new)
@@ -88,6 +79,18 @@ async fn insert_owed(
                 .map_or(Held::Unsettled, |s| s.held(retrying)),
         })
         .collect())
+}
+
+/// Which of a round's ids were written now: those `fresh`, and an id written twice in one
+/// round only the first time.
+pub(super) fn new_in_round(ids: impl Iterator<Item = Uuid>, fresh: &[Uuid]) -> Vec<bool> {
+    let mut seen = Vec::new();
+    ids.map(|id| {
+        let first = !seen.contains(&id);
+        seen.push(id);
+        first && fresh.contains(&id)
+    })
+    .collect()
 }
 
 /// An earlier event with an id being held again.

@@ -8,6 +8,7 @@ use time::OffsetDateTime;
 use tracing::instrument;
 use uuid::Uuid;
 
+use super::rows::new_in_round;
 use super::{Store, StoreError};
 use crate::app::ports::ScheduleStore;
 use crate::app::records::{
@@ -28,6 +29,33 @@ pub(super) async fn insert(
     rows: &[&PendingEvent],
     retrying: bool,
 ) -> Result<Vec<Held>, sqlx::Error> {
+    let fresh = insert_new(tx, rows).await?;
+    let new = new_in_round(rows.iter().map(|e| e.id), &fresh);
+    let known: Vec<&PendingEvent> = rows
+        .iter()
+        .zip(&new)
+        .filter(|(_, new)| !**new)
+        .map(|(e, _)| *e)
+        .collect();
+    let earlier = earlier_ones(tx, &known).await?;
+    Ok(rows
+        .iter()
+        .zip(new)
+        .map(|(e, new)| match new {
+            true => Held::New,
+            false => earlier
+                .iter()
+                .find(|s| s.id == e.id)
+                .map_or(Held::Unsettled, |s| s.held(retrying)),
+        })
+        .collect())
+}
+
+/// Inserts the rows of events not scheduled before; returns their ids.
+async fn insert_new(
+    tx: &mut Transaction<'static, Postgres>,
+    rows: &[&PendingEvent],
+) -> Result<Vec<Uuid>, sqlx::Error> {
     let scheduled: Vec<(&PendingEvent, &ScheduledRecord)> = rows
         .iter()
         .filter_map(|e| e.schedule.as_ref().map(|s| (*e, s)))
@@ -35,7 +63,7 @@ pub(super) async fn insert(
     let column = |f: &dyn Fn(&PendingEvent, &ScheduledRecord) -> Option<String>| {
         scheduled.iter().map(|(e, s)| f(e, s)).collect::<Vec<_>>()
     };
-    let fresh: Vec<Uuid> = sqlx::query_scalar(
+    sqlx::query_scalar(
         "INSERT INTO scheduled_events (event_id, deliver_at, type, user_id, ordering_key,
                                        correlation_id, source, timestamp_secs, body, critical,
                                        traceparent, tracestate, accepted_at)
@@ -90,52 +118,24 @@ pub(super) async fn insert(
             .collect::<Vec<_>>(),
     )
     .fetch_all(&mut **tx)
-    .await?;
-    let mut seen = Vec::with_capacity(rows.len());
-    let new: Vec<bool> = rows
-        .iter()
-        .map(|e| {
-            let first = !seen.contains(&e.id);
-            seen.push(e.id);
-            first && fresh.contains(&e.id)
-        })
-        .collect();
-    let known: Vec<&PendingEvent> = rows
-        .iter()
-        .zip(&new)
-        .filter(|(_, new)| !**new)
-        .map(|(e, _)| *e)
-        .collect();
-    let standing = where_they_stand(tx, &known).await?;
-    Ok(rows
-        .iter()
-        .zip(new)
-        .map(|(e, new)| match new {
-            true => Held::New,
-            false => standing
-                .iter()
-                .find(|s| s.id == e.id)
-                .map_or(Held::Unsettled, |s| s.held(retrying)),
-        })
-        .collect())
+    .await
 }
 
 /// An earlier scheduled event with an id being scheduled again.
 #[derive(sqlx::FromRow)]
-struct Standing {
+struct Earlier {
     id: Uuid,
     same: bool,
     state: String,
-    deliver_at: OffsetDateTime,
 }
 
-impl Standing {
+impl Earlier {
     fn held(&self, retrying: bool) -> Held {
         if self.same && retrying {
             return Held::New;
         }
         match ScheduleState::parse(&self.state) {
-            Some(ScheduleState::Scheduled) => Held::Scheduled(self.deliver_at),
+            Some(ScheduleState::Scheduled) => Held::Scheduled,
             Some(ScheduleState::Released) => Held::Owed,
             Some(ScheduleState::Published) => Held::Published,
             Some(ScheduleState::Cancelled) => Held::Cancelled,
@@ -144,15 +144,15 @@ impl Standing {
     }
 }
 
-async fn where_they_stand(
+async fn earlier_ones(
     tx: &mut Transaction<'static, Postgres>,
     known: &[&PendingEvent],
-) -> Result<Vec<Standing>, sqlx::Error> {
+) -> Result<Vec<Earlier>, sqlx::Error> {
     if known.is_empty() {
         return Ok(Vec::new());
     }
     sqlx::query_as(
-        "SELECT x.id, s.body = x.body AS same, s.state, s.deliver_at
+        "SELECT x.id, s.body = x.body AS same, s.state
          FROM UNNEST($1::uuid[], $2::bytea[]) AS x(id, body)
          JOIN scheduled_events s ON s.event_id = x.id",
     )
@@ -191,22 +191,36 @@ impl Store {
             .await
     }
 
-    /// Drops published and cancelled events (and released ones the outbox no longer
-    /// holds) settled longer than `ttl_secs` ago.
+    /// Drops published events (and released ones the outbox no longer holds) settled
+    /// longer than `ttl_secs` ago, and cancelled ones once their time, too, is that long
+    /// past: until then a late retry with the same id finds it cancelled and is refused,
+    /// rather than scheduling it again. A thousand rows per statement.
     pub async fn expire_schedule(&self, ttl_secs: f64) -> Result<u64, StoreError> {
         let pool = self.pool()?.clone();
         self.guarded(async move {
-            let gone = sqlx::query(
-                "DELETE FROM scheduled_events s
-                 WHERE s.state <> 'scheduled'
-                   AND s.settled_at < now() - make_interval(secs => $1)
-                   AND (s.state <> 'released'
-                        OR NOT EXISTS (SELECT 1 FROM outbox o WHERE o.event_id = s.event_id))",
-            )
-            .bind(ttl_secs)
-            .execute(&pool)
-            .await?;
-            Ok(gone.rows_affected())
+            let mut dropped = 0;
+            loop {
+                let gone = sqlx::query(
+                    "DELETE FROM scheduled_events WHERE seq IN (
+                         SELECT s.seq FROM scheduled_events s
+                         WHERE s.state <> 'scheduled'
+                           AND s.settled_at < now() - make_interval(secs => $1)
+                           AND (s.state <> 'cancelled'
+                                OR s.deliver_at < now() - make_interval(secs => $1))
+                           AND (s.state <> 'released'
+                                OR NOT EXISTS (SELECT 1 FROM outbox o
+                                               WHERE o.event_id = s.event_id))
+                         LIMIT 1000)",
+                )
+                .bind(ttl_secs)
+                .execute(&pool)
+                .await?
+                .rows_affected();
+                dropped += gone;
+                if gone < 1000 {
+                    return Ok(dropped);
+                }
+            }
         })
         .await
     }
@@ -261,19 +275,36 @@ impl ScheduleStore for Store {
     async fn scheduled_event(&self, id: Uuid) -> Result<Option<ScheduledEvent>, StoreError> {
         let pool = self.pool()?.clone();
         self.guarded(async move {
-            let row: Option<(String, Option<String>, String)> = sqlx::query_as(
-                "SELECT source, user_id, state FROM scheduled_events WHERE event_id = $1",
+            let row: Option<(String, String, Option<String>, String)> = sqlx::query_as(
+                "SELECT type, source, user_id, state FROM scheduled_events WHERE event_id = $1",
             )
             .bind(id)
             .fetch_optional(&pool)
             .await?;
-            Ok(row.and_then(|(source, user_id, state)| {
+            Ok(row.and_then(|(event_type, source, user_id, state)| {
                 Some(ScheduledEvent {
+                    event_type: event_type.parse().ok()?,
                     source,
                     user_id,
                     state: ScheduleState::parse(&state)?,
                 })
             }))
+        })
+        .await
+    }
+
+    async fn known(&self, ids: Vec<Uuid>) -> Result<Vec<Uuid>, StoreError> {
+        let pool = self.pool()?.clone();
+        self.guarded(async move {
+            Ok(sqlx::query_scalar(
+                "SELECT x.id FROM UNNEST($1::uuid[]) AS x(id)
+                 WHERE EXISTS (SELECT 1 FROM scheduled_events WHERE event_id = x.id)
+                    OR EXISTS (SELECT 1 FROM outbox WHERE event_id = x.id)
+                    OR EXISTS (SELECT 1 FROM events WHERE id = x.id)",
+            )
+            .bind(ids)
+            .fetch_all(&pool)
+            .await?)
         })
         .await
     }

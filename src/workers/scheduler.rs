@@ -13,7 +13,7 @@ use crate::app::ports::{ScheduleStore, StoreProbe};
 use crate::app::publish::Backlog;
 use crate::app::records::ScheduleStats;
 use crate::app::schedule::ScheduleFacts;
-use crate::runtime::metrics::{Metrics, ScheduleState};
+use crate::runtime::metrics::{Metrics, ScheduleGauge};
 use crate::runtime::worker::Workers;
 use crate::store::{Store, StoreError};
 
@@ -26,6 +26,7 @@ const RELEASE_BATCH: i64 = 1000;
 /// row of it).
 const COUNT_EVERY: Duration = Duration::from_secs(5);
 
+#[derive(Clone)]
 pub struct ScheduleRelease {
     pub store: Store,
     pub backlog: Backlog,
@@ -35,12 +36,29 @@ pub struct ScheduleRelease {
 }
 
 impl ScheduleRelease {
+    /// Starts the release, and beside it (so a long count never delays a release) the
+    /// counting and dropping of settled events.
     pub fn spawn(self, workers: &Workers) {
+        workers.spawn(
+            "schedule counts",
+            self.clone().count_and_expire(workers.token()),
+        );
         workers.spawn("schedule release", self.run(workers.token()));
     }
 
+    async fn count_and_expire(self, shutdown: CancellationToken) {
+        let mut ticks = tokio::time::interval(COUNT_EVERY);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                _ = ticks.tick() => {}
+            }
+            self.expire().await;
+            self.count().await;
+        }
+    }
+
     async fn run(self, shutdown: CancellationToken) {
-        let mut count = tokio::time::interval(COUNT_EVERY);
         // Said once per outage, not ten times a second.
         let mut failing = false;
         loop {
@@ -61,10 +79,6 @@ impl ScheduleRelease {
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 () = tokio::time::sleep(TICK) => {}
-                _ = count.tick() => {
-                    self.expire().await;
-                    self.count().await;
-                }
             }
         }
     }
@@ -113,9 +127,9 @@ impl ScheduleRelease {
 }
 
 fn record(metrics: &Metrics, stats: &ScheduleStats) {
-    metrics.scheduled(ScheduleState::Scheduled, stats.pending);
-    metrics.scheduled(ScheduleState::Overdue, stats.overdue);
-    metrics.scheduled(ScheduleState::Released, stats.released);
-    metrics.scheduled(ScheduleState::Published, stats.published);
-    metrics.scheduled(ScheduleState::Cancelled, stats.cancelled);
+    metrics.scheduled(ScheduleGauge::Scheduled, stats.pending);
+    metrics.scheduled(ScheduleGauge::Overdue, stats.overdue);
+    metrics.scheduled(ScheduleGauge::Released, stats.released);
+    metrics.scheduled(ScheduleGauge::Published, stats.published);
+    metrics.scheduled(ScheduleGauge::Cancelled, stats.cancelled);
 }

@@ -120,7 +120,8 @@ async fn a_scheduled_event_is_published_at_its_time_and_not_before() {
         state_of(&app, &id).await["state"] == "published"
     })
     .await;
-    assert_eq!(app.depth(&queue).await, 0, "published once");
+    let again = collect(&app, &queue, 1, Duration::from_secs(1)).await;
+    assert!(again.is_empty(), "published once");
 }
 
 #[tokio::test]
@@ -292,6 +293,21 @@ async fn only_the_scheduler_or_an_admin_cancels_and_a_player_only_its_own() {
     let other_backend = app.token("other-backend", "events:publish");
     let (status, _) = problem(cancel(&app, &other_backend, theirs).await).await;
     assert_eq!(status, 403, "another backend did not schedule it");
+    let same_sub_read_only = app.token("game-backend", "events:read");
+    let (status, _) = problem(cancel(&app, &same_sub_read_only, theirs).await).await;
+    assert_eq!(
+        status, 403,
+        "the scheduler's sub, without the right to publish it"
+    );
+    let for_me: Value = app
+        .publish(&expiry("player-5", "r", &due))
+        .await
+        .json()
+        .await
+        .expect("receipt");
+    let for_me = for_me["id"].as_str().unwrap();
+    let (status, _) = problem(cancel(&app, &player, for_me).await).await;
+    assert_eq!(status, 403, "its own user's, but a backend's to cancel");
     let (status, _) = problem(cancel(&app, &player, theirs).await).await;
     assert_eq!(
         status, 404,
@@ -418,6 +434,10 @@ async fn a_settled_event_is_dropped_after_the_idempotency_ttl() {
         "data": valid_data("quest.started")});
     let receipt: Value = app.publish(&body).await.json().await.expect("receipt");
     let id = receipt["id"].as_str().unwrap().to_owned();
+    let pending = json!({"type": "quest.started", "deliverAt": in_(Duration::from_secs(600)),
+        "data": valid_data("quest.started")});
+    let pending: Value = app.publish(&pending).await.json().await.expect("receipt");
+    let pending: uuid::Uuid = pending["id"].as_str().unwrap().parse().expect("uuid");
     assert_eq!(
         collect(&app, &app.queue("quest"), 1, Duration::from_secs(5))
             .await
@@ -437,4 +457,73 @@ async fn a_settled_event_is_dropped_after_the_idempotency_ttl() {
         rows == 0
     })
     .await;
+    let waiting: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM scheduled_events WHERE event_id = $1")
+            .bind(pending)
+            .fetch_one(&db)
+            .await
+            .expect("count");
+    assert_eq!(waiting, 1, "an event still waiting for its time is kept");
+}
+
+#[tokio::test]
+async fn a_batch_retried_with_its_own_ids_after_the_time_passed_gets_where_they_stand() {
+    let app = spawn_app().await;
+    let batch = json!({"events": [
+        {"id": uuid::Uuid::new_v4(), "type": "quest.started",
+            "deliverAt": in_(Duration::from_millis(1500)), "data": valid_data("quest.started")},
+    ]});
+    let first = app
+        .post_json("/v1/events/batch", &app.backend_token(), &batch)
+        .await;
+    assert_eq!(first.status(), 202);
+    let first: Value = first.json().await.expect("receipt");
+    let queue = app.queue("quest");
+    assert_eq!(
+        collect(&app, &queue, 1, Duration::from_secs(5)).await.len(),
+        1
+    );
+    let retry = app
+        .post_json("/v1/events/batch", &app.backend_token(), &batch)
+        .await;
+    assert_eq!(retry.status(), 202, "not a 422: the event was taken");
+    let retry: Value = retry.json().await.expect("receipt");
+    assert_eq!(retry["results"][0]["id"], first["results"][0]["id"]);
+    assert_eq!(retry["results"][0]["status"], "published");
+    assert!(
+        collect(&app, &queue, 1, Duration::from_secs(1))
+            .await
+            .is_empty(),
+        "not published again"
+    );
+    let fresh = json!({"events": [{"id": uuid::Uuid::new_v4(), "type": "quest.started",
+        "deliverAt": in_(Duration::ZERO), "data": valid_data("quest.started")}]});
+    let (status, problem) = problem(
+        app.post_json("/v1/events/batch", &app.backend_token(), &fresh)
+            .await,
+    )
+    .await;
+    assert_eq!(status, 422, "an event never taken");
+    assert_eq!(pointers(&problem), ["/events/0/deliverAt"]);
+}
+
+#[tokio::test]
+async fn an_id_whose_scheduled_event_was_cancelled_is_refused_when_sent_again() {
+    let app = spawn_app().await;
+    let batch = json!({"events": [{"id": uuid::Uuid::new_v4(), "type": "quest.started",
+        "deliverAt": in_(Duration::from_secs(600)), "data": valid_data("quest.started")}]});
+    let token = app.backend_token();
+    let first: Value = app
+        .post_json("/v1/events/batch", &token, &batch)
+        .await
+        .json()
+        .await
+        .expect("receipt");
+    let id = first["results"][0]["id"].as_str().unwrap();
+    assert_eq!(cancel(&app, &token, id).await.status(), 204);
+    let (status, problem) = problem(app.post_json("/v1/events/batch", &token, &batch).await).await;
+    assert_eq!(status, 409);
+    assert_eq!(problem["type"], "urn:problem:event-gateway:cancelled");
+    assert_eq!(problem["results"][0]["status"], "failed");
+    assert_eq!(state_of(&app, id).await["state"], "cancelled");
 }

@@ -122,10 +122,10 @@ pub struct BatchNotTaken {
 }
 
 impl BatchNotTaken {
-    /// The batch is refused whole for these fields; nothing of it was taken.
-    pub fn invalid(errors: Vec<FieldError>) -> Self {
+    /// The batch was refused before any of its events was taken: no `results`.
+    pub fn before_any(first: NotTaken) -> Self {
         BatchNotTaken {
-            first: NotTaken::Invalid(errors),
+            first,
             results: Vec::new(),
         }
     }

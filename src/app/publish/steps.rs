@@ -124,7 +124,7 @@ impl Publishing {
                     owed |= !scheduled && !by_request;
                     steps[i] = match (held, by_request) {
                         // Committed; the schedule publishes it when it is due.
-                        (Held::New | Held::Scheduled(_), _) if scheduled => {
+                        (Held::New | Held::Scheduled, _) if scheduled => {
                             Step::Done(Ok(ReceiptStatus::Scheduled))
                         }
                         (Held::Cancelled, _) => Step::Done(Err(NotTaken::Cancelled)),
@@ -134,7 +134,7 @@ impl Publishing {
                         // safe already, and is not published again.
                         (Held::Owed, _) => Step::Done(Ok(ReceiptStatus::Queued)),
                         (Held::Published, _) => Step::Done(Ok(ReceiptStatus::Published)),
-                        (Held::Unsettled | Held::Scheduled(_), _) => {
+                        (Held::Unsettled | Held::Scheduled, _) => {
                             Step::Done(Err(NotTaken::unknown(id, Unknown::InProgress)))
                         }
                     };
@@ -277,12 +277,11 @@ pub(super) fn outcome_label(outcome: &Outcome) -> PublishOutcome {
         Ok(ReceiptStatus::Scheduled) => PublishOutcome::Scheduled,
         Ok(_) => PublishOutcome::Queued,
         Err(NotTaken::Publish(error)) => error.outcome(),
-        Err(
-            NotTaken::Unavailable(_)
-            | NotTaken::Refused(_)
-            | NotTaken::Cancelled
-            | NotTaken::Invalid(_),
-        ) => PublishOutcome::Unavailable,
+        Err(NotTaken::Cancelled) => PublishOutcome::Cancelled,
+        // `Invalid` is answered before any event reaches the steps.
+        Err(NotTaken::Unavailable(_) | NotTaken::Refused(_) | NotTaken::Invalid(_)) => {
+            PublishOutcome::Unavailable
+        }
         Err(NotTaken::TooLate) => PublishOutcome::Timeout,
         Err(NotTaken::OutcomeUnknown { .. }) => PublishOutcome::Unknown,
     }

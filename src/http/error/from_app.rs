@@ -29,7 +29,8 @@ impl From<BatchNotTaken> for ApiError {
             NotTaken::Invalid(errors) => ApiError::invalid(errors),
             source => ApiError::NotTaken {
                 source,
-                results: Some(batch.results),
+                // Refused before any event was taken: nothing to list.
+                results: (!batch.results.is_empty()).then_some(batch.results),
             },
         }
     }
