@@ -1,13 +1,21 @@
-//! The bench's own AMQP connection: channels in confirm mode for the raw publishers, and an
-//! admin channel that counts what reached the queues and removes them at the end.
+//! The bench's own AMQP connection: channels in confirm mode for the raw publishers, an
+//! admin channel that counts what reached the queues and removes them at the end, and
+//! consumers for the scheduled events' arrival times.
 
 use anyhow::Context;
+use futures_util::stream::{SelectAll, select_all};
 use lapin::options::{
-    ConfirmSelectOptions, ExchangeDeleteOptions, QueueDeleteOptions, QueuePurgeOptions,
+    BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions, ExchangeDeleteOptions,
+    QueueDeleteOptions, QueuePurgeOptions,
 };
-use lapin::{Channel, Connection, ConnectionProperties};
+use lapin::types::FieldTable;
+use lapin::{Channel, Connection, ConnectionProperties, Consumer};
 
 use event_gateway::bus::Topology;
+use event_gateway::domain::Family;
+
+/// Deliveries in flight to a consumer: enough that the broker never waits for the bench.
+const PREFETCH: u16 = 2000;
 
 pub struct Broker {
     connection: Connection,
@@ -87,6 +95,47 @@ impl Broker {
             .map(|binding| &binding.queue)
     }
 
+    /// Takes (without acks) everything that reaches the queues of `families`, on a channel
+    /// of its own; dropping the stream and [`Consumers::close`] end it.
+    pub async fn consume(&self, families: &[Family]) -> anyhow::Result<Consumers> {
+        let channel = self
+            .connection
+            .create_channel()
+            .await
+            .context("opening a consumer channel")?;
+        channel
+            .basic_qos(PREFETCH, BasicQosOptions::default())
+            .await
+            .context("basic.qos")?;
+        let mut consumers = Vec::with_capacity(families.len());
+        for family in families {
+            let queue = self.family_queue(*family)?;
+            let options = BasicConsumeOptions {
+                no_ack: true,
+                ..BasicConsumeOptions::default()
+            };
+            let consumer = channel
+                .basic_consume(queue.into(), "".into(), options, FieldTable::default())
+                .await
+                .with_context(|| format!("consuming {queue}"))?;
+            consumers.push(consumer);
+        }
+        Ok(Consumers {
+            channel,
+            deliveries: select_all(consumers),
+        })
+    }
+
+    fn family_queue(&self, family: Family) -> anyhow::Result<&str> {
+        let key = family.binding_key();
+        self.topology
+            .family_queues()
+            .iter()
+            .find(|binding| binding.binding_key == key)
+            .map(|binding| binding.queue.as_str())
+            .with_context(|| format!("no queue for {family}"))
+    }
+
     /// Deletes every queue and exchange of the bench's topology, then disconnects.
     pub async fn remove_topology(self) -> anyhow::Result<()> {
         let queues = self.topology.queues.iter().map(|binding| &binding.queue);
@@ -108,5 +157,20 @@ impl Broker {
             .close(200, "bench done".into())
             .await
             .context("closing the AMQP connection")
+    }
+}
+
+/// The deliveries of several queues, as one stream.
+pub struct Consumers {
+    channel: Channel,
+    pub deliveries: SelectAll<Consumer>,
+}
+
+impl Consumers {
+    pub async fn close(self) -> anyhow::Result<()> {
+        self.channel
+            .close(200, "consumed".into())
+            .await
+            .context("closing the consumer channel")
     }
 }

@@ -7,11 +7,13 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HOST, HeaderValue};
 use hyper::http::request;
-use hyper::{Method, Request, StatusCode};
+use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use serde_json::Value;
 use tokio::net::TcpStream;
 
 /// Longer than the gateway's own 10 s request timeout: a stuck request ends as an error.
@@ -112,6 +114,23 @@ impl Connection {
 
 /// `GET path` on a fresh connection; used to poll readiness, not under load.
 pub async fn get_status(addr: SocketAddr, path: &str) -> anyhow::Result<StatusCode> {
+    Ok(get(addr, path).await?.status())
+}
+
+/// `GET path` on a fresh connection, its answer read as JSON whatever its status (`/health`
+/// answers 503 with the same document).
+pub async fn get_json(addr: SocketAddr, path: &str) -> anyhow::Result<Value> {
+    let response = get(addr, path).await?;
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .with_context(|| format!("reading GET {path}"))?
+        .to_bytes();
+    serde_json::from_slice(&body).with_context(|| format!("GET {path}: not JSON"))
+}
+
+async fn get(addr: SocketAddr, path: &str) -> anyhow::Result<Response<Incoming>> {
     let stream = TcpStream::connect(addr)
         .await
         .with_context(|| format!("connecting to {addr}"))?;
@@ -124,8 +143,7 @@ pub async fn get_status(addr: SocketAddr, path: &str) -> anyhow::Result<StatusCo
         .header(HOST, addr.to_string())
         .body(Empty::<Bytes>::new())
         .context("building a request")?;
-    let response = sender.send_request(request).await.context("GET")?;
-    Ok(response.status())
+    sender.send_request(request).await.context("GET")
 }
 
 /// Fails unless the answer is a 2xx, quoting the start of the body.

@@ -8,20 +8,27 @@
 //! Layout: `load` runs workers against a deadline and records latencies; `http` and
 //! `broker` are the two ways in; `scenarios` says what each scenario sends (`raw` and
 //! `peer` have their own files); `gateway` and `procfs` own the gateway process and the
-//! numbers read about it; `session` runs the plan; `report` summarises the runs, `targets`
+//! numbers read about it; `session` runs the plan and `meter` each scenario in it (with
+//! the costs around it); `report` summarises the runs, `targets`
 //! checks the targets and `table` prints them. `traced` and `otlp_sink` measure
 //! what OTLP export costs: a second gateway exports its spans to a sink in the bench.
+//! `scheduled` studies scheduled events: `due` their due-time accuracy, `schedule_table`
+//! the gateway's schedule in PostgreSQL (a million rows pending, the release claim).
 
 mod broker;
+mod due;
 mod gateway;
 mod http;
 mod load;
+mod meter;
 mod otlp_sink;
 mod peer;
 mod procfs;
 mod raw;
 mod report;
 mod scenarios;
+mod schedule_table;
+mod scheduled;
 mod session;
 mod table;
 mod targets;
@@ -76,9 +83,22 @@ pub struct Args {
     #[arg(long, default_value_t = 15672)]
     pub management_port: u16,
 
-    /// The scenarios to compare with raw, comma-separated (e.g. `single` while profiling).
+    /// The scenarios to compare with raw, comma-separated (e.g. `single` while profiling);
+    /// `scheduled` (not in the default) is the study of scheduled events, about 4 min.
     #[arg(long, value_enum, value_delimiter = ',', default_values_t = Scenario::COMPARED)]
     pub scenarios: Vec<Scenario>,
+
+    /// Rows `scheduled` puts far in the future for its second round (its first has none).
+    #[arg(long, default_value_t = 10_000)]
+    pub scheduled_pending: u64,
+
+    /// Scheduled events falling due per second in `scheduled`'s due-time accuracy run.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub due_rate: u32,
+
+    /// How long they keep falling due.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub due_for: Duration,
 
     /// Also write the results as JSON to this file.
     #[arg(long)]
@@ -95,6 +115,7 @@ impl Args {
         if self.smoke {
             self.runs = 1;
             self.duration = Duration::from_secs(1);
+            self.due_for = Duration::from_secs(1);
         }
         self
     }

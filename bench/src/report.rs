@@ -9,10 +9,11 @@ use serde::Serialize;
 use crate::load::Totals;
 use crate::otlp_sink::SinkCounts;
 use crate::scenarios::Scenario;
+use crate::scheduled::ScheduledStudy;
 use crate::targets::{self, TargetCheck};
 use crate::traced::{self, TracingCost};
 
-const KIB_PER_MIB: f64 = 1024.0;
+pub const KIB_PER_MIB: f64 = 1024.0;
 
 /// One measured run.
 #[derive(Debug, Clone, Serialize)]
@@ -225,6 +226,8 @@ pub struct Report {
     pub targets: Vec<TargetCheck>,
     /// What OTLP export costs, when `traced` ran.
     pub tracing: Option<TracingCost>,
+    /// Scheduled events at each pending level, when `scheduled` ran.
+    pub scheduled: Option<ScheduledStudy>,
     /// The gateway's VmHWM at the end: its peak resident set over the whole bench.
     pub gateway_peak_rss_mib: f64,
     pub runs: Vec<Run>,
@@ -237,6 +240,7 @@ impl Report {
         runs: Vec<Run>,
         gateway_peak_rss_kib: u64,
         exported: Option<SinkCounts>,
+        scheduled: Option<ScheduledStudy>,
     ) -> Self {
         let gateway_peak_rss_mib = gateway_peak_rss_kib as f64 / KIB_PER_MIB;
         let mut summaries: Vec<Summary> = Scenario::ROWS
@@ -248,12 +252,13 @@ impl Report {
                 .into_iter()
                 .filter_map(|scenario| summarise(&runs, scenario, true)),
         );
-        let targets = targets::check(&summaries, gateway_peak_rss_mib);
+        let targets = targets::check(&summaries, gateway_peak_rss_mib, scheduled.as_ref());
         Report {
             setting,
             summaries,
             targets,
             tracing: exported.and_then(|sink| traced::cost(&runs, sink)),
+            scheduled,
             gateway_peak_rss_mib,
             runs,
         }

@@ -5,6 +5,7 @@
 //! bodies on the broker are alike whichever way they came in.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use anyhow::{Context, anyhow};
 use bytes::Bytes;
@@ -14,6 +15,7 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use event_gateway::domain::envelope::rfc3339_millis;
 use event_gateway::domain::{Envelope, ValidEvent};
 
 use crate::broker::Broker;
@@ -25,6 +27,10 @@ use crate::{peer, raw, traced};
 pub const ANALYTICS: &str = "analytics.event_tracked";
 /// The token's subject, which the gateway writes as `metadata.source`.
 pub const SOURCE: &str = "bench";
+/// The critical type of the scheduled events (critical in the gateway's default list).
+pub const EXPIRY: &str = "reward.expired";
+/// How far ahead `scheduled` schedules: its events stay pending for the whole run.
+const SCHEDULED_AHEAD: Duration = Duration::from_secs(3600);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -42,6 +48,9 @@ pub enum Scenario {
     #[value(skip)]
     #[serde(rename = "traced-off")]
     TracedOff,
+    /// `single` with a `deliverAt` an hour ahead. Asked for, it runs the whole study of
+    /// scheduled events (issue 16), which is not part of the default run.
+    Scheduled,
 }
 
 impl Scenario {
@@ -75,6 +84,7 @@ impl Scenario {
             Scenario::Peer => "peer",
             Scenario::Traced => "traced",
             Scenario::TracedOff => "traced-off",
+            Scenario::Scheduled => "scheduled",
         }
     }
 }
@@ -127,11 +137,16 @@ pub async fn run(
             let body = Bytes::from(analytics_event().to_string());
             traced::run(plan, gateway_target(endpoints, "/v1/events"), body).await
         }
+        Scenario::Scheduled => {
+            let at = OffsetDateTime::now_utc() + SCHEDULED_AHEAD;
+            let body = Bytes::from(due_at(analytics_event(), at).to_string());
+            run_gateway(plan, gateway_target(endpoints, "/v1/events"), body, 1).await
+        }
     }
 }
 
 /// The event of `single` and `batch`, as a client sends it.
-fn analytics_event() -> Value {
+pub fn analytics_event() -> Value {
     json!({"type": ANALYTICS, "data": {"analyticsId": "analytics-1", "userId": "user-1",
         "type": "click", "category": "ui", "event": "button", "value": 1}})
 }
@@ -143,7 +158,19 @@ fn achievement_event() -> Value {
         "completedAt": "2026-11-26T10:00:00Z"}})
 }
 
-fn gateway_target(endpoints: &Endpoints, path: &str) -> Target {
+/// A critical event that is scheduled in life (a reward runs out), of about the same size.
+pub fn expiry_event() -> Value {
+    json!({"type": EXPIRY, "data": {"rewardId": "reward-1", "userId": "user-1",
+        "name": "Gold", "type": "coins", "value": 5}})
+}
+
+/// `event`, to be published at `at`.
+pub fn due_at(mut event: Value, at: OffsetDateTime) -> Value {
+    event["deliverAt"] = json!(rfc3339_millis(at));
+    event
+}
+
+pub fn gateway_target(endpoints: &Endpoints, path: &str) -> Target {
     Target {
         addr: endpoints.gateway,
         path: path.to_owned(),

@@ -12,13 +12,14 @@ use crate::broker::Broker;
 use crate::gateway::{Gateway, Naming};
 use crate::http::Target;
 use crate::load::Plan;
+use crate::meter::{Meter, Pids};
 use crate::otlp_sink::OtlpSink;
-use crate::procfs::{self, MachineTicks, RssSampler};
-use crate::report::{Report, Run, Setting, Usage, median};
-use crate::scenarios::{self, Endpoints, Scenario};
-use crate::table;
+use crate::procfs;
+use crate::report::{Report, Setting};
+use crate::scenarios::{Endpoints, Scenario};
+use crate::schedule_table::ScheduleTable;
+use crate::{scheduled, table};
 
-const WARM_UP: Duration = Duration::from_secs(1);
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
@@ -39,7 +40,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let topology = naming.topology();
     let broker = Broker::connect(args.amqp_port, topology, args.raw_channels).await?;
     let measured = tokio::select! {
-        measured = measure(&args, &gateway, exporting.as_ref(), &broker) => measured,
+        measured = measure(&args, &gateway, &naming, exporting.as_ref(), &broker) => measured,
         _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted")),
     };
     let mut logs = vec![gateway.log.clone()];
@@ -109,6 +110,7 @@ impl Exporting {
 async fn measure(
     args: &Args,
     gateway: &Gateway,
+    naming: &Naming,
     exporting: Option<&Exporting>,
     broker: &Broker,
 ) -> anyhow::Result<Report> {
@@ -125,7 +127,11 @@ async fn measure(
         gateway: gateway.pid,
         traced: exporting.map(|e| e.gateway.pid),
     };
-    let meter = Meter::new(pids, args.amqp_port, broker, &endpoints)?;
+    let table = match args.scenarios.contains(&Scenario::Scheduled) {
+        true => Some(ScheduleTable::connect(&naming.database_url).await?),
+        false => None,
+    };
+    let meter = Meter::new(pids, args.amqp_port, broker, &endpoints, table.as_ref())?;
     let full_speed = Plan {
         concurrency: args.concurrency,
         duration: args.duration,
@@ -135,24 +141,26 @@ async fn measure(
         meter.warm_up(&full_speed).await?;
     }
     let exported_before = exporting.map(|e| e.sink.counts());
-    let mut runs = Vec::new();
-    for _ in 0..args.runs {
-        for &scenario in &args.scenarios {
-            if scenario == Scenario::Peer && peer.is_none() {
-                continue;
-            }
-            runs.extend(meter.round(scenario, &full_speed).await?);
-        }
-    }
-    if args.scenarios.contains(&Scenario::Single) {
-        runs.extend(meter.paced_pairs(args, &runs).await?);
+    let runs = meter.compared_runs(args, &full_speed).await?;
+    let scheduled = match &table {
+        Some(table) => Some(scheduled::study(args, &meter, table).await?),
+        None => None,
+    };
+    if let Some(table) = table {
+        table.close().await;
     }
     let peak_rss_kib = procfs::status_kib(gateway.pid, "VmHWM")?;
     let exported = exporting
         .zip(exported_before)
         .map(|(e, before)| e.sink.counts().since(before));
     let setting = setting(args, peer).await;
-    Ok(Report::new(setting, runs, peak_rss_kib, exported))
+    Ok(Report::new(
+        setting,
+        runs,
+        peak_rss_kib,
+        exported,
+        scheduled,
+    ))
 }
 
 /// The management listener, if something accepts connections on its port.
@@ -185,153 +193,5 @@ async fn rabbitmq_version() -> String {
             String::from_utf8_lossy(&output.stdout).trim().to_owned()
         }
         _ => "unknown (rabbitmqctl version failed)".to_owned(),
-    }
-}
-
-/// Runs scenarios and measures around them: CPU of the gateway, the broker and the bench,
-/// the gateway's resident set, and the events that reached the queues.
-struct Meter<'a> {
-    pids: Pids,
-    broker_pid: Option<u32>,
-    ticks_per_sec: f64,
-    broker: &'a Broker,
-    endpoints: &'a Endpoints,
-}
-
-/// The gateways: the plain one, and the one exporting spans when `traced` runs.
-#[derive(Clone, Copy)]
-struct Pids {
-    gateway: u32,
-    traced: Option<u32>,
-}
-
-/// CPU ticks of the gateway, the broker (if found) and the bench itself.
-struct CpuTicks {
-    gateway: u64,
-    broker: Option<u64>,
-    bench: u64,
-    machine: MachineTicks,
-}
-
-impl<'a> Meter<'a> {
-    fn new(
-        pids: Pids,
-        amqp_port: u16,
-        broker: &'a Broker,
-        endpoints: &'a Endpoints,
-    ) -> anyhow::Result<Self> {
-        Ok(Meter {
-            pids,
-            broker_pid: procfs::find_listener(amqp_port),
-            ticks_per_sec: procfs::ticks_per_second()? as f64,
-            broker,
-            endpoints,
-        })
-    }
-
-    /// The gateway `scenario` sends to.
-    fn gateway_pid(&self, scenario: Scenario) -> anyhow::Result<u32> {
-        match scenario {
-            Scenario::Traced => self.pids.traced.context("no traced gateway"),
-            _ => Ok(self.pids.gateway),
-        }
-    }
-
-    fn cpu_ticks(&self, gateway_pid: u32) -> anyhow::Result<CpuTicks> {
-        Ok(CpuTicks {
-            gateway: procfs::cpu_ticks(gateway_pid)?,
-            broker: self.broker_pid.and_then(|pid| procfs::cpu_ticks(pid).ok()),
-            bench: procfs::cpu_ticks(std::process::id())?,
-            machine: procfs::machine_ticks()?,
-        })
-    }
-
-    /// Connections, channels, caches and the broker's queues get going; nothing recorded.
-    async fn warm_up(&self, plan: &Plan) -> anyhow::Result<()> {
-        let short = Plan {
-            duration: WARM_UP,
-            ..*plan
-        };
-        let traced = self.pids.traced.map(|_| Scenario::Traced);
-        for scenario in [Scenario::Raw, Scenario::Single].into_iter().chain(traced) {
-            scenarios::run(scenario, &short, self.endpoints, self.broker).await?;
-        }
-        self.broker.drain().await.map(drop)
-    }
-
-    /// A raw run, then `scenario` compared with it; `traced` comes right after
-    /// `traced-off`, both compared with the raw run.
-    async fn round(&self, scenario: Scenario, plan: &Plan) -> anyhow::Result<Vec<Run>> {
-        if scenario != Scenario::Traced {
-            return Ok(self.pair(scenario, plan).await?.into());
-        }
-        let [raw, off] = self.pair(Scenario::TracedOff, plan).await?;
-        let mut on = self.measure(Scenario::Traced, plan).await?;
-        on.compare_with(&raw);
-        Ok(vec![raw, off, on])
-    }
-
-    /// A raw run, then `scenario` compared with it.
-    async fn pair(&self, scenario: Scenario, plan: &Plan) -> anyhow::Result<[Run; 2]> {
-        let raw = self.measure(Scenario::Raw, plan).await?;
-        let mut other = self.measure(scenario, plan).await?;
-        other.compare_with(&raw);
-        Ok([raw, other])
-    }
-
-    /// Raw and single again, both paced at half single's median full-speed rate.
-    async fn paced_pairs(&self, args: &Args, runs: &[Run]) -> anyhow::Result<Vec<Run>> {
-        let single = runs
-            .iter()
-            .filter(|run| run.scenario == Scenario::Single)
-            .map(|run| run.events_per_sec);
-        let rate = median(single).context("no single run to pace from")? / 2.0;
-        let paced = Plan {
-            concurrency: args.concurrency,
-            duration: args.duration,
-            rate: Some(rate.max(1.0)),
-        };
-        let mut pairs = Vec::new();
-        for _ in 0..args.runs {
-            pairs.extend(self.pair(Scenario::Single, &paced).await?);
-        }
-        Ok(pairs)
-    }
-
-    async fn measure(&self, scenario: Scenario, plan: &Plan) -> anyhow::Result<Run> {
-        let gateway_pid = self.gateway_pid(scenario)?;
-        let before = self.cpu_ticks(gateway_pid)?;
-        let rss = RssSampler::start(gateway_pid);
-        let totals = scenarios::run(scenario, plan, self.endpoints, self.broker)
-            .await
-            .with_context(|| format!("running {}", scenario.name()))?;
-        let gateway_rss_peak_kib = rss.finish().await?;
-        let after = self.cpu_ticks(gateway_pid)?;
-        let delivered = self.broker.drain().await?;
-        let usage = self.usage(&before, &after, gateway_rss_peak_kib);
-        Ok(Run::new(scenario, plan.rate, totals, delivered, usage))
-    }
-
-    /// What the run cost between two readings.
-    fn usage(&self, before: &CpuTicks, after: &CpuTicks, gateway_rss_peak_kib: u64) -> Usage {
-        let gateway = after.gateway.saturating_sub(before.gateway);
-        let broker = before
-            .broker
-            .zip(after.broker)
-            .map(|(b, a)| a.saturating_sub(b));
-        let bench = after.bench.saturating_sub(before.bench);
-        let busy = after.machine.busy.saturating_sub(before.machine.busy);
-        let idle = after.machine.idle.saturating_sub(before.machine.idle);
-        let all = (busy + idle).max(1) as f64;
-        let rest = busy.saturating_sub(gateway + broker.unwrap_or(0) + bench);
-        let seconds = |ticks: u64| ticks as f64 / self.ticks_per_sec;
-        Usage {
-            gateway_cpu_sec: seconds(gateway),
-            broker_cpu_sec: broker.map(seconds),
-            bench_cpu_sec: seconds(bench),
-            gateway_rss_peak_kib,
-            machine_idle_pct: idle as f64 / all * 100.0,
-            rest_pct: rest as f64 / all * 100.0,
-        }
     }
 }

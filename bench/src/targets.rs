@@ -5,6 +5,7 @@ use serde::Serialize;
 
 use crate::report::Summary;
 use crate::scenarios::Scenario;
+use crate::scheduled::ScheduledStudy;
 
 /// One target and how this run did against it.
 #[derive(Debug, Clone, Serialize)]
@@ -61,8 +62,53 @@ fn mib(size: f64) -> String {
     format!("{size:.1} MiB")
 }
 
-/// The targets of issue 6, from the summaries of this run.
-pub fn check(rows: &[Summary], peak_rss_mib: f64) -> Vec<TargetCheck> {
+fn ms(time: f64) -> String {
+    format!("{time:.1} ms")
+}
+
+fn count(events: f64) -> String {
+    format!("{events:.0}")
+}
+
+/// The targets of issue 6, from the summaries of this run, and issue 16's when `scheduled`
+/// ran.
+pub fn check(
+    rows: &[Summary],
+    peak_rss_mib: f64,
+    scheduled: Option<&ScheduledStudy>,
+) -> Vec<TargetCheck> {
+    let mut checks = publish_checks(rows, peak_rss_mib);
+    if let Some(study) = scheduled {
+        checks.extend(scheduled_checks(study));
+    }
+    checks
+}
+
+/// The worst p99 lateness over the pending levels, and every early, lost, duplicated or
+/// unexpected arrival.
+fn scheduled_checks(study: &ScheduledStudy) -> [TargetCheck; 2] {
+    let lateness = study.levels.iter().map(|level| &level.lateness);
+    let worst_p99 = lateness.clone().map(|l| l.p99_ms).fold(0.0, f64::max);
+    let wrong: u64 = lateness
+        .map(|l| l.early + l.lost + l.duplicates + l.strangers)
+        .sum();
+    [
+        TargetCheck::new(
+            "scheduled: p99 lateness <= 1 s (worst pending level)",
+            Some(worst_p99),
+            Bound::AtMost(1000.0),
+            ms,
+        ),
+        TargetCheck::new(
+            "scheduled: none early, lost, duplicated or unexpected",
+            Some(wrong as f64),
+            Bound::AtMost(0.0),
+            count,
+        ),
+    ]
+}
+
+fn publish_checks(rows: &[Summary], peak_rss_mib: f64) -> Vec<TargetCheck> {
     let full_speed = |s: Scenario| {
         rows.iter()
             .find(|r| r.scenario == s && r.paced_rate.is_none())
