@@ -29,6 +29,7 @@ mod refusals;
 mod retry_schedule;
 mod returns;
 mod scheduled;
+mod scheduled_cancel;
 mod schemas;
 mod sealing;
 mod secret_settings;
