@@ -93,6 +93,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::domain::cloudevent::{CloudEventError, parse_binary, parse_structured};
 
     fn event_due(text: &str) -> ValidEvent {
         ValidEvent::parse(
@@ -134,5 +135,24 @@ mod tests {
         }
         let offset = DeliverAt::parse(&json!("2026-12-06T13:00:00+01:00"), String::new()).unwrap();
         assert_eq!(offset.text(), "2026-12-06T12:00:00.000Z");
+    }
+
+    #[test]
+    fn deliverat_schedules_in_both_modes_and_is_named_when_bad() {
+        let event = parse_structured(
+            json!({"specversion": "1.0", "id": "e1", "source": "/s",
+            "type": "quest.started", "deliverat": "2026-12-24T09:00:00Z",
+            "data": {"questId": "q", "userId": "u"}}),
+            "",
+        );
+        assert_eq!(event.unwrap().deliver_at.unwrap().pointer, "/deliverat");
+        let headers = json!({"specversion": "1.0", "id": "e2", "source": "/s",
+            "type": "quest.started", "deliverat": "next tuesday"});
+        let data = json!({"questId": "q", "userId": "u"});
+        let bad = parse_binary(headers.as_object().unwrap().clone(), data);
+        assert!(
+            matches!(&bad, Err(CloudEventError::Invalid(e)) if e[0].pointer == "/headers/ce-deliverat"),
+            "{bad:?}"
+        );
     }
 }

@@ -56,13 +56,11 @@ async fn insert_new(
     tx: &mut Transaction<'static, Postgres>,
     rows: &[&PendingEvent],
 ) -> Result<Vec<Uuid>, sqlx::Error> {
-    let scheduled: Vec<(&PendingEvent, &ScheduledRecord)> = rows
+    let scheduled: Vec<Scheduled> = rows
         .iter()
         .filter_map(|e| e.schedule.as_ref().map(|s| (*e, s)))
         .collect();
-    let column = |f: &dyn Fn(&PendingEvent, &ScheduledRecord) -> Option<String>| {
-        scheduled.iter().map(|(e, s)| f(e, s)).collect::<Vec<_>>()
-    };
+    let trace = |e: &PendingEvent| e.trace.clone();
     sqlx::query_scalar(
         "INSERT INTO scheduled_events (event_id, deliver_at, type, user_id, ordering_key,
                                        correlation_id, source, timestamp_secs, body, critical,
@@ -73,52 +71,36 @@ async fn insert_new(
          ON CONFLICT (event_id) DO NOTHING
          RETURNING event_id",
     )
-    .bind(scheduled.iter().map(|(e, _)| e.id).collect::<Vec<_>>())
-    .bind(
-        scheduled
-            .iter()
-            .map(|(_, s)| s.deliver_at)
-            .collect::<Vec<_>>(),
-    )
-    .bind(column(&|_, s| Some(s.record.event_type.to_owned())))
-    .bind(column(&|_, s| s.record.user_id.clone()))
-    .bind(column(&|e, _| Some(e.ordering_key.clone())))
-    .bind(column(&|e, _| Some(e.correlation_id.clone())))
-    .bind(column(&|_, s| Some(s.record.source.clone())))
-    .bind(
-        scheduled
-            .iter()
-            .map(|(e, _)| e.timestamp_secs)
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        scheduled
-            .iter()
-            .map(|(e, _)| e.body.clone())
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        scheduled
-            .iter()
-            .map(|(_, s)| s.critical)
-            .collect::<Vec<_>>(),
-    )
-    .bind(column(&|e, _| {
-        e.trace.as_ref().map(|t| t.parent.to_string())
+    .bind(column(&scheduled, |e, _| e.id))
+    .bind(column(&scheduled, |_, s| s.deliver_at))
+    .bind(column(&scheduled, |_, s| s.record.event_type))
+    .bind(column(&scheduled, |_, s| s.record.user_id.clone()))
+    .bind(column(&scheduled, |e, _| e.ordering_key.clone()))
+    .bind(column(&scheduled, |e, _| e.correlation_id.clone()))
+    .bind(column(&scheduled, |_, s| s.record.source.clone()))
+    .bind(column(&scheduled, |e, _| e.timestamp_secs))
+    .bind(column(&scheduled, |e, _| e.body.clone()))
+    .bind(column(&scheduled, |_, s| s.critical))
+    .bind(column(&scheduled, |e, _| {
+        trace(e).map(|t| t.parent.to_string())
     }))
-    .bind(column(&|e, _| {
-        e.trace
-            .as_ref()
-            .and_then(|t| t.state.as_deref().map(str::to_owned))
+    .bind(column(&scheduled, |e, _| {
+        trace(e).and_then(|t| t.state).map(|s| s.to_string())
     }))
-    .bind(
-        scheduled
-            .iter()
-            .map(|(_, s)| s.record.accepted_at)
-            .collect::<Vec<_>>(),
-    )
+    .bind(column(&scheduled, |_, s| s.record.accepted_at))
     .fetch_all(&mut **tx)
     .await
+}
+
+/// A scheduled event and its schedule.
+type Scheduled<'a> = (&'a PendingEvent, &'a ScheduledRecord);
+
+/// One value of every scheduled event, for one `UNNEST` array.
+fn column<T>(
+    scheduled: &[Scheduled],
+    value: impl Fn(&PendingEvent, &ScheduledRecord) -> T,
+) -> Vec<T> {
+    scheduled.iter().map(|(e, s)| value(e, s)).collect()
 }
 
 /// An earlier scheduled event with an id being scheduled again.

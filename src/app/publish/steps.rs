@@ -117,29 +117,13 @@ impl Publishing {
         let scheduled: Vec<bool> = held.iter().map(|p| p.schedule.is_some()).collect();
         match self.outbox.hold(held, owner).await {
             Ok(held) => {
-                let mut owed = false;
                 for (((&i, held), &id), &scheduled) in
                     indexes.iter().zip(held).zip(&ids).zip(&scheduled)
                 {
-                    owed |= !scheduled && !by_request;
-                    steps[i] = match (held, by_request) {
-                        // Committed; the schedule publishes it when it is due.
-                        (Held::New | Held::Scheduled, _) if scheduled => {
-                            Step::Done(Ok(ReceiptStatus::Scheduled))
-                        }
-                        (Held::Cancelled, _) => Step::Done(Err(NotTaken::Cancelled)),
-                        (Held::New, true) => Step::HeldBySelf,
-                        (Held::New, false) => Step::Done(Ok(ReceiptStatus::Queued)),
-                        // A retry of an accepted event (ids are their caller's): it is
-                        // safe already, and is not published again.
-                        (Held::Owed, _) => Step::Done(Ok(ReceiptStatus::Queued)),
-                        (Held::Published, _) => Step::Done(Ok(ReceiptStatus::Published)),
-                        (Held::Unsettled | Held::Scheduled, _) => {
-                            Step::Done(Err(NotTaken::unknown(id, Unknown::InProgress)))
-                        }
-                    };
+                    steps[i] = after_hold(held, id, scheduled, by_request);
                 }
-                if owed {
+                // A scheduled event is no backlog: other events need not queue behind it.
+                if !by_request && scheduled.contains(&false) {
                     self.backlog.added();
                 }
             }
@@ -250,6 +234,24 @@ impl Publishing {
         }
         if held.is_ok() {
             self.backlog.added();
+        }
+    }
+}
+
+/// Where an event stands once the hold found it new, or found its id taken before.
+fn after_hold(held: Held, id: Uuid, scheduled: bool, by_request: bool) -> Step {
+    match (held, by_request) {
+        // Committed; the schedule publishes it when it is due.
+        (Held::New | Held::Scheduled, _) if scheduled => Step::Done(Ok(ReceiptStatus::Scheduled)),
+        (Held::Cancelled, _) => Step::Done(Err(NotTaken::Cancelled)),
+        (Held::New, true) => Step::HeldBySelf,
+        (Held::New, false) => Step::Done(Ok(ReceiptStatus::Queued)),
+        // A retry of an accepted event (ids are their caller's): it is safe already, and is
+        // not published again.
+        (Held::Owed, _) => Step::Done(Ok(ReceiptStatus::Queued)),
+        (Held::Published, _) => Step::Done(Ok(ReceiptStatus::Published)),
+        (Held::Unsettled | Held::Scheduled, _) => {
+            Step::Done(Err(NotTaken::unknown(id, Unknown::InProgress)))
         }
     }
 }
