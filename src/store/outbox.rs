@@ -77,6 +77,9 @@ impl Store {
                  FOR UPDATE SKIP LOCKED",
             )
             .bind(limit)
+            // Planned afresh each time, for the outbox as it is now (store/schedule.rs,
+            // UNPREPARED).
+            .persistent(false)
             .fetch_all(&mut *tx)
             .await?;
             Ok(ClaimedBatch { tx, rows })

@@ -16,6 +16,13 @@ use crate::app::records::{
 };
 use crate::domain::envelope::rfc3339_millis;
 
+// UNPREPARED: a claim of a queue-like table is not kept as a prepared statement. PostgreSQL
+// turns a statement prepared on a connection into a generic plan after five runs, made
+// for the table as it was then; one made while the schedule (or the outbox) was nearly
+// empty reads the whole table for every due row once it has grown (measured: a release
+// took 59 ms, then 1.2 s per tick, until an ANALYZE; BENCHMARKS.md). Planning it each
+// time costs about a millisecond.
+
 /// The advisory lock that lets one gateway at a time release due events, so that events
 /// due together reach the outbox (and so the bus) in the order they were accepted.
 const RELEASE_LOCK: i64 = 0x6576_6e74_7363_6864;
@@ -245,6 +252,8 @@ async fn release_due(pool: &PgPool, limit: i64) -> Result<u64, StoreError> {
          ON CONFLICT (event_id) DO NOTHING",
     )
     .bind(limit)
+    // Planned afresh each time (see `UNPREPARED`).
+    .persistent(false)
     .execute(&mut *tx)
     .await?
     .rows_affected();
