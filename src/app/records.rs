@@ -153,8 +153,9 @@ pub struct ScheduleStats {
     /// Events released to the outbox and not marked published since (the relay marks
     /// them when the broker confirms them).
     pub released: i64,
-    /// Published and cancelled events, kept for IDEMPOTENCY_TTL.
+    /// Published events, kept for IDEMPOTENCY_TTL after they went out.
     pub published: i64,
+    /// Cancelled events, kept until IDEMPOTENCY_TTL after the time they were due.
     pub cancelled: i64,
 }
 

@@ -18,11 +18,11 @@ pub(super) async fn insert_rows(
     lease: Duration,
     retrying: bool,
 ) -> Result<Vec<Held>, sqlx::Error> {
-    let (scheduled, owed): (Vec<usize>, Vec<usize>) =
-        (0..rows.len()).partition(|&i| rows[i].0.schedule.is_some());
-    if scheduled.is_empty() {
+    if rows.iter().all(|(e, _)| e.schedule.is_none()) {
         return insert_owed(tx, rows, lease, retrying).await;
     }
+    let (scheduled, owed): (Vec<usize>, Vec<usize>) =
+        (0..rows.len()).partition(|&i| rows[i].0.schedule.is_some());
     let mut held = vec![Held::Unsettled; rows.len()];
     let events: Vec<&PendingEvent> = scheduled.iter().map(|&i| rows[i].0).collect();
     let answers = schedule::insert(tx, &events, retrying).await?;
