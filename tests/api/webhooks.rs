@@ -236,3 +236,35 @@ async fn without_redis_webhooks_are_refused_rather_than_risk_a_double_publish() 
     app.next_message(&app.queue("quest")).await;
     assert_eq!(app.depth(&app.queue("quest")).await, 0, "published once");
 }
+
+#[tokio::test]
+async fn a_webhook_schedules_its_events_and_a_late_redelivery_is_answered_as_before() {
+    use std::time::Duration;
+
+    use crate::scheduled::{at, collect, expiry, in_};
+    let app = webhook_app().await;
+    let due = in_(Duration::from_secs(2));
+    let body = json!({"events": [expiry("user-8", "rew-8", &due)]});
+    let delivery = Delivery::signed("shop", "msg_scheduled_1", NEW_KEY, &body);
+    let first = delivery.send(&app).await;
+    assert_eq!(first.status(), 202);
+    let first: Value = first.json().await.unwrap();
+    assert_eq!(first["results"][0]["status"], "scheduled");
+    let queue = app.queue("reward");
+    let got = collect(&app, &queue, 1, Duration::from_secs(8)).await;
+    assert_eq!(got.len(), 1);
+    let (message, arrived) = &got[0];
+    assert!(*arrived >= at(&due), "not before its time");
+    assert_eq!(message["metadata"]["source"], "webhook:shop");
+    assert_eq!(message["id"], first["results"][0]["id"]);
+    // The sender retries after its time has passed: the first answer, nothing published.
+    let again = Delivery::signed("shop", "msg_scheduled_1", NEW_KEY, &body);
+    let again = again.send(&app).await;
+    assert_eq!(again.status(), 202);
+    assert_eq!(again.json::<Value>().await.unwrap(), first);
+    assert!(
+        collect(&app, &queue, 1, Duration::from_secs(1))
+            .await
+            .is_empty()
+    );
+}
